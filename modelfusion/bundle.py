@@ -1,0 +1,179 @@
+"""The saved fused model: a folder with a manifest, member files and checksums.
+
+Layout::
+
+    bundle/
+      manifest.json            # members, strategy, classes, versions, sha256 of every file
+      members/<name>/...       # each member's own format: safetensors, onnx, skops, ...
+      strategy/state.safetensors
+
+Nothing is pickled. Saving writes into a temporary sibling folder and renames it into
+place, so an interrupted save never leaves a half-written bundle. Loading verifies every
+checksum before it reads a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelfusion.errors import BundleError
+from modelfusion.members.base import sha256_file
+from modelfusion.serialization import load_strategy, save_strategy
+
+if TYPE_CHECKING:
+    from modelfusion.fused import FusedModel
+
+FORMAT = "modelfusion-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write ``model`` as a bundle folder at ``path`` atomically; returns the path."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BundleError(f"{path} already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        members = []
+        for i, member in enumerate(model.members):
+            rel = Path("members") / f"{i:02d}-{_safe(member.name)}"
+            (tmp / rel).mkdir(parents=True)
+            spec = member.save(tmp / rel)
+            members.append({**spec, "dir": rel.as_posix(), "preprocess": _preprocess_spec(member)})
+        strategy_spec = save_strategy(model.strategy, tmp / "strategy")
+        files = {
+            p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "task": model.task,
+            "classes": None if model.classes is None else model.classes.tolist(),
+            "members": members,
+            "strategy": strategy_spec,
+            "metadata": model.metadata,
+            "versions": _versions(),
+            "checksums": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_bundle(path: str | Path, *, trust: bool = False) -> FusedModel:
+    """Read a bundle folder, verifying its checksums first."""
+    from modelfusion.fused import FusedModel
+    from modelfusion.members.loading import load_saved_member
+
+    manifest, path = read_manifest(path)
+    verify_checksums(path, manifest)
+    members = []
+    for spec in manifest["members"]:
+        member = load_saved_member(path / spec["dir"], spec)
+        if spec.get("preprocess") is not None:
+            from modelfusion.data import build_preprocessor
+
+            member.preprocess = build_preprocessor(spec["preprocess"])
+            member.preprocess_spec = spec["preprocess"]
+        members.append(member)
+    strategy = load_strategy(manifest["strategy"], path / "strategy", trust=trust)
+    return FusedModel(members, strategy, metadata=manifest.get("metadata"))
+
+
+def read_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The parsed manifest of a bundle folder, with a clear error when it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path} is not a bundle folder (it does not exist or is a file)")
+    mf = path / MANIFEST
+    if not mf.is_file():
+        raise BundleError(f"{path} is not a modelfusion bundle: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{mf} is not valid JSON: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{mf} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise BundleError(
+            f"{path} was written by a newer modelfusion (bundle format {manifest['format_version']}); upgrade"
+        )
+    return manifest, path
+
+
+def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
+    """Raise BundleError naming every file that is missing or whose sha256 differs."""
+    problems = []
+    for rel, digest in manifest.get("checksums", {}).items():
+        f = path / rel
+        if not f.is_file():
+            problems.append(f"{rel}: missing")
+        elif sha256_file(f) != digest:
+            problems.append(f"{rel}: checksum mismatch (file changed or corrupt)")
+    if problems:
+        raise BundleError(f"bundle {path} failed verification: " + "; ".join(problems))
+
+
+def _preprocess_spec(member: Any) -> Any:
+    """The member's preprocessing as a config spec; a bare callable cannot be saved safely."""
+    spec = getattr(member, "preprocess_spec", None)
+    if member.preprocess is not None and spec is None:
+        raise BundleError(
+            f"member {member.name!r} has a preprocess callable that cannot be saved without pickle; "
+            "give it as a spec (e.g. preprocess={'reshape': [1, 8, 8]}) via modelfusion.data.build_preprocessor "
+            "and set member.preprocess_spec, or bake the preprocessing into the model"
+        )
+    return spec
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    backup = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    os.replace(dst, backup)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        os.replace(backup, dst)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import onnx
+    import onnxruntime
+    import sklearn
+    import torch
+
+    import modelfusion
+
+    return {"modelfusion": modelfusion.__version__, "python": platform.python_version(),
+            "numpy": numpy.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

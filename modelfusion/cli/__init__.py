@@ -1,0 +1,3 @@
+"""The ``modelfusion`` command line (typer)."""
+
+from modelfusion.cli.app import app, main

@@ -1,0 +1,89 @@
+"""Typer application, global options, and the one place user errors become exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from modelfusion.errors import ConfigError, ModelFusionError
+
+app = typer.Typer(
+    name="modelfusion",
+    help="Fuse trained models into one predictor that is more accurate, better calibrated and cheaper to run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+USER_ERRORS = (ModelFusionError, FileNotFoundError, ValueError, ImportError, PermissionError)
+
+
+class State:
+    quiet = False
+    verbose = False
+
+
+def log(message: str) -> None:
+    """Progress messages, silenced by --quiet."""
+    if not State.quiet:
+        err_console.print(f"[dim]{message}[/dim]")
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors into one red line and exit code 2 (tracebacks only with --verbose)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            err_console.print("[red]interrupted[/red]: nothing half-written was left behind")
+            raise typer.Exit(130) from None
+        except ConfigError as e:
+            if State.verbose:
+                err_console.print_exception()
+            first, *rest = str(e).splitlines()
+            err_console.print(f"[red]error:[/red] {first}", highlight=False, soft_wrap=True)
+            for line in rest:
+                err_console.print(line, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except USER_ERRORS as e:
+            if State.verbose:
+                err_console.print_exception()
+            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.callback()
+def _global(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print results and errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and library messages."),
+) -> None:
+    State.quiet, State.verbose = quiet, verbose
+    if quiet:
+        os.environ["MODELFUSION_QUIET"] = "1"
+
+
+def _register() -> None:
+    from modelfusion.cli import bundle_commands, run_commands  # noqa: F401  (registers commands)
+
+
+def main() -> None:
+    """Entry point of the ``modelfusion`` script."""
+    _register()
+    app(prog_name="modelfusion")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

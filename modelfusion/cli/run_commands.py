@@ -1,0 +1,119 @@
+"""``modelfusion init``, ``run`` and ``demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+import yaml
+
+from modelfusion.cli.app import State, app, console, handle_errors, log
+from modelfusion.cli.tables import results_table
+from modelfusion.errors import ConfigError
+
+_SCAFFOLD_README = """# {name}
+
+A modelfusion project.
+
+- `configs/fusion.yaml` — what to fuse and how; it runs as is on the built-in digits example.
+- `models/` — your trained members (torch, ONNX, scikit-learn, Hugging Face, Keras files).
+- `pipelines/` — preprocessing code your members need (`module:function` factories).
+- `utils/` — anything else the project needs.
+
+Run it:
+
+    modelfusion run configs/fusion.yaml
+
+then open `runs/fusion/report.html`. Point `members:` at your own models and `data:` at
+your own labelled validation data when you are ready.
+"""
+
+_CONFIG_HEADER = """\
+# modelfusion run config. Paths are relative to this file; ${{VAR}} and ${{VAR:-default}}
+# are read from the environment. Every key is documented in the modelfusion README.
+#
+# name:        a label for tables and the report
+# seed:        every stochastic step (splits, CV folds, search) uses it
+# output_dir:  where the bundle, report.html, report.md and metrics.json go
+# cache_dir:   member outputs are cached here, keyed by model and data hash
+# data:        builtin:NAME | a CSV/Parquet/.npz/.npy file | an image folder | module:function;
+#              split into validation (fits the fusion) and test (the final report)
+# members:     one entry per model: path, framework (optional), preprocess, options
+# fusion:      strategies: auto | [mean, weighted, greedy, optimized, stacking, ...];
+#              metric picks the winner by cross-validation on the validation split
+"""
+
+
+@app.command()
+@handle_errors
+def init(
+    name: Path = typer.Argument(..., help="Folder to create."),
+    force: bool = typer.Option(False, "--force", help="Write into an existing non-empty folder."),
+    example: bool = typer.Option(True, "--example/--no-example",
+                                 help="Train the digits example members into models/ so the config runs as is."),
+) -> None:
+    """Scaffold a project: configs/fusion.yaml, models/, pipelines/, utils/ and a README."""
+    from modelfusion.examples.digits import build_digits_members, digits_config
+
+    if name.exists() and (not name.is_dir() or any(name.iterdir())) and not force:
+        raise ConfigError(f"{name} exists and is not empty; pass --force to write into it",
+                          [f"{name}: not empty"])
+    for sub in ("configs", "models", "pipelines", "utils"):
+        (name / sub).mkdir(parents=True, exist_ok=True)
+    (name / "README.md").write_text(_SCAFFOLD_README.format(name=name.name))
+    members = []
+    if example:
+        log("training the digits example members into models/ ...")
+        members = [{**m, "path": f"../{m['path']}"} for m in build_digits_members(name / "models")]
+    config = digits_config(members, output_dir="../runs/fusion")
+    config["cache_dir"] = "../.modelfusion-cache"
+    config["name"] = name.name
+    text = _CONFIG_HEADER.format() + "\n" + yaml.safe_dump(config, sort_keys=False)
+    (name / "configs" / "fusion.yaml").write_text(text)
+    console.print(f"created [bold]{name}[/bold]; next: modelfusion run {name / 'configs' / 'fusion.yaml'}")
+
+
+@app.command()
+@handle_errors
+def run(config: Path = typer.Argument(..., help="A fusion.yaml file.")) -> None:
+    """The main job: load members, score them (cached), search strategies, save the fused bundle and report."""
+    from modelfusion.config import load_config
+    from modelfusion.workflow import run_fusion
+
+    cfg = load_config(config)
+    result = run_fusion(cfg, log=log)
+    _print_result(result)
+
+
+@app.command()
+@handle_errors
+def demo(output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Folder for models and results.")) -> None:
+    """The main job on a built-in example: seven members on digits, three frameworks, then fused."""
+    from modelfusion.config import parse_config
+    from modelfusion.examples.digits import build_digits_members, digits_config
+    from modelfusion.workflow import run_fusion
+
+    log("training seven example members on the digits train split ...")
+    members = build_digits_members(output / "models")
+    raw = digits_config(members, output_dir="results")
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "fusion.yaml").write_text(_CONFIG_HEADER.format() + "\n" + yaml.safe_dump(raw, sort_keys=False))
+    log(f"wrote {output / 'fusion.yaml'} (copy it to start your own)")
+    result = run_fusion(parse_config(raw, base_dir=output.resolve(), source=str(output / "fusion.yaml")), log=log)
+    _print_result(result)
+
+
+def _print_result(result) -> None:
+    console.print(results_table(result.members, result.strategies, result.chosen))
+    best, chosen = result.best_member, result.chosen_row
+    if "accuracy" in chosen:
+        console.print(
+            f"fused [bold]{result.chosen}[/bold]: test accuracy {100 * chosen['accuracy']:.2f}% vs "
+            f"{100 * best['accuracy']:.2f}% for the best member ({best['name']}); "
+            f"NLL {best['nll']:.4f} → {chosen['nll']:.4f}"
+        )
+    console.print(f"bundle: {result.bundle_dir}")
+    if "html" in result.files:
+        console.print(f"report: {result.files['html']}")
+    if State.verbose:
+        console.print(result.files)

@@ -1,0 +1,266 @@
+"""The YAML configuration of a fusion run, validated with pydantic.
+
+Every problem is reported at once with its YAML path (``members[2].path: file not
+found``); unknown keys get a did-you-mean suggestion; ``${VAR}`` and ``${VAR:-default}``
+are replaced from the environment. Relative paths are resolved against the config file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modelfusion.errors import ConfigError
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitConfig(_Strict):
+    """How one data source is split; the ``train`` part is left for training members."""
+
+    validation: float = Field(0.25, gt=0, lt=1, description="fraction used to fit the fusion")
+    test: float = Field(0.25, gt=0, lt=1, description="fraction held out for the final report")
+    seed: int = 0
+    stratify: bool = True
+
+
+class DataSourceConfig(_Strict):
+    """One dataset: ``builtin:NAME``, a file/folder path, or a ``module:function`` factory."""
+
+    source: str
+    format: Literal["auto", "builtin", "image_folder", "table", "arrays", "factory"] = "auto"
+    label: str | None = None
+    features: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(DataSourceConfig):
+    """The data section: one source split into validation/test, or explicit ones."""
+
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    validation: DataSourceConfig | None = None
+    test: DataSourceConfig | None = None
+
+
+class MemberConfig(_Strict):
+    """One member: a model file (or hub id) and how to load and feed it."""
+
+    name: str | None = None
+    path: str
+    framework: str | None = None
+    trust: bool = False
+    preprocess: dict[str, Any] | list[Any] | str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StrategyConfig(_Strict):
+    """A strategy by registry name with its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class FusionConfig(_Strict):
+    """Which strategies to try and how to choose among them."""
+
+    strategies: Literal["auto"] | list[str | StrategyConfig] = "auto"
+    metric: str = "nll"
+    cv: int = Field(5, ge=2)
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        from modelfusion.strategies import STRATEGY_REGISTRY
+
+        for item in value:
+            name = item if isinstance(item, str) else item.name
+            if name.lower() not in STRATEGY_REGISTRY:
+                close = difflib.get_close_matches(name.lower(), list(STRATEGY_REGISTRY), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown strategy {name!r}{hint}")
+        return value
+
+
+class ReportConfig(_Strict):
+    enabled: bool = True
+    title: str | None = None
+
+
+class RunConfig(_Strict):
+    """The whole ``fusion.yaml``."""
+
+    name: str = "fusion"
+    task: Literal["classification", "multilabel", "regression"] | None = None
+    seed: int = 0
+    output_dir: str = "runs/fusion"
+    cache_dir: str | None = ".modelfusion-cache"
+    batch_size: int = Field(256, ge=1)
+    data: DataConfig
+    members: list[MemberConfig] = Field(min_length=1)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    #: Folder relative paths are resolved against (the config file's folder).
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def resolve(self, path: str | None) -> Path | None:
+        """``path`` relative to the config file's folder (absolute paths unchanged)."""
+        if path is None:
+            return None
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read, interpolate and validate a YAML config; raise ConfigError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", [f"{path}: not found"])
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}"
+        raise ConfigError(problem, [problem]) from None
+    return parse_config(raw, base_dir=path.parent.resolve(), source=str(path))
+
+
+def parse_config(raw: Any, *, base_dir: Path | None = None, source: str = "config") -> RunConfig:
+    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+    if not isinstance(raw, dict):
+        problem = f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        raise ConfigError(problem, [problem])
+    problems: list[str] = []
+    raw = _interpolate(raw, "", problems)
+    base_dir = base_dir or Path.cwd()
+    config = None
+    try:
+        config = RunConfig.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as e:
+        problems.extend(_describe(err) for err in e.errors())
+    problems.extend(_check_paths(raw, base_dir))
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{source} has {len(problems)} problem(s):\n{lines}", problems)
+    assert config is not None
+    return config
+
+
+def dump_config(config: RunConfig) -> str:
+    """The config as YAML (what the run actually used)."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude={"base_dir"}), sort_keys=False)
+
+
+def _interpolate(value: Any, where: str, problems: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def sub(m: re.Match) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in os.environ:
+                return os.environ[var]
+            if default is not None:
+                return default
+            problems.append(f"{where}: environment variable {var} is not set (use ${{{var}:-default}})")
+            return m.group(0)
+
+        return _ENV.sub(sub, value)
+    return value
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "StrategyConfig", "list[union[str,StrategyConfig]]", "literal['auto']"):
+            continue  # pydantic union branch names, not YAML keys
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    where = _loc(loc)
+    if err["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        parent = _model_at(loc[:-1])
+        valid = list(parent.model_fields) if parent else []
+        valid = [v for v in valid if v != "base_dir"]
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{where}: unknown key{hint} (valid keys: {', '.join(valid)})"
+    if err["type"] == "missing":
+        return f"{where}: required field is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: Any = RunConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = None
+        for c in candidates:
+            for cc in [c, *getattr(c, "__args__", ())]:
+                if isinstance(cc, type) and issubclass(cc, BaseModel):
+                    nxt = cc
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def _check_paths(raw: dict[str, Any], base_dir: Path) -> list[str]:
+    """Existence checks on member files (hub ids and builtins are left to the loaders)."""
+    problems = []
+    members = raw.get("members")
+    if isinstance(members, list):
+        for i, m in enumerate(members):
+            if not isinstance(m, dict) or not isinstance(m.get("path"), str):
+                continue
+            path = m["path"]
+            framework = str(m.get("framework") or "").lower()
+            if framework in ("hf", "transformers", "huggingface") and not path.startswith((".", "/", "~")):
+                continue  # may be a hub id
+            p = Path(os.path.expanduser(path))
+            p = p if p.is_absolute() else base_dir / p
+            if not p.exists():
+                problems.append(f"members[{i}].path: {path!r} does not exist (relative to {base_dir})")
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key, section in (("data", data), ("data.validation", data.get("validation")),
+                             ("data.test", data.get("test"))):
+            if not isinstance(section, dict) or not isinstance(section.get("source"), str):
+                continue
+            src = section["source"]
+            if src.startswith("builtin:") or (":" in src and not Path(src).suffix and "/" not in src):
+                continue
+            p = Path(os.path.expanduser(src))
+            p = p if p.is_absolute() else base_dir / p
+            if not p.exists():
+                problems.append(f"{key}.source: {src!r} does not exist (relative to {base_dir})")
+    return problems

@@ -1,0 +1,316 @@
+"""Hugging Face members: a transformers model with a sequence- or image-classification head.
+
+``transformers`` is imported only when a member is built, so ``import modelfusion`` stays fast.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelfusion.errors import MemberLoadError
+from modelfusion.members.base import Member
+from modelfusion.members.torch import state_dict_fingerprint
+
+
+class HFMember(Member, nn.Module):
+    """A transformers classifier (text or image) with its tokenizer or image processor.
+
+    :meth:`predict` accepts what a user has at hand: a list of strings (tokenized with
+    padding and truncation), images (numpy ``[N, H, W, C]`` or ``[N, C, H, W]``, or PIL
+    images, run through the image processor), a dict of model inputs (passed through), or
+    a tensor of ready model inputs (``input_ids`` or ``pixel_values``). It returns the
+    logits; classes come from ``config.id2label`` in id order.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A model with a classification head (``...ForSequenceClassification`` or
+        ``...ForImageClassification``).
+    tokenizer, processor : optional
+        The text tokenizer or image processor the model was trained with.
+    name, task, classes, n_outputs, preprocess, source_path
+        See :class:`~modelfusion.members.base.Member`; task follows ``config.problem_type``.
+    output_kind : str, optional
+        Default ``"logits"`` (``"values"`` for regression heads).
+    device : str
+        Where the model runs (default ``"cpu"``).
+    max_length : int, optional
+        Truncation length for text (default: the tokenizer's or the model's limit).
+
+    Examples
+    --------
+    >>> member = load_member("models/sentiment", framework="hf")   # a save_pretrained folder
+    >>> member.predict(["great film", "dull plot"]).shape
+    (2, 2)
+    """
+
+    framework = "hf"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        tokenizer: Any = None,
+        processor: Any = None,
+        name: str = "hf",
+        task: str | None = None,
+        output_kind: str | None = None,
+        classes: Sequence[Any] | np.ndarray | None = None,
+        n_outputs: int | None = None,
+        preprocess: Callable[[Any], Any] | None = None,
+        source_path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        max_length: int | None = None,
+    ):
+        if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+            raise MemberLoadError(
+                f"member {name!r}: HFMember wraps a transformers PreTrainedModel, got {type(model).__name__}"
+            )
+        nn.Module.__init__(self)
+        config = model.config
+        if task is None:
+            task = {"multi_label_classification": "multilabel", "regression": "regression"}.get(
+                getattr(config, "problem_type", None) or "", "classification"
+            )
+        if output_kind is None:
+            output_kind = "values" if task == "regression" else "logits"
+        id2label = getattr(config, "id2label", None)
+        if classes is None and task != "regression" and id2label:
+            classes = [id2label[k] for k in sorted(id2label, key=int)]
+        Member.__init__(
+            self,
+            name=name,
+            task=task,
+            output_kind=output_kind,
+            classes=classes,
+            n_outputs=n_outputs,
+            preprocess=preprocess,
+            source_path=source_path,
+        )
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.max_length = max_length
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` for models fed ``pixel_values``, else ``"text"``."""
+        return "image" if getattr(self.model, "main_input_name", "input_ids") == "pixel_values" else "text"
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Logits [samples, classes] for ready model inputs (``input_ids=...`` or ``pixel_values=...``)."""
+        return self.model(**inputs).logits
+
+    def _predict(self, batch: Any) -> np.ndarray:
+        inputs = self._encode(batch)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                logits = self.model(**inputs).logits
+        finally:
+            if was_training:
+                self.model.train()
+        return logits.detach().float().cpu().numpy()
+
+    def _encode(self, batch: Any) -> dict[str, torch.Tensor]:
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if isinstance(batch, Mapping):
+            inputs = dict(batch)
+        elif isinstance(batch, torch.Tensor):
+            inputs = {main_input: batch}
+        elif _is_text(batch):
+            inputs = self._tokenize([batch] if isinstance(batch, str) else [str(s) for s in batch])
+        elif self.modality == "image":
+            inputs = self._process_images(batch)
+        elif isinstance(batch, np.ndarray) and batch.dtype.kind in "iu":
+            inputs = {main_input: batch}
+        else:
+            raise TypeError(
+                f"member {self.name!r} (a {self.modality} model) cannot take a {type(batch).__name__}; pass "
+                "a list of strings, images, or a dict of model inputs"
+            )
+        accepted = inspect.signature(self.model.forward).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+        encoded = {}
+        for key, value in inputs.items():
+            if not takes_any and key not in accepted:
+                continue  # e.g. token_type_ids for models that have none
+            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+            if tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            encoded[key] = tensor.to(self.device)
+        return encoded
+
+    def _tokenize(self, texts: list[str]) -> Mapping[str, Any]:
+        if self.tokenizer is None:
+            raise ValueError(
+                f"member {self.name!r} got text but has no tokenizer; load it with tokenizer= (a path or "
+                "a tokenizer object) or pass a dict of input_ids"
+            )
+        max_length = self.max_length
+        if max_length is None:
+            limit = getattr(self.tokenizer, "model_max_length", None)
+            max_length = (
+                limit
+                if limit and limit < 1_000_000
+                else getattr(self.model.config, "max_position_embeddings", None)
+            )
+        return self.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+
+    def _process_images(self, batch: Any) -> Mapping[str, Any]:
+        if self.processor is None:
+            raise ValueError(
+                f"member {self.name!r} got images but has no image processor; load it with processor= or "
+                "pass a tensor of pixel_values"
+            )
+        images = list(batch) if isinstance(batch, np.ndarray) and batch.ndim == 4 else batch
+        return self.processor(images=images, return_tensors="pt")
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of elements in the model's parameters."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    def fingerprint(self) -> str:
+        """sha256 over the model's state-dict tensors."""
+        return state_dict_fingerprint(self.model)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """``save_pretrained`` the model (safetensors) and its tokenizer/processor into ``model/``."""
+        target = Path(directory) / "model"
+        target.mkdir(parents=True, exist_ok=True)
+        options = {}
+        if "safe_serialization" in inspect.signature(self.model.save_pretrained).parameters:
+            options["safe_serialization"] = True  # transformers 4.x; always safetensors from 5.0
+        self.model.save_pretrained(target, **options)
+        for tool in (self.tokenizer, self.processor):
+            if tool is not None:
+                tool.save_pretrained(target)
+        return {**self._common_spec(), "file": "model", "max_length": self.max_length}
+
+    @classmethod
+    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> HFMember:
+        """Rebuild a member from what :meth:`save` wrote (no remote code is trusted)."""
+        kwargs = cls._common_kwargs(spec)
+        name = kwargs.pop("name")
+        return load_hf(Path(directory) / spec["file"], name=name, max_length=spec.get("max_length"), **kwargs)
+
+
+def load_hf(
+    source: Any,
+    *,
+    name: str,
+    trust: bool = False,
+    tokenizer: Any = None,
+    processor: Any = None,
+    device: str | torch.device = "cpu",
+    max_length: int | None = None,
+    **member_options: Any,
+) -> HFMember:
+    """An :class:`HFMember` from a model object, a ``save_pretrained`` folder or a Hub id.
+
+    ``tokenizer``/``processor`` may be objects or paths; by default they are loaded from the
+    model's folder. ``trust=True`` allows the model's remote code (``trust_remote_code``).
+    """
+    transformers = import_transformers()
+    options = dict(name=name, device=device, max_length=max_length, **member_options)
+    if isinstance(source, nn.Module):
+        return HFMember(
+            source,
+            tokenizer=_load_tool(tokenizer, transformers.AutoTokenizer, None, trust),
+            processor=_load_tool(processor, transformers.AutoImageProcessor, None, trust),
+            **options,
+        )
+    where = str(source)
+    try:
+        config = transformers.AutoConfig.from_pretrained(where, trust_remote_code=trust)
+    except Exception as exc:
+        raise MemberLoadError(
+            f"could not read a transformers config from {where!r} ({type(exc).__name__}: {exc}); give a "
+            "folder written by save_pretrained (with config.json) or a Hub id available offline"
+        ) from exc
+    image = is_vision_config(config)
+    auto = (
+        transformers.AutoModelForImageClassification
+        if image
+        else transformers.AutoModelForSequenceClassification
+    )
+    try:
+        model = auto.from_pretrained(where, config=config, trust_remote_code=trust)
+    except Exception as exc:
+        head = "image" if image else "sequence"
+        raise MemberLoadError(
+            f"could not load {where!r} as a {head}-classification model with {auto.__name__} "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if image:
+        processor = _load_tool(processor, transformers.AutoImageProcessor, where, trust)
+    else:
+        tokenizer = _load_tool(tokenizer, transformers.AutoTokenizer, where, trust)
+    source_path = Path(where) if Path(where).exists() else None
+    return HFMember(model, tokenizer=tokenizer, processor=processor, source_path=source_path, **options)
+
+
+def import_transformers() -> Any:
+    """``import transformers``, or a MemberLoadError saying how to install it."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise MemberLoadError(
+            f'Hugging Face members need transformers ({exc}); install it with pip install "modelfusion[hf]"'
+        ) from exc
+    return transformers
+
+
+def is_vision_config(config: Any) -> bool:
+    """True when a transformers config belongs to an image model (so it takes an image-classification head)."""
+    from transformers.models.auto import modeling_auto
+
+    model_type = getattr(config, "model_type", None)
+    images = modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    texts = modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    if model_type in images or model_type in texts:
+        return model_type in images and model_type not in texts
+    auto_map = getattr(config, "auto_map", None) or {}
+    return (
+        "AutoModelForImageClassification" in auto_map and "AutoModelForSequenceClassification" not in auto_map
+    )
+
+
+def _load_tool(given: Any, auto: Any, folder: str | None, trust: bool) -> Any:
+    """A tokenizer/processor: the object given, loaded from a given path, or found next to the model."""
+    if given is not None and not isinstance(given, (str, Path)):
+        return given
+    where = str(given) if given is not None else folder
+    if where is None:
+        return None
+    try:
+        return auto.from_pretrained(where, trust_remote_code=trust)
+    except Exception as exc:
+        if given is None:
+            return None  # the folder has none; predict() explains what to pass if it is needed
+        raise MemberLoadError(
+            f"could not load a {auto.__name__.removeprefix('Auto')} from {where!r} ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _is_text(batch: Any) -> bool:
+    if isinstance(batch, str):
+        return True
+    if isinstance(batch, np.ndarray):
+        return batch.dtype.kind in "US" or (
+            batch.dtype == object and batch.size > 0 and isinstance(batch.flat[0], str)
+        )
+    return isinstance(batch, (list, tuple)) and len(batch) > 0 and isinstance(batch[0], str)

@@ -1,0 +1,327 @@
+"""``load_member``: one entry point that turns a model object, file, folder or Hub id into a Member."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from modelfusion.errors import MemberFileNotFoundError, MemberLoadError, ModelFusionError
+from modelfusion.members.base import Member
+
+# Accepted spellings of each framework, case-insensitive.
+FRAMEWORK_ALIASES: dict[str, str] = {
+    "torch": "torch",
+    "pytorch": "torch",
+    "onnx": "onnx",
+    "sklearn": "sklearn",
+    "scikit-learn": "sklearn",
+    "hf": "hf",
+    "transformers": "hf",
+    "huggingface": "hf",
+    "keras": "keras",
+    "tensorflow": "keras",
+    "tf": "keras",
+}
+
+# File extension -> framework.
+EXTENSIONS: dict[str, str] = {
+    ".onnx": "onnx",
+    ".skops": "sklearn",
+    ".pkl": "sklearn",
+    ".pickle": "sklearn",
+    ".joblib": "sklearn",
+    ".keras": "keras",
+    ".h5": "keras",
+    ".pt2": "torch",
+    ".pt": "torch",
+    ".pth": "torch",
+    ".bin": "torch",
+    ".safetensors": "torch",
+    ".ts": "torch",
+}
+
+# Options every adapter accepts (see Member).
+MEMBER_OPTIONS = ("task", "output_kind", "classes", "n_outputs", "preprocess")
+
+
+def load_member(
+    source: Any,
+    framework: str | None = None,
+    *,
+    name: str | None = None,
+    trust: bool = False,
+    **options: Any,
+) -> Member:
+    """Turn a model object, file, folder or Hub id into a :class:`Member`.
+
+    Parameters
+    ----------
+    source : model object, path, or Hugging Face Hub id
+        Objects: ``nn.Module``, transformers ``PreTrainedModel``, fitted scikit-learn
+        estimator, ``onnx.ModelProto`` / ``InferenceSession`` / bytes, ``keras.Model``.
+        Files by extension: ``.onnx``; ``.skops``/``.pkl``/``.pickle``/``.joblib``;
+        ``.keras``/``.h5``; ``.pt2``/``.pt``/``.pth``/``.bin``/``.safetensors``/``.ts``.
+        A folder with ``config.json`` is a transformers model; a Hub id (``"org/name"``)
+        needs ``framework="hf"``.
+    framework : str, optional
+        torch/pytorch, onnx, sklearn/scikit-learn, hf/transformers/huggingface,
+        keras/tensorflow/tf (case-insensitive); inferred when omitted.
+    name : str, optional
+        Default: the file stem, or the lower-cased class name of an object.
+    trust : bool
+        Allow formats that run code from the file: pickles, skops files with unknown types,
+        Keras Lambda layers, Hub models with remote code. Off by default.
+    **options
+        Passed to the adapter: ``task``, ``output_kind``, ``classes``, ``preprocess``, and
+        framework-specific ones (``architecture``, ``architecture_kwargs``, ``device``,
+        ``input_shape``, ``output_name``, ``providers``, ``tokenizer``, ``processor``, ...).
+
+    Raises
+    ------
+    MemberFileNotFoundError
+        the path does not exist.
+    MemberLoadError
+        unknown framework, extension or option; corrupt file; state dict without architecture.
+    UnsafeFormatError
+        the format would run code and ``trust`` is False.
+
+    Examples
+    --------
+    >>> load_member("models/digits.onnx").predict(X[:4]).shape
+    (4, 10)
+    >>> load_member("weights.safetensors", architecture="resnet18", architecture_kwargs={"num_classes": 3})
+    >>> load_member(fitted_forest, name="forest")
+    """
+    fw = normalize_framework(framework)
+    if isinstance(source, Member):
+        if options:
+            raise MemberLoadError(
+                f"member {source.name!r} is already built; options {', '.join(sorted(options))} cannot be "
+                "applied to it"
+            )
+        if name is not None:
+            source.name = str(name)
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return _load_path(source, fw, name=name, trust=trust, options=options)
+    inferred = infer_framework(source)
+    if fw is None:
+        if inferred is None:
+            raise MemberLoadError(
+                f"cannot tell which framework a {type(source).__module__}.{type(source).__name__} belongs to; "
+                f"pass framework= one of {', '.join(FRAMEWORK_ALIASES)}"
+            )
+        fw = inferred
+    default_name = type(source).__name__.lower()
+    return _call_loader(fw, source, name=name or default_name, trust=trust, options=options, where=None)
+
+
+def load_saved_member(directory: Path, spec: dict[str, Any]) -> Member:
+    """Rebuild a member from a folder written by ``member.save(directory)`` and its spec.
+
+    ``spec["framework"]`` picks the adapter; raises MemberLoadError for an unknown one.
+    """
+    framework = spec.get("framework")
+    if framework not in _MEMBER_CLASSES:
+        raise MemberLoadError(
+            f"member spec {spec.get('name')!r} has framework {framework!r}; expected one of "
+            f"{', '.join(_MEMBER_CLASSES)}"
+        )
+    member_cls = _member_class(framework)
+    path = Path(directory) / spec.get("file", "")
+    if not path.exists():
+        raise MemberFileNotFoundError(
+            f"member {spec.get('name')!r}: '{path.resolve()}' does not exist; the saved folder is incomplete"
+        )
+    return member_cls.load_saved(Path(directory), spec)
+
+
+class ModelLoader:
+    """Load one model as a member from its framework, path and options (a thin alias of :func:`load_member`).
+
+    Parameters
+    ----------
+    framework : str, optional
+        As for :func:`load_member`; inferred from the path when omitted.
+    model_path : str or Path
+        The model file, folder or Hub id.
+    input_shape : sequence of int, optional
+        Shape of one sample (checked for Keras, used as the export example for torch).
+    tokenizer_path : str or Path, optional
+        Where the tokenizer of a Hugging Face model lives, when not next to the model.
+    **options
+        Passed on to :func:`load_member` (``name``, ``trust``, ``task``, ``architecture``, ...).
+
+    Examples
+    --------
+    >>> member = ModelLoader(framework="keras", model_path="models/digits.keras", input_shape=(64,)).load()
+    """
+
+    def __init__(
+        self,
+        framework: str | None = None,
+        model_path: str | Path | None = None,
+        input_shape: Sequence[int] | None = None,
+        tokenizer_path: str | Path | None = None,
+        **options: Any,
+    ):
+        self.framework = framework
+        self.model_path = model_path
+        self.input_shape = input_shape
+        self.tokenizer_path = tokenizer_path
+        self.options = options
+
+    def load(self) -> Member:
+        """The member (see :func:`load_member`)."""
+        if self.model_path is None:
+            raise MemberLoadError("ModelLoader needs model_path= (a model file, folder or Hub id)")
+        options = dict(self.options)
+        if self.input_shape is not None:
+            options["input_shape"] = tuple(self.input_shape)
+        if self.tokenizer_path is not None:
+            options["tokenizer"] = self.tokenizer_path
+        return load_member(self.model_path, self.framework, **options)
+
+    def __repr__(self) -> str:
+        return f"ModelLoader(framework={self.framework!r}, model_path={self.model_path!r})"
+
+
+# -- inference of the framework -------------------------------------------------------------
+
+
+def normalize_framework(framework: str | None) -> str | None:
+    """The canonical framework name for an accepted spelling; MemberLoadError for an unknown one."""
+    if framework is None:
+        return None
+    canonical = FRAMEWORK_ALIASES.get(str(framework).strip().lower())
+    if canonical is None:
+        raise MemberLoadError(
+            f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_ALIASES)}"
+        )
+    return canonical
+
+
+def infer_framework(obj: Any) -> str | None:
+    """The framework a model object belongs to, or None. Imports nothing that is not already loaded."""
+    if isinstance(obj, (bytes, bytearray)):
+        return "onnx"
+    # Keras 3 models on the torch backend and transformers models are nn.Modules too: check them first.
+    for framework, module, attr in _OBJECT_TYPES:
+        cls = getattr(sys.modules.get(module), attr, None)
+        if isinstance(cls, type) and isinstance(obj, cls):
+            return framework
+    if callable(getattr(obj, "fit", None)) and callable(getattr(obj, "predict", None)):
+        return "sklearn"  # scikit-learn compatible (xgboost, lightgbm, ...)
+    return None
+
+
+_OBJECT_TYPES = (
+    ("hf", "transformers", "PreTrainedModel"),
+    ("keras", "keras", "Model"),
+    ("torch", "torch.nn", "Module"),
+    ("onnx", "onnx", "ModelProto"),
+    ("onnx", "onnxruntime", "InferenceSession"),
+    ("sklearn", "sklearn.base", "BaseEstimator"),
+)
+
+
+def framework_for_path(path: Path) -> str:
+    """The framework a file or folder belongs to; MemberLoadError listing what is supported."""
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return "hf"
+        raise MemberLoadError(
+            f"'{path.resolve()}' is a folder without config.json; folders are loaded as transformers "
+            "models (written by save_pretrained). For other frameworks give the model file itself."
+        )
+    framework = EXTENSIONS.get(path.suffix.lower())
+    if framework is None:
+        raise MemberLoadError(
+            f"'{path.resolve()}' has extension {path.suffix or '(none)'!r}, which no adapter reads; supported: "
+            f"{', '.join(EXTENSIONS)} (or a transformers folder). Pass framework= if the extension is misleading."
+        )
+    return framework
+
+
+# -- internals --------------------------------------------------------------------------------
+
+
+def _load_path(
+    source: str | os.PathLike, fw: str | None, *, name: str | None, trust: bool, options: dict
+) -> Member:
+    path = Path(source).expanduser()
+    if not path.exists():
+        if fw == "hf" and isinstance(source, str) and not source.startswith((".", "/", "~")):
+            hub_name = name or source.rstrip("/").split("/")[-1]
+            return _call_loader("hf", source, name=hub_name, trust=trust, options=options, where=source)
+        hint = (
+            " If it is a Hugging Face Hub id, pass framework='hf'."
+            if isinstance(source, str) and "/" in source
+            else ""
+        )
+        raise MemberFileNotFoundError(f"model file '{path.resolve()}' does not exist.{hint}")
+    if fw is None:
+        fw = framework_for_path(path)
+    default_name = path.name if path.is_dir() else path.stem
+    return _call_loader(fw, path, name=name or default_name, trust=trust, options=options, where=path)
+
+
+def _call_loader(fw: str, source: Any, *, name: str, trust: bool, options: dict, where: Any) -> Member:
+    loader = _loader(fw)
+    _check_options(fw, loader, options)
+    try:
+        return loader(source, name=name, trust=trust, **options)
+    except ModelFusionError:
+        raise
+    except Exception as exc:
+        if where is None:
+            raise
+        raise MemberLoadError(
+            f"could not load '{where}' as a {fw} model ({type(exc).__name__}: {exc}); the file may be "
+            "corrupt or truncated, or written by another framework (pass framework= to choose one)"
+        ) from exc
+
+
+def _check_options(fw: str, loader: Callable[..., Any], options: dict) -> None:
+    params = inspect.signature(loader).parameters
+    accepted = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"name", "trust"}
+    member_cls = _member_class(fw)
+    accepted |= {
+        n
+        for n, p in inspect.signature(member_cls.__init__).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    } - {"name", "source_path"}
+    accepted |= set(MEMBER_OPTIONS)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise MemberLoadError(
+            f"option(s) {', '.join(unknown)} are not understood by {fw} members; accepted: "
+            f"{', '.join(sorted(accepted))}"
+        )
+
+
+_MEMBER_CLASSES = {
+    "torch": ("modelfusion.members.torch", "TorchMember", "load_torch"),
+    "onnx": ("modelfusion.members.onnx", "OnnxMember", "load_onnx"),
+    "sklearn": ("modelfusion.members.sklearn", "SklearnMember", "load_sklearn"),
+    "hf": ("modelfusion.members.hf", "HFMember", "load_hf"),
+    "keras": ("modelfusion.members.keras", "KerasMember", "load_keras"),
+}
+
+
+def _member_class(fw: str) -> type[Member]:
+    import importlib
+
+    module, cls, _ = _MEMBER_CLASSES[fw]
+    return getattr(importlib.import_module(module), cls)
+
+
+def _loader(fw: str) -> Callable[..., Member]:
+    import importlib
+
+    module, _, func = _MEMBER_CLASSES[fw]
+    return getattr(importlib.import_module(module), func)

@@ -1,0 +1,288 @@
+"""ONNX members: an ``.onnx`` file (or model proto, or bytes) run by onnxruntime."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelfusion.errors import MemberLoadError
+from modelfusion.members.base import Member, sha256_file
+
+# onnxruntime type strings -> numpy dtypes the batch is cast to.
+_ORT_DTYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": object,
+}
+
+
+class OnnxMember(Member):
+    """An ONNX model as an ensemble member, run by an ``onnxruntime.InferenceSession``.
+
+    The batch is cast to the model's input dtype. A model with several inputs takes a dict
+    ``{input_name: array}``. A model exported with a fixed batch size runs in chunks of that
+    size (the last chunk padded); :attr:`fixed_batch_size` is ``None`` for a dynamic batch.
+
+    Parameters
+    ----------
+    model : path, ``onnx.ModelProto``, serialized bytes or ``onnxruntime.InferenceSession``
+    name, task, classes, n_outputs, preprocess, source_path
+        See :class:`~modelfusion.members.base.Member`.
+    output_kind : {"logits", "proba", "values"}, optional
+        Default ``"proba"`` when the chosen output is named like ``*prob*`` (scikit-learn
+        converters), ``"values"`` for regression, else ``"logits"``.
+    output_name : str, optional
+        Which graph output to return; default the first float tensor of rank 2 (then any
+        float tensor, then a list of ``{class: probability}`` dicts from a ZipMap).
+    providers : list of str, optional
+        onnxruntime execution providers (default ``["CPUExecutionProvider"]``).
+
+    Examples
+    --------
+    >>> member = OnnxMember("models/digits.onnx", name="digits")
+    >>> member.predict(X[:4]).shape
+    (4, 10)
+    """
+
+    framework = "onnx"
+
+    def __init__(
+        self,
+        model: str | Path | bytes | Any,
+        *,
+        name: str = "onnx",
+        task: str = "classification",
+        output_kind: str | None = None,
+        classes: Sequence[Any] | np.ndarray | None = None,
+        n_outputs: int | None = None,
+        preprocess: Callable[[Any], Any] | None = None,
+        source_path: str | Path | None = None,
+        output_name: str | None = None,
+        providers: Sequence[str] | None = None,
+    ):
+        self.model_path: Path | None = None
+        self._model_bytes: bytes | None = None
+        self.session = self._open_session(model, name, providers)
+        if self.model_path is not None and source_path is None:
+            source_path = self.model_path
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_dtypes = {i.name: _ORT_DTYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
+        batch_dim = self.session.get_inputs()[0].shape[0] if self.session.get_inputs()[0].shape else None
+        self.fixed_batch_size: int | None = (
+            batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        )
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self.output_name = output_name or _default_output(list(outputs.values()))
+        if self.output_name not in outputs:
+            raise MemberLoadError(
+                f"member {name!r}: the model has no output {self.output_name!r}; its outputs are "
+                f"{', '.join(outputs)}"
+            )
+        self._zipmap = outputs[self.output_name].type.startswith("seq(map(")
+        probabilistic = self._zipmap or "prob" in self.output_name.lower()
+        if output_kind is None:
+            output_kind = "values" if task == "regression" else ("proba" if probabilistic else "logits")
+        if classes is None and probabilistic and task != "regression":
+            classes = _ml_classifier_labels(self._proto(load_weights=False))
+        super().__init__(
+            name=name,
+            task=task,
+            output_kind=output_kind,
+            classes=classes,
+            n_outputs=n_outputs,
+            preprocess=preprocess,
+            source_path=source_path,
+        )
+
+    def _open_session(self, model: Any, name: str, providers: Sequence[str] | None) -> Any:
+        import onnxruntime as ort
+
+        if isinstance(model, ort.InferenceSession):
+            path = getattr(model, "_model_path", None)
+            self.model_path = Path(path) if path else None
+            self._model_bytes = getattr(model, "_model_bytes", None)
+            return model
+        if isinstance(model, (str, Path)):
+            self.model_path = Path(model)
+            source: Any = str(model)
+            where = f"'{model}'"
+        elif isinstance(model, (bytes, bytearray)):
+            self._model_bytes = source = bytes(model)
+            where = f"the bytes given for member {name!r}"
+        elif hasattr(model, "SerializeToString"):
+            self._model_bytes = source = model.SerializeToString()
+            where = f"the onnx.ModelProto given for member {name!r}"
+        else:
+            raise MemberLoadError(
+                f"member {name!r}: OnnxMember takes a path, an onnx.ModelProto, bytes or an "
+                f"onnxruntime.InferenceSession, got {type(model).__name__}"
+            )
+        try:
+            return ort.InferenceSession(source, providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as exc:
+            raise MemberLoadError(
+                f"onnxruntime could not load {where} as an ONNX model ({type(exc).__name__}: {exc}); "
+                "the file is corrupt, truncated or not ONNX"
+            ) from exc
+
+    def _proto(self, load_weights: bool = True) -> Any:
+        import onnx
+
+        if self.model_path is not None:
+            return onnx.load(str(self.model_path), load_external_data=load_weights)
+        if self._model_bytes is not None:
+            return onnx.load_from_string(self._model_bytes)
+        return None
+
+    # -- prediction -------------------------------------------------------------------------
+    def _predict(self, batch: Any) -> np.ndarray:
+        feeds = self._feeds(batch)
+        n = len(next(iter(feeds.values())))
+        size = self.fixed_batch_size
+        if size is None or n == size:
+            return self._run(feeds)
+        chunks = []
+        for lo in range(0, n, size):
+            chunk = {k: v[lo : lo + size] for k, v in feeds.items()}
+            rows = len(next(iter(chunk.values())))
+            if rows < size:  # pad by repeating the last row; padded outputs are dropped
+                chunk = {
+                    k: np.concatenate([v, np.repeat(v[-1:], size - rows, axis=0)]) for k, v in chunk.items()
+                }
+            chunks.append(self._run(chunk)[:rows])
+        return np.concatenate(chunks, axis=0)
+
+    def _feeds(self, batch: Any) -> dict[str, np.ndarray]:
+        if isinstance(batch, Mapping):
+            missing = [n for n in self.input_names if n not in batch]
+            if missing:
+                raise ValueError(
+                    f"member {self.name!r}: the batch has no entry for input(s) {', '.join(missing)}; "
+                    f"the model takes {', '.join(self.input_names)}"
+                )
+            return {n: self._cast(n, batch[n]) for n in self.input_names}
+        if len(self.input_names) > 1:
+            raise ValueError(
+                f"member {self.name!r}: the model has {len(self.input_names)} inputs "
+                f"({', '.join(self.input_names)}); pass the batch as a dict {{input_name: array}}"
+            )
+        return {self.input_names[0]: self._cast(self.input_names[0], batch)}
+
+    def _cast(self, input_name: str, values: Any) -> np.ndarray:
+        if hasattr(values, "detach") and hasattr(values, "numpy"):
+            values = values.detach().cpu().numpy()
+        return np.asarray(values, dtype=self.input_dtypes[input_name])
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        (out,) = self.session.run([self.output_name], feeds)
+        if self._zipmap:
+            return _zipmap_to_array(out, self.classes, self.name)
+        return np.asarray(out)
+
+    # -- description and persistence ----------------------------------------------------------
+    @property
+    def n_parameters(self) -> int | None:
+        """Elements in the graph's initializers (plus coefficient lists of ONNX-ML operators)."""
+        proto = self._proto(load_weights=False)
+        if proto is None:
+            return None
+        total = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+        for node in proto.graph.node:
+            if node.domain == "ai.onnx.ml":
+                total += sum(len(a.floats) for a in node.attribute)
+        return total
+
+    def fingerprint(self) -> str:
+        """sha256 of the ONNX file (or of the serialized model)."""
+        if self.model_path is not None:
+            return sha256_file(self.model_path)
+        if self._model_bytes is not None:
+            return hashlib.sha256(self._model_bytes).hexdigest()
+        raise ValueError(
+            f"member {self.name!r} wraps an InferenceSession whose model bytes are unknown; "
+            "load it from the .onnx file instead"
+        )
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Copy the model to ``model.onnx``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / "model.onnx"
+        if self.model_path is not None:
+            shutil.copyfile(self.model_path, target)
+        elif self._model_bytes is not None:
+            target.write_bytes(self._model_bytes)
+        else:
+            raise ValueError(
+                f"member {self.name!r} wraps an InferenceSession whose model bytes are unknown; "
+                "load it from the .onnx file instead"
+            )
+        return {**self._common_spec(), "file": "model.onnx", "output_name": self.output_name}
+
+    @classmethod
+    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> OnnxMember:
+        """Rebuild a member from what :meth:`save` wrote."""
+        return cls(
+            Path(directory) / spec["file"], **cls._common_kwargs(spec), output_name=spec.get("output_name")
+        )
+
+
+def load_onnx(source: Any, *, name: str, trust: bool = False, **options: Any) -> OnnxMember:
+    """An :class:`OnnxMember` from a path, proto, bytes or session (``trust`` is not needed)."""
+    return OnnxMember(source, name=name, **options)
+
+
+def _default_output(outputs: list[Any]) -> str:
+    floats = [o for o in outputs if o.type in ("tensor(float)", "tensor(double)", "tensor(float16)")]
+    for o in floats:
+        if o.shape is not None and len(o.shape) == 2:
+            return o.name
+    if floats:
+        return floats[0].name
+    for o in outputs:
+        if o.type.startswith("seq(map("):
+            return o.name
+    raise MemberLoadError(
+        "the ONNX model has no float output: "
+        + ", ".join(f"{o.name} ({o.type})" for o in outputs)
+        + "; pass output_name= to choose one"
+    )
+
+
+def _ml_classifier_labels(proto: Any) -> list[Any] | None:
+    """Class labels of the one ONNX-ML classifier node (scikit-learn converters), if any."""
+    if proto is None:
+        return None
+    found = []
+    for node in proto.graph.node:
+        if node.domain == "ai.onnx.ml" and node.op_type.endswith("Classifier"):
+            for attr in node.attribute:
+                if attr.name == "classlabels_ints":
+                    found.append(list(attr.ints))
+                elif attr.name == "classlabels_strings":
+                    found.append([s.decode() for s in attr.strings])
+    return found[0] if len(found) == 1 else None
+
+
+def _zipmap_to_array(rows: list[dict], classes: np.ndarray | None, name: str) -> np.ndarray:
+    """[{class: probability}, ...] from a ZipMap output -> float array [samples, classes]."""
+    if not rows:
+        return np.zeros((0, 0 if classes is None else len(classes)), np.float32)
+    keys = list(rows[0].keys()) if classes is None else classes.tolist()
+    try:
+        return np.array([[row[k] for k in keys] for row in rows], dtype=np.float32)
+    except KeyError as exc:
+        raise ValueError(
+            f"member {name!r}: the ZipMap output has classes {list(rows[0])}, expected {keys}"
+        ) from exc

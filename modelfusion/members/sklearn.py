@@ -1,0 +1,286 @@
+"""scikit-learn members: a fitted estimator in memory, a ``.skops`` file, or (trusted) pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelfusion.errors import MemberLoadError, UnsafeFormatError
+from modelfusion.members.base import Member
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+# Types from these packages may be trusted when reloading a bundle this library wrote.
+_TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
+
+
+class SklearnMember(Member):
+    """A fitted scikit-learn estimator (or pipeline) as an ensemble member.
+
+    Classifiers are scored with ``predict_proba`` (``output_kind="proba"``, classes from
+    ``classes_``); without it, ``decision_function`` gives logits (a binary classifier
+    emits one column). Regressors are scored with ``predict`` (``task="regression"``).
+
+    Parameters
+    ----------
+    estimator : a fitted scikit-learn estimator or pipeline
+    name, task, output_kind, classes, n_outputs, preprocess, source_path
+        See :class:`~modelfusion.members.base.Member`; task, output kind and classes are
+        read from the estimator unless given.
+    method : {"predict_proba", "decision_function", "predict"}, optional
+        Force the scoring method.
+
+    Raises
+    ------
+    MemberLoadError
+        if the estimator is not fitted.
+
+    Examples
+    --------
+    >>> clf = LogisticRegression(max_iter=200).fit(X, y)
+    >>> member = SklearnMember(clf, name="logreg")
+    >>> member.predict(X[:4]).shape
+    (4, 10)
+    """
+
+    framework = "sklearn"
+
+    def __init__(
+        self,
+        estimator: Any,
+        *,
+        name: str = "sklearn",
+        task: str | None = None,
+        output_kind: str | None = None,
+        classes: Sequence[Any] | np.ndarray | None = None,
+        n_outputs: int | None = None,
+        preprocess: Callable[[Any], Any] | None = None,
+        source_path: str | Path | None = None,
+        method: str | None = None,
+    ):
+        from sklearn.base import is_regressor
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(estimator)
+        except NotFittedError as exc:
+            raise MemberLoadError(
+                f"member {name!r}: {type(estimator).__name__} is not fitted yet; call fit(X, y) before "
+                "making it a member"
+            ) from exc
+        except TypeError as exc:
+            raise MemberLoadError(
+                f"member {name!r}: {type(estimator).__name__} is not a scikit-learn estimator ({exc})"
+            ) from exc
+        self.estimator = estimator
+        if task is None:
+            task = "regression" if is_regressor(estimator) else "classification"
+        if method is None:
+            if task == "regression":
+                method = "predict"
+            elif hasattr(estimator, "predict_proba"):
+                method = "predict_proba"
+            elif hasattr(estimator, "decision_function"):
+                method = "decision_function"
+            else:
+                method = "predict"
+        if not hasattr(estimator, method):
+            raise MemberLoadError(f"member {name!r}: {type(estimator).__name__} has no method {method!r}")
+        self.method = method
+        if output_kind is None:
+            output_kind = {"predict_proba": "proba", "decision_function": "logits"}.get(method, "values")
+            if task != "regression" and method == "predict":
+                output_kind = "proba"  # labels are turned into one-hot rows
+        if classes is None and task != "regression":
+            classes = getattr(estimator, "classes_", None)
+            if isinstance(classes, list):  # multi-output classifiers: one array per output
+                classes = None
+        super().__init__(
+            name=name,
+            task=task,
+            output_kind=output_kind,
+            classes=classes,
+            n_outputs=n_outputs,
+            preprocess=preprocess,
+            source_path=source_path,
+        )
+
+    def _predict(self, batch: Any) -> np.ndarray:
+        if hasattr(batch, "detach") and hasattr(batch, "numpy"):
+            batch = batch.detach().cpu().numpy()
+        if isinstance(batch, np.ndarray) and batch.dtype == np.float32:
+            # scikit-learn computes in the input's precision; some estimators (GaussianNB) round
+            # log-probabilities badly in float32, so score in float64 as they are usually trained.
+            batch = batch.astype(np.float64)
+        out = getattr(self.estimator, self.method)(batch)
+        if isinstance(out, list):  # multi-label predict_proba: one [samples, 2] array per label
+            return np.stack([np.asarray(o)[:, -1] for o in out], axis=1)
+        out = np.asarray(out)
+        if self.method == "predict" and self.task != "regression":
+            if out.ndim == 2:  # multi-label indicator rows
+                return out.astype(np.float32)
+            if self.classes is None:
+                raise ValueError(
+                    f"member {self.name!r} scores with predict(), so labels become one-hot rows, but its "
+                    "classes are unknown; pass classes= in column order"
+                )
+            return (out[:, None] == self.classes[None, :]).astype(np.float32)
+        return out.reshape(len(out), -1)
+
+    @property
+    def n_parameters(self) -> int:
+        """Approximate: elements of the numeric array attributes ending in ``_`` (nested estimators too)."""
+        return _count_fitted_elements(self.estimator, set())
+
+    def fingerprint(self) -> str:
+        """sha256 over the estimator's state (arrays by value; nothing is ever unpickled)."""
+        h = hashlib.sha256()
+        try:
+            _digest(self.estimator, h, set())
+        except RecursionError:  # pathologically deep object graphs: hash the pickle instead
+            return hashlib.sha256(pickle.dumps(self.estimator, protocol=4)).hexdigest()
+        return h.hexdigest()
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write ``model.skops`` (safe to load: no pickle)."""
+        import skops.io as sio
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        sio.dump(self.estimator, directory / "model.skops")
+        return {**self._common_spec(), "file": "model.skops", "method": self.method}
+
+    @classmethod
+    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> SklearnMember:
+        """Reload ``model.skops``, trusting only types from scikit-learn, numpy and scipy."""
+        import skops.io as sio
+
+        path = Path(directory) / spec["file"]
+        untrusted = sio.get_untrusted_types(file=path)
+        foreign = [t for t in untrusted if t.split(".")[0] not in _TRUSTED_PACKAGES]
+        if foreign:
+            raise UnsafeFormatError(
+                f"'{path}' (member {spec['name']!r}) contains types outside scikit-learn, numpy and scipy: "
+                f"{', '.join(foreign)}. Review them, then load the file with "
+                "load_member(path, trust=True)."
+            )
+        estimator = sio.load(path, trusted=untrusted)
+        return cls(estimator, **cls._common_kwargs(spec), method=spec.get("method"), source_path=path)
+
+
+def load_sklearn(
+    source: Any, *, name: str, trust: bool = False, method: str | None = None, **member_options: Any
+) -> SklearnMember:
+    """A :class:`SklearnMember` from an estimator, a ``.skops`` file, or a pickle (``trust=True`` only)."""
+    if not isinstance(source, (str, Path)):
+        return SklearnMember(source, name=name, method=method, **member_options)
+    path = Path(source)
+    if path.suffix in PICKLE_SUFFIXES:
+        if not trust:
+            raise UnsafeFormatError(
+                f"'{path}' is a pickle: unpickling runs arbitrary code from the file. Pass trust=True only "
+                "if you trust its source, or re-save the model with skops.io.dump(model, 'model.skops')."
+            )
+        import joblib
+
+        estimator = joblib.load(path)
+    else:
+        estimator = _load_skops(path, trust)
+    return SklearnMember(estimator, name=name, method=method, source_path=path, **member_options)
+
+
+def _load_skops(path: Path, trust: bool) -> Any:
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    # Types of scikit-learn, numpy and scipy themselves (e.g. sklearn.tree._tree.Tree) are loaded
+    # by skops without running code from the file; anything else needs the user's review.
+    foreign = [t for t in untrusted if t.split(".")[0] not in _TRUSTED_PACKAGES]
+    if foreign and not trust:
+        raise UnsafeFormatError(
+            f"'{path}' contains types outside scikit-learn, numpy and scipy: {', '.join(foreign)}. Review "
+            "them, then pass trust=True to load the file."
+        )
+    return sio.load(path, trusted=untrusted)
+
+
+def _count_fitted_elements(obj: Any, seen: set[int]) -> int:
+    from sklearn.base import BaseEstimator
+
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    total = 0
+    for key, value in vars(obj).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, tuple) and len(v) >= 2:  # Pipeline steps: (name, estimator)
+                v = v[1]
+            if isinstance(v, BaseEstimator):
+                total += _count_fitted_elements(v, seen)
+            elif hasattr(v, "node_count") and isinstance(getattr(v, "value", None), np.ndarray):
+                total += 2 * v.node_count + v.value.size  # a tree: feature and threshold per node
+            elif (
+                key.endswith("_")
+                and isinstance(v, np.ndarray)
+                and v.dtype.kind in "fiuc"
+                and id(v) not in seen
+            ):
+                seen.add(id(v))
+                total += v.size
+    return total
+
+
+def _digest(obj: Any, h: Any, active: set[int]) -> None:
+    """Feed a deterministic description of ``obj``'s state into hash ``h``.
+
+    Arrays are hashed by value (structured arrays field by field: their padding bytes are
+    uninitialised, which is why ``pickle.dumps`` of a tree differs between two loads).
+    """
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+    elif isinstance(obj, np.ndarray):
+        h.update(f"nd{obj.shape}{obj.dtype.str};".encode())
+        if obj.dtype.names:
+            for field in obj.dtype.names:
+                _digest(np.ascontiguousarray(obj[field]), h, active)
+        elif obj.dtype.kind == "O":
+            _digest(obj.ravel().tolist(), h, active)
+        else:
+            h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, np.generic):
+        _digest(obj.item() if obj.dtype.kind != "V" else np.asarray(obj), h, active)
+    elif isinstance(obj, np.dtype):
+        h.update(f"dtype:{obj.str}{obj.descr};".encode())
+    elif isinstance(obj, type) or hasattr(obj, "__qualname__"):  # classes and functions, by name
+        h.update(f"ref:{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))};".encode())
+    elif id(obj) in active:
+        h.update(b"cycle;")
+    else:
+        active.add(id(obj))
+        try:
+            if isinstance(obj, dict):
+                h.update(f"dict{len(obj)};".encode())
+                for key in sorted(obj, key=repr):
+                    _digest(key, h, active)
+                    _digest(obj[key], h, active)
+            elif isinstance(obj, (list, tuple)):
+                h.update(f"{type(obj).__name__}{len(obj)};".encode())
+                for item in obj:
+                    _digest(item, h, active)
+            elif isinstance(obj, (set, frozenset)):
+                _digest(sorted(obj, key=repr), h, active)
+            else:
+                h.update(f"obj:{type(obj).__module__}.{type(obj).__qualname__};".encode())
+                try:
+                    reduced = obj.__reduce_ex__(4)
+                except TypeError:  # not picklable (locks, generators): the type is all we can say
+                    return
+                _digest(reduced[1:3] if isinstance(reduced, tuple) else reduced, h, active)
+        finally:
+            active.discard(id(obj))

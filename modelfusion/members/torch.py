@@ -1,0 +1,490 @@
+"""PyTorch members: an ``nn.Module`` in memory, or TorchScript, ``torch.export`` and state-dict files."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelfusion.errors import MemberLoadError, UnsafeFormatError
+from modelfusion.members.base import Member, sha256_arrays
+
+
+class TorchMember(Member, nn.Module):
+    """A PyTorch ``nn.Module`` as an ensemble member.
+
+    The member is itself an ``nn.Module``: ``forward(x)`` calls the wrapped module, so a
+    ``TorchMember`` can sit inside a larger network. :meth:`predict` takes numpy arrays,
+    lists or tensors and runs the module in eval mode without gradients: floats (and uint8
+    images) are cast to the module's float dtype, other integers to int64 (token ids).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The trained network; ``module(x)`` must return a tensor [samples, outputs].
+    name, task, classes, n_outputs, preprocess, source_path
+        See :class:`~modelfusion.members.base.Member`.
+    output_kind : {"logits", "proba", "values"}, optional
+        Default ``"logits"`` (``"values"`` for ``task="regression"``).
+    architecture : str, optional
+        How to rebuild the network from a state dict: a torchvision model name
+        (``"resnet18"``), a timm model name, or an import path ``"package.module:factory"``.
+        When given, :meth:`save` writes ``weights.safetensors``.
+    architecture_kwargs : dict, optional
+        Keyword arguments for the architecture factory (``{"num_classes": 3}``).
+    device : str
+        Where the module runs (default ``"cpu"``).
+    input_shape : sequence of int, optional
+        Shape of one sample; gives :meth:`save` an example input for ``torch.export``
+        before :meth:`predict` has seen a batch.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    >>> member = TorchMember(net, name="mlp")
+    >>> member.predict(X[:4]).shape
+    (4, 10)
+    """
+
+    framework = "torch"
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        name: str = "torch",
+        task: str = "classification",
+        output_kind: str | None = None,
+        classes: Sequence[Any] | np.ndarray | None = None,
+        n_outputs: int | None = None,
+        preprocess: Callable[[Any], Any] | None = None,
+        source_path: str | Path | None = None,
+        architecture: str | None = None,
+        architecture_kwargs: Mapping[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+        input_shape: Sequence[int] | None = None,
+    ):
+        if not isinstance(module, nn.Module):
+            raise MemberLoadError(
+                f"member {name!r}: TorchMember wraps a torch.nn.Module, got {type(module).__name__}"
+            )
+        nn.Module.__init__(self)
+        if output_kind is None:
+            output_kind = "values" if task == "regression" else "logits"
+        Member.__init__(
+            self,
+            name=name,
+            task=task,
+            output_kind=output_kind,
+            classes=classes,
+            n_outputs=n_outputs,
+            preprocess=preprocess,
+            source_path=source_path,
+        )
+        self.device = torch.device(device)
+        self.module = module.to(self.device)
+        self.architecture = architecture
+        self.architecture_kwargs = dict(architecture_kwargs or {})
+        self.example_input_: torch.Tensor | None = (
+            None if input_shape is None else torch.zeros((2, *input_shape), dtype=self._float_dtype())
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the wrapped module on a tensor batch (gradients flow as usual)."""
+        return _first_tensor(self.module(x))
+
+    def _predict(self, batch: Any) -> np.ndarray:
+        x = self._as_tensor(batch)
+        if self.example_input_ is None:
+            self.example_input_ = x[:2].detach().cpu().clone()
+        with _eval_mode(self.module), torch.inference_mode():
+            out = _first_tensor(self.module(x.to(self.device)))
+        return out.detach().float().cpu().numpy()
+
+    def _float_dtype(self) -> torch.dtype:
+        return next((p.dtype for p in self.module.parameters() if p.is_floating_point()), torch.float32)
+
+    def _as_tensor(self, batch: Any) -> torch.Tensor:
+        if isinstance(batch, torch.Tensor):
+            x = batch
+        else:
+            arr = np.asarray(batch)
+            if arr.dtype == object or arr.dtype.kind in "USV":
+                raise TypeError(
+                    f"member {self.name!r} takes numeric arrays or tensors, got an array of {arr.dtype}; "
+                    "convert the batch with preprocess= first"
+                )
+            x = torch.from_numpy(np.array(arr, copy=True) if not arr.flags.writeable else arr)
+        if x.is_floating_point() or x.dtype == torch.uint8:
+            # uint8 is image data, not token ids: the network wants floats.
+            return x.to(self._float_dtype())
+        if x.dtype in (torch.int8, torch.int16, torch.int32):
+            return x.long()
+        return x
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of elements in the module's parameters."""
+        return sum(p.numel() for p in self.module.parameters())
+
+    def fingerprint(self) -> str:
+        """sha256 over the module's state-dict tensors."""
+        return state_dict_fingerprint(self.module)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write ``weights.safetensors`` (architecture known), ``model.torchscript.pt`` or ``model.pt2``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        spec: dict[str, Any] = self._common_spec()
+        if self.architecture is not None:
+            from safetensors.torch import save_model
+
+            save_model(self.module, str(directory / "weights.safetensors"))
+            spec.update(
+                file="weights.safetensors",
+                architecture=self.architecture,
+                architecture_kwargs=self.architecture_kwargs,
+            )
+        elif isinstance(self.module, torch.jit.ScriptModule):
+            self.module.save(str(directory / "model.torchscript.pt"))
+            spec["file"] = "model.torchscript.pt"
+        else:
+            torch.export.save(self._export(), directory / "model.pt2")
+            spec["file"] = "model.pt2"
+        return spec
+
+    def _export(self) -> torch.export.ExportedProgram:
+        if self.example_input_ is None:
+            raise ValueError(
+                f"member {self.name!r}: saving a plain nn.Module uses torch.export, which needs an example "
+                "input; call member.predict(batch) once first, or load it with input_shape=(...) or "
+                "architecture='package.module:factory' (then only the weights are saved)"
+            )
+        example = self.example_input_
+        if example.shape[0] < 2:  # export specialises dimensions of size 0 and 1
+            example = torch.cat([example] * 2)
+        try:
+            with _eval_mode(self.module):
+                return torch.export.export(
+                    self.module,
+                    (example.to(self.device),),
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                )
+        except Exception as exc:
+            raise ValueError(
+                f"member {self.name!r}: torch.export could not trace the module with a dynamic batch "
+                f"dimension ({type(exc).__name__}: {exc}); pass architecture= so only the weights are "
+                "saved, or wrap it with torch.jit.script"
+            ) from exc
+
+    @classmethod
+    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> TorchMember:
+        """Rebuild a member from what :meth:`save` wrote."""
+        path = Path(directory) / spec["file"]
+        architecture = spec.get("architecture")
+        architecture_kwargs = spec.get("architecture_kwargs") or {}
+        if architecture:
+            module = build_architecture(architecture, architecture_kwargs)
+            load_weights(module, path, architecture)
+        elif path.suffix == ".pt2":
+            module = load_exported(path)
+        else:
+            module = load_torchscript(path)
+        return cls(
+            module,
+            **cls._common_kwargs(spec),
+            source_path=path,
+            architecture=architecture,
+            architecture_kwargs=architecture_kwargs,
+        )
+
+
+# -- loaders used by load_member ------------------------------------------------------------
+
+
+def load_torch(
+    source: nn.Module | str | Path,
+    *,
+    name: str,
+    trust: bool = False,
+    architecture: str | None = None,
+    architecture_kwargs: Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    input_shape: Sequence[int] | None = None,
+    **member_options: Any,
+) -> TorchMember:
+    """A :class:`TorchMember` from a module or a file (TorchScript, ``.pt2``, state dict).
+
+    ``trust=True`` also allows ``.pt`` files that pickle a whole module (unpickling runs code).
+    """
+    options = dict(
+        name=name,
+        architecture=architecture,
+        architecture_kwargs=architecture_kwargs,
+        device=device,
+        input_shape=input_shape,
+        **member_options,
+    )
+    if isinstance(source, nn.Module):
+        return TorchMember(source, **options)
+    path = Path(source)
+    example = None
+    kind = _archive_kind(path)
+    if kind == "torchscript":
+        module = load_torchscript(path)
+    elif kind == "export":
+        module = load_exported(path)
+        example = getattr(module, "example_input_", None)
+    elif path.suffix == ".safetensors":
+        module = _module_for_state_dict(path, architecture, architecture_kwargs)
+        load_weights(module, path, architecture)
+    else:
+        obj = _torch_load(path, trust=trust)
+        if isinstance(obj, nn.Module):
+            module = obj
+        else:
+            module = _module_for_state_dict(path, architecture, architecture_kwargs)
+            _load_state_dict(module, _extract_state_dict(obj, path), path, architecture)
+    member = TorchMember(module, source_path=path, **options)
+    if member.example_input_ is None and example is not None:
+        member.example_input_ = example
+    return member
+
+
+def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` onto the CPU."""
+    return torch.jit.load(str(path), map_location="cpu")
+
+
+def load_exported(path: Path) -> nn.Module:
+    """The module of a ``torch.export`` archive (``.pt2``)."""
+    program = torch.export.load(str(path))
+    module = program.module()
+    inputs = getattr(program, "example_inputs", None)
+    if inputs and inputs[0] and isinstance(inputs[0][0], torch.Tensor):
+        module.example_input_ = inputs[0][0]
+    return module
+
+
+def load_weights(module: nn.Module, path: Path, architecture: str | None) -> None:
+    """Load a state dict file (``.safetensors`` or ``torch.save``) into ``module`` in place."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_model
+
+        try:
+            load_model(module, str(path), strict=True, device="cpu")
+        except RuntimeError as exc:
+            raise MemberLoadError(
+                f"weights in '{path}' do not fit architecture {architecture!r}: {exc}\n"
+                "Check architecture= and architecture_kwargs= (e.g. num_classes)."
+            ) from exc
+        return
+    _load_state_dict(module, _extract_state_dict(_torch_load(path, trust=False), path), path, architecture)
+
+
+def build_architecture(architecture: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """An untrained network by name: torchvision, timm, or an import path ``package.module:factory``.
+
+    Raises MemberLoadError when the name is none of these or the factory fails.
+    """
+    kwargs = dict(kwargs or {})
+    if ":" in architecture:
+        factory = _import_factory(architecture)
+        try:
+            module = factory(**kwargs)
+        except Exception as exc:
+            raise MemberLoadError(
+                f"architecture {architecture!r} failed with architecture_kwargs={kwargs}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    else:
+        module = _build_named(architecture, kwargs)
+    if not isinstance(module, nn.Module):
+        raise MemberLoadError(
+            f"architecture {architecture!r} returned {type(module).__name__}, expected a torch.nn.Module"
+        )
+    return module
+
+
+def state_dict_fingerprint(module: nn.Module) -> str:
+    """sha256 over every tensor of ``module.state_dict()``, in order."""
+    arrays = []
+    for tensor in module.state_dict().values():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        t = tensor.detach().cpu().contiguous()
+        try:
+            arrays.append(t.numpy())
+        except TypeError:  # bfloat16, float8: dtypes numpy lacks
+            arrays.append(t.to(torch.float32).numpy())
+    return sha256_arrays(arrays)
+
+
+# -- internals --------------------------------------------------------------------------------
+
+
+def _first_tensor(out: Any) -> torch.Tensor:
+    """The prediction tensor of a forward pass that may return a tuple, dict or ModelOutput."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "logits") and isinstance(out.logits, torch.Tensor):
+        return out.logits
+    if isinstance(out, Mapping):
+        for key in ("logits", "output", "out"):
+            if isinstance(out.get(key), torch.Tensor):
+                return out[key]
+        out = list(out.values())
+    if isinstance(out, (list, tuple)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(f"the module returned {type(out).__name__}; expected a tensor [samples, outputs]")
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block, the caller's mode after it."""
+    was_training = module.training
+    # torch.export graphs are inference graphs already and refuse eval()/train().
+    with contextlib.suppress(NotImplementedError):
+        module.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            with contextlib.suppress(NotImplementedError):
+                module.train()
+
+
+def _archive_kind(path: Path) -> str | None:
+    """'torchscript', 'export' or None (a torch.save file or not a zip) from the zip's entries."""
+    if path.suffix == ".pt2":
+        return "export"
+    if path.suffix == ".ts":
+        return "torchscript"
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
+        return "export"
+    return None
+
+
+def _torch_load(path: Path, *, trust: bool) -> Any:
+    import pickle
+
+    try:
+        return torch.load(str(path), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(path) and not trust:
+            raise MemberLoadError(
+                f"'{path}' is not a torch archive (written by torch.save, torch.jit.save or "
+                "torch.export.save): the file is corrupt or a legacy pickle. If it is a legacy "
+                "checkpoint you trust, pass trust=True."
+            ) from exc
+        if not trust:
+            raise UnsafeFormatError(
+                f"'{path}' pickles Python objects beyond tensors (probably a whole nn.Module); loading "
+                "it would run code from the file. Pass trust=True only if you trust its source, or save "
+                "a state dict (with architecture=), TorchScript or torch.export (.pt2) instead."
+            ) from exc
+    try:
+        return torch.load(str(path), weights_only=False, map_location="cpu")
+    except Exception as exc:
+        raise MemberLoadError(
+            f"could not load '{path}' with torch.load ({type(exc).__name__}: {exc}); the file is corrupt "
+            "or not a PyTorch file"
+        ) from exc
+
+
+def _extract_state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+                obj = {k[len("module.") :]: v for k, v in obj.items()}
+            return obj
+    raise MemberLoadError(
+        f"'{path}' holds a {type(obj).__name__}, not a state dict of tensors; save "
+        "model.state_dict(), a TorchScript module or a torch.export program"
+    )
+
+
+def _load_state_dict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, architecture: str | None
+) -> None:
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise MemberLoadError(
+            f"weights in '{path}' do not fit architecture {architecture!r}: {exc}\n"
+            "Check architecture= and architecture_kwargs= (e.g. num_classes)."
+        ) from exc
+
+
+def _module_for_state_dict(
+    path: Path, architecture: str | None, architecture_kwargs: Mapping[str, Any] | None
+) -> nn.Module:
+    if architecture is None:
+        raise MemberLoadError(
+            f"'{path}' holds only weights (a state dict), so the network must be built first: pass "
+            "architecture= a torchvision or timm model name ('resnet18') or an import path "
+            "'package.module:factory', plus architecture_kwargs= if the factory needs them"
+        )
+    return build_architecture(architecture, architecture_kwargs)
+
+
+def _import_factory(architecture: str) -> Callable[..., Any]:
+    module_name, _, attr = architecture.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MemberLoadError(
+            f"architecture {architecture!r}: cannot import module {module_name!r} ({exc}); give an "
+            "import path 'package.module:factory' that is importable here"
+        ) from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise MemberLoadError(
+                f"architecture {architecture!r}: module {module_name!r} has no attribute {attr!r}"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise MemberLoadError(f"architecture {architecture!r} is not callable")
+    return obj
+
+
+def _build_named(architecture: str, kwargs: dict[str, Any]) -> nn.Module:
+    tried = []
+    try:
+        import torchvision
+    except ImportError:
+        tried.append("torchvision (not installed)")
+    else:
+        if architecture in torchvision.models.list_models():
+            return torchvision.models.get_model(architecture, weights=None, **kwargs)
+        tried.append("torchvision")
+    try:
+        import timm
+    except ImportError:
+        tried.append("timm (not installed)")
+    else:
+        if timm.is_model(architecture):
+            return timm.create_model(architecture, pretrained=False, **kwargs)
+        tried.append("timm")
+    hint = ' (install them with pip install "modelfusion[vision]")' if "not installed" in str(tried) else ""
+    raise MemberLoadError(
+        f"unknown architecture {architecture!r}: not a model name in {' or '.join(tried)}{hint}, and not an "
+        "import path 'package.module:factory'"
+    )

@@ -1,0 +1,508 @@
+"""The prediction store: every member scored once, outputs cached on disk.
+
+Fusion search evaluates dozens of strategies on the same member outputs. Scoring is the
+expensive part, so :func:`score_members` runs each member once per dataset and caches its
+outputs keyed by a hash of the member's weights and of the data; :class:`PredictionSet`
+holds the result as one array ``[members, samples, outputs]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelfusion.errors import PredictionError
+from modelfusion.members.base import Member, sha256_arrays
+from modelfusion.outputs import EPS, check_kind, check_task, to_log_proba, to_proba
+from modelfusion.progress import progress_bar
+
+_MEMMAP_THRESHOLD = 512 * 1024**2
+
+
+class PredictionSet:
+    """Outputs of several members on the same samples.
+
+    Parameters
+    ----------
+    outputs : float array [members, samples, outputs] or a list of [samples, outputs]
+    names : member names, one per member (default ``member_0``, ...)
+    kind : {"proba", "logits", "values"}
+    classes : class labels in column order (classification); default ``0..outputs-1``
+    task : {"classification", "multilabel", "regression"}; inferred from ``kind`` if omitted
+    labels : optional true labels [samples] (or [samples, labels] for multi-label)
+    metadata : optional per-member dicts (framework, size, latency, ...), keyed by name
+
+    Examples
+    --------
+    >>> preds = PredictionSet(np.stack([p_a, p_b]), names=["a", "b"], kind="proba")
+    >>> preds.proba.shape
+    (2, 500, 10)
+    """
+
+    def __init__(
+        self,
+        outputs: np.ndarray | Sequence[np.ndarray],
+        names: Sequence[str] | None = None,
+        kind: str = "proba",
+        classes: Sequence[Any] | np.ndarray | None = None,
+        task: str | None = None,
+        labels: np.ndarray | Sequence[Any] | None = None,
+        metadata: Mapping[str, dict[str, Any]] | None = None,
+    ):
+        arr = outputs if isinstance(outputs, np.ndarray) else np.stack([np.asarray(o) for o in outputs])
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3:
+            raise PredictionError(f"outputs must be shaped [members, samples, outputs], got {arr.shape}")
+        self.kind = check_kind(kind)
+        self.task = check_task(task or ("regression" if kind == "values" else "classification"))
+        if self.task == "classification" and arr.shape[2] == 1:
+            # A binary member that emits the positive class only: expand to two columns.
+            arr = np.concatenate([np.zeros_like(arr), arr] if kind == "logits" else [1.0 - arr, arr], axis=2)
+        if names is None:
+            names = [f"member_{i}" for i in range(arr.shape[0])]
+        names = [str(n) for n in names]
+        if len(names) != arr.shape[0]:
+            raise PredictionError(f"got {len(names)} names for {arr.shape[0]} members")
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise PredictionError(f"member names must be unique; repeated: {', '.join(dupes)}")
+        self.names = names
+        _check_finite(arr, names)
+        if self.kind == "proba":
+            _check_probabilities(arr, names, self.task)
+        self.outputs = arr
+        if classes is None and self.task != "regression":
+            classes = np.arange(arr.shape[2])
+        self.classes = None if classes is None else np.asarray(classes)
+        if self.classes is not None and len(self.classes) != arr.shape[2]:
+            raise PredictionError(f"{len(self.classes)} classes given for {arr.shape[2]} output columns")
+        self.labels = None if labels is None else np.asarray(labels)
+        if self.labels is not None and len(self.labels) != arr.shape[1]:
+            raise PredictionError(f"{len(self.labels)} labels for {arr.shape[1]} samples")
+        self.metadata = {n: dict((metadata or {}).get(n, {})) for n in names}
+
+    # -- shape ------------------------------------------------------------------------
+    @property
+    def n_members(self) -> int:
+        return self.outputs.shape[0]
+
+    @property
+    def n_samples(self) -> int:
+        return self.outputs.shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.outputs.shape[2]
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    # -- views --------------------------------------------------------------------------
+    @cached_property
+    def proba(self) -> np.ndarray:
+        """Probabilities, float array [members, samples, classes] (classification only)."""
+        p = to_proba(self.outputs, self.kind, self.task)
+        if self.task == "classification" and self.kind == "proba":
+            p = p / p.sum(axis=2, keepdims=True)  # absorb float32 rounding in members' outputs
+        return np.ascontiguousarray(p, dtype=np.float32)
+
+    @cached_property
+    def log_proba(self) -> np.ndarray:
+        """Log-probabilities [members, samples, classes], clipped at log(1e-12)."""
+        if self.kind == "logits":
+            return np.ascontiguousarray(to_log_proba(self.outputs, self.kind, self.task), dtype=np.float32)
+        return np.log(np.clip(self.proba, EPS, None))
+
+    @property
+    def scores(self) -> np.ndarray:
+        """What strategies fuse: probabilities for classification, values for regression."""
+        return self.outputs if self.task == "regression" else self.proba
+
+    def encode_labels(self, y: np.ndarray | Sequence[Any] | None = None) -> np.ndarray:
+        """Map labels to column indices (classification) or return them as floats.
+
+        Raises PredictionError naming labels that are not among :attr:`classes`.
+        """
+        y = self.labels if y is None else np.asarray(y)
+        if y is None:
+            raise PredictionError("no labels: pass y or build the PredictionSet with labels=")
+        if len(y) != self.n_samples:
+            raise PredictionError(f"{len(y)} labels for {self.n_samples} samples")
+        if self.task == "regression":
+            return y.astype(np.float64).reshape(self.n_samples, -1)
+        if self.task == "multilabel":
+            if y.shape != (self.n_samples, self.n_outputs):
+                raise PredictionError(f"multi-label targets must be [samples, {self.n_outputs}], got {y.shape}")
+            return y.astype(np.int64)
+        classes = self.classes
+        try:
+            order = np.argsort(classes, kind="stable")
+            pos = np.clip(np.searchsorted(classes[order], y), 0, len(classes) - 1)
+            idx = order[pos]
+            found = classes[idx] == y
+        except (TypeError, ValueError):  # labels and classes of incomparable types
+            idx, found = np.zeros(len(y), np.int64), np.zeros(len(y), bool)
+        if not np.all(found):
+            unknown = sorted({str(v) for v in np.asarray(y)[~np.asarray(found, bool)]})
+            raise PredictionError(
+                f"labels {', '.join(unknown[:5])} are not among the members' classes {classes.tolist()}"
+            )
+        return idx.astype(np.int64)
+
+    # -- slicing ------------------------------------------------------------------------
+    def subset(self, members: Sequence[int | str]) -> PredictionSet:
+        """The same samples for a subset of members (by index or name)."""
+        idx = [self.names.index(m) if isinstance(m, str) else int(m) for m in members]
+        return self._replace(self.outputs[idx], names=[self.names[i] for i in idx])
+
+    def take(self, samples: np.ndarray | Sequence[int]) -> PredictionSet:
+        """The same members on a subset of samples (used for cross-validation)."""
+        samples = np.asarray(samples)
+        out = self._replace(self.outputs[:, samples])
+        out.labels = None if self.labels is None else self.labels[samples]
+        for attr in ("proba", "log_proba"):  # slice cached views instead of recomputing
+            if attr in self.__dict__:
+                out.__dict__[attr] = self.__dict__[attr][:, samples]
+        return out
+
+    def member(self, name: str) -> np.ndarray:
+        """One member's outputs [samples, outputs]."""
+        if name not in self.names:
+            raise KeyError(f"no member {name!r}; members are {', '.join(self.names)}")
+        return self.outputs[self.names.index(name)]
+
+    def _replace(self, outputs: np.ndarray, names: Sequence[str] | None = None) -> PredictionSet:
+        new = object.__new__(PredictionSet)
+        new.outputs, new.kind, new.task, new.classes = outputs, self.kind, self.task, self.classes
+        new.names = list(names if names is not None else self.names)
+        new.labels = self.labels
+        new.metadata = {n: self.metadata.get(n, {}) for n in new.names}
+        return new
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write to an ``.npz`` file atomically (no pickle: classes and labels as plain arrays)."""
+        path = Path(path)
+        arrays = {"outputs": np.asarray(self.outputs)}
+        if self.classes is not None:
+            arrays["classes"] = self.classes
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        header = {"names": self.names, "kind": self.kind, "task": self.task, "metadata": self.metadata}
+        arrays["header"] = np.frombuffer(json.dumps(header, default=str).encode(), dtype=np.uint8)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PredictionSet:
+        """Read a file written by :meth:`save`."""
+        with np.load(Path(path), allow_pickle=False) as data:
+            header = json.loads(bytes(data["header"]).decode())
+            return cls(
+                data["outputs"],
+                names=header["names"],
+                kind=header["kind"],
+                task=header["task"],
+                classes=data.get("classes", None),
+                labels=data.get("labels", None),
+                metadata=header.get("metadata"),
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"PredictionSet(members={self.n_members}, samples={self.n_samples}, outputs={self.n_outputs}, "
+            f"kind={self.kind!r}, task={self.task!r}, names={self.names})"
+        )
+
+
+def as_prediction_set(predictions: PredictionSet | np.ndarray, kind: str = "proba") -> PredictionSet:
+    """Accept a PredictionSet or a raw array [members, samples, outputs]."""
+    if isinstance(predictions, PredictionSet):
+        return predictions
+    return PredictionSet(np.asarray(predictions), kind=kind)
+
+
+def _check_finite(arr: np.ndarray, names: Sequence[str]) -> None:
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr).all(axis=2)
+        if bad.any():
+            counts = bad.sum(axis=1)
+            worst = [f"{names[i]} ({int(c)} of {arr.shape[1]} samples)" for i, c in enumerate(counts) if c]
+            raise PredictionError(f"NaN or inf in the outputs of member {', '.join(worst)}")
+
+
+def _check_probabilities(arr: np.ndarray, names: Sequence[str], task: str) -> None:
+    lo, hi = arr.min(axis=(1, 2)), arr.max(axis=(1, 2))
+    for i, n in enumerate(names):
+        if lo[i] < -1e-4 or hi[i] > 1 + 1e-4:
+            raise PredictionError(
+                f"member {n!r} declared output_kind='proba' but emits values in [{lo[i]:.3g}, {hi[i]:.3g}]; "
+                "declare output_kind='logits' if these are unnormalised scores"
+            )
+    if task == "classification":
+        sums = arr.sum(axis=2)
+        dev = np.abs(sums - 1).max(axis=1)
+        for i, n in enumerate(names):
+            if dev[i] > 5e-2:
+                raise PredictionError(
+                    f"member {n!r} declared output_kind='proba' but its rows sum to values up to "
+                    f"{dev[i]:.3g} away from 1; declare output_kind='logits' or normalise them"
+                )
+
+
+# -- scoring --------------------------------------------------------------------------------
+
+
+def score_members(
+    members: Sequence[Member | Any] | Mapping[str, Member | Any],
+    data: Any,
+    *,
+    y: np.ndarray | Sequence[Any] | None = None,
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> PredictionSet:
+    """Run every member over ``data`` once and collect a :class:`PredictionSet`.
+
+    Parameters
+    ----------
+    members : members, or objects :func:`load_member` understands, or a ``{name: member}`` dict
+    data : array-like sliceable by ``data[i:j]`` (numpy, tensor, list of strings, dict of
+        arrays), or a dict ``{member_name: data}`` when members take different inputs
+    y : true labels, stored on the result
+    batch_size : samples per forward call
+    cache_dir : folder for cached outputs, keyed by member fingerprint and data hash. A
+        second call with the same member and data reads the cache and never runs the model.
+    progress : show a progress bar (default: on in an interactive terminal, off in CI)
+
+    Raises
+    ------
+    PredictionError
+        when members disagree on sample count, task, output width or classes, or emit NaN/inf.
+    """
+    if not all(isinstance(m, Member) for m in (members.values() if isinstance(members, Mapping) else members)):
+        from modelfusion.members.loading import load_member
+    if isinstance(members, Mapping):
+        members = [load_member(m, name=n) if not isinstance(m, Member) else m for n, m in members.items()]
+    else:
+        members = [m if isinstance(m, Member) else load_member(m) for m in members]
+    if not members:
+        raise PredictionError("score_members needs at least one member")
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise PredictionError(f"member names must be unique; repeated: {', '.join(dupes)} (pass name= when loading)")
+    tasks = {m.task for m in members}
+    if len(tasks) > 1:
+        raise PredictionError(
+            "members solve different tasks: " + ", ".join(f"{m.name}={m.task}" for m in members)
+        )
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+
+    per_member_data = isinstance(data, Mapping) and set(data) >= set(names) and not _is_record_batch(data)
+    results: list[np.ndarray] = []
+    metadata: dict[str, dict[str, Any]] = {}
+    n_samples = None
+    with progress_bar(enabled=progress) as bar:
+        for m in members:
+            x = data[m.name] if per_member_data else data
+            out, meta = _score_one(m, x, batch_size=batch_size, cache=cache, bar=bar)
+            if n_samples is not None and out.shape[0] != n_samples:
+                raise PredictionError(
+                    f"member {m.name!r} produced {out.shape[0]} samples, {names[0]!r} produced {n_samples}"
+                )
+            n_samples = out.shape[0]
+            results.append(out)
+            metadata[m.name] = {**m.describe(), **meta}
+
+    task = members[0].task
+    kinds = {m.output_kind for m in members}
+    if task == "regression":
+        kind = "values"
+    elif len(kinds) == 1:
+        kind = kinds.pop()
+    else:  # mixed logits and probabilities: compare like with like
+        kind = "proba"
+        results = [r if m.output_kind == "proba" else to_proba(r, m.output_kind, task) for m, r in zip(members, results)]
+    if task == "classification":
+        results = [
+            to_proba(r, m.output_kind, task) if r.shape[1] == 1 and kind == "proba" else r
+            for m, r in zip(members, results)
+        ]
+        if kind == "logits":
+            results = [np.concatenate([np.zeros_like(r), r], axis=1) if r.shape[1] == 1 else r for r in results]
+    aligned, classes = align_classes(members, results)
+    stacked = _stack(aligned, cache, names)
+    return PredictionSet(stacked, names=names, kind=kind, classes=classes, task=task, labels=y, metadata=metadata)
+
+
+def align_classes(members: Sequence[Member], outputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], Any]:
+    """Reorder every member's columns to the first member's class order.
+
+    Members with known class labels are aligned by label; members without labels must
+    have the same width. Raises PredictionError naming both members otherwise.
+    """
+    ref_i = next((i for i, m in enumerate(members) if m.classes is not None), None)
+    ref_classes = None if ref_i is None else members[ref_i].classes
+    ref_width = outputs[0].shape[1]
+    aligned = []
+    for m, out in zip(members, outputs):
+        if m.task != "classification" or m.classes is None or ref_classes is None:
+            if out.shape[1] != ref_width:
+                raise PredictionError(
+                    f"member {m.name!r} has {out.shape[1]} outputs but {members[0].name!r} has {ref_width}"
+                )
+            aligned.append(out)
+            continue
+        ref_name = members[ref_i].name
+        if len(m.classes) != out.shape[1]:
+            raise PredictionError(
+                f"member {m.name!r} declares {len(m.classes)} classes but emits {out.shape[1]} columns"
+            )
+        if set(m.classes.tolist()) != set(ref_classes.tolist()):
+            raise PredictionError(
+                f"member {m.name!r} predicts classes {m.classes.tolist()} but {ref_name!r} predicts "
+                f"{ref_classes.tolist()}; members must share one class set"
+            )
+        order = {c: i for i, c in enumerate(m.classes.tolist())}
+        perm = [order[c] for c in ref_classes.tolist()]
+        aligned.append(out if perm == list(range(len(perm))) else out[:, perm])
+    return aligned, ref_classes
+
+
+def _stack(outputs: list[np.ndarray], cache: Path | None, names: list[str]) -> np.ndarray:
+    shape = (len(outputs), *outputs[0].shape)
+    nbytes = int(np.prod(shape)) * 4
+    if cache is not None and nbytes > _MEMMAP_THRESHOLD:
+        key = hashlib.sha256("|".join(names).encode() + str(shape).encode()).hexdigest()[:16]
+        arr = np.lib.format.open_memmap(cache / f"stack-{key}.npy", mode="w+", dtype=np.float32, shape=shape)
+        for i, o in enumerate(outputs):
+            arr[i] = o
+        arr.flush()
+        return arr
+    return np.stack([np.asarray(o, dtype=np.float32) for o in outputs])
+
+
+def _score_one(member: Member, data: Any, *, batch_size: int, cache: Path | None, bar) -> tuple[np.ndarray, dict]:
+    key = None
+    if cache is not None:
+        data_key = data_fingerprint(data)
+        if data_key is not None:
+            key = hashlib.sha256(f"{member.fingerprint()}|{data_key}".encode()).hexdigest()[:24]
+            hit = cache / f"{_safe(member.name)}-{key}.npy"
+            if hit.exists():
+                meta_file = hit.with_suffix(".json")
+                meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+                return np.load(hit, mmap_mode="r"), {**meta, "cached": True}
+    n = data_length(data)
+    task = bar.add_task(f"scoring {member.name}", total=n)
+    chunks = []
+    start = time.perf_counter()
+    for lo in range(0, n, batch_size):
+        try:
+            chunks.append(member.predict(slice_batch(data, lo, lo + batch_size)))
+        except (ValueError, TypeError, RuntimeError, IndexError, KeyError) as e:
+            raise PredictionError(
+                f"member {member.name!r} failed on samples {lo}-{min(lo + batch_size, n)}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        bar.advance(task, min(batch_size, n - lo))
+    seconds = time.perf_counter() - start
+    out = np.concatenate(chunks, axis=0) if chunks else np.zeros((0, member.n_outputs or 0), np.float32)
+    if out.shape[0] != n:
+        raise PredictionError(f"member {member.name!r} returned {out.shape[0]} rows for {n} samples")
+    _check_finite(out[None], [member.name])
+    meta = {"score_seconds": seconds, "latency_ms_per_sample": 1000 * seconds / max(n, 1)}
+    if key is not None:
+        target = cache / f"{_safe(member.name)}-{key}.npy"
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, out)
+        with atomic_path(target.with_suffix(".json")) as tmp:
+            Path(tmp).write_text(json.dumps(meta))
+    return out, {**meta, "cached": False}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _is_record_batch(data: Mapping) -> bool:
+    # {"image": array, "text": list} is one multimodal dataset, not per-member inputs.
+    return all(hasattr(v, "__len__") and not isinstance(v, Mapping) for v in data.values()) and len(
+        {data_length(v) for v in data.values()}
+    ) == 1 and not all(isinstance(v, Mapping) for v in data.values())
+
+
+def data_length(data: Any) -> int:
+    """Number of samples in a batchable dataset."""
+    if isinstance(data, Mapping):
+        return data_length(next(iter(data.values())))
+    return len(data)
+
+
+def slice_batch(data: Any, lo: int, hi: int) -> Any:
+    """``data[lo:hi]``, also for dicts of arrays (multimodal records)."""
+    if isinstance(data, Mapping):
+        return {k: v[lo:hi] for k, v in data.items()}
+    return data[lo:hi]
+
+
+def data_fingerprint(data: Any) -> str | None:
+    """A stable hash of a dataset, or None when it cannot be hashed (then nothing is cached)."""
+    if isinstance(data, Mapping):
+        parts = [f"{k}:{data_fingerprint(v)}" for k, v in sorted(data.items())]
+        return None if any(p.endswith(":None") for p in parts) else hashlib.sha256("|".join(parts).encode()).hexdigest()
+    if hasattr(data, "fingerprint") and callable(data.fingerprint):
+        return str(data.fingerprint())
+    if hasattr(data, "detach") and hasattr(data, "numpy"):
+        data = data.detach().cpu().numpy()
+    if isinstance(data, np.ndarray):
+        return sha256_arrays([data])
+    if isinstance(data, (list, tuple)) and all(isinstance(s, str) for s in data):
+        h = hashlib.sha256()
+        for s in data:
+            h.update(s.encode())
+            h.update(b"\0")
+        return h.hexdigest()
+    if isinstance(data, (list, tuple)):
+        try:
+            return sha256_arrays([np.asarray(data)])
+        except (ValueError, TypeError):
+            return None
+    return None
+
+
+class atomic_path:
+    """Context manager yielding a temporary path that is renamed onto ``path`` on success.
+
+    Nothing is left at ``path`` if the block raises (or is interrupted).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+

@@ -1,0 +1,382 @@
+"""Figures of a fusion report, and the tutorial's :func:`plot_fusion_comparison`.
+
+The ``*_figure`` functions build a standalone :class:`matplotlib.figure.Figure` and never
+touch pyplot, so rendering a report works headless and leaves the caller's figures and
+backend alone (saving a bare Figure renders with Agg). Only :func:`plot_fusion_comparison`
+uses pyplot, and only when no ``ax`` is given, to draw on the current axes like any
+pyplot call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import PercentFormatter
+
+from modelfusion.evaluation.diversity import error_correlation
+from modelfusion.evaluation.metrics import bootstrap_ci, calibration_bins, ece, get_metric
+from modelfusion.report.data import FusionReport
+
+__all__ = [
+    "bootstrap_ci",
+    "cv_figure",
+    "error_correlation_figure",
+    "plot_fusion_comparison",
+    "reliability_figure",
+    "strategy_comparison_figure",
+    "weights_figure",
+]
+
+FUSED_COLOR = "#1f77b4"
+MEMBER_COLOR = "#9aa5b1"
+CHOSEN_COLOR = "#ff7f0e"
+_PERCENT_METRICS = {"accuracy", "top5", "macro_f1"}
+
+
+# -- the tutorial's plot -------------------------------------------------------------------
+def _fold_scores(results: Any) -> dict[str, np.ndarray]:
+    if isinstance(results, Mapping):
+        raw = results
+    elif isinstance(getattr(results, "fold_scores", None), Mapping):
+        raw = results.fold_scores
+    else:
+        raise TypeError(
+            "plot_fusion_comparison expects {strategy_name: [fold scores]} or a search result "
+            f"with a fold_scores dict, got {type(results).__name__}"
+        )
+    if not raw:
+        raise ValueError("plot_fusion_comparison got no strategies; pass {strategy_name: [fold scores]}")
+    out = {}
+    for name, values in raw.items():
+        if isinstance(values, (str, bytes)):
+            raise ValueError(f"scores for {name!r} must be numbers, got the string {values!r}")
+        try:
+            arr = np.asarray(values if np.ndim(values) else [values], dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise ValueError(f"scores for {name!r} must be numbers, got {values!r}") from None
+        if arr.size == 0:
+            raise ValueError(f"strategy {name!r} has no scores")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"scores for {name!r} contain NaN or infinity: {arr.tolist()}")
+        out[str(name)] = arr
+    return out
+
+
+def _greater_is_better(metric: str | None, results: Any) -> bool:
+    flag = getattr(results, "greater_is_better", None)
+    if isinstance(flag, bool):
+        return flag
+    if metric is None:
+        return True
+    try:
+        return get_metric(metric).greater_is_better
+    except ValueError:
+        name = metric.lower()
+        if name.startswith("neg_"):  # scikit-learn's negated losses
+            return True
+        return not any(word in name for word in ("loss", "error", "nll"))
+
+
+def plot_fusion_comparison(
+    results: Any,
+    ax: Axes | None = None,
+    metric: str | None = None,
+    *,
+    highlight: str | None = None,
+) -> Axes:
+    """Bar chart of fusion strategies' cross-validation scores, best first.
+
+    Parameters
+    ----------
+    results : ``{strategy_name: [fold scores]}``, or a strategy-search result with a
+        ``fold_scores`` dict (and optionally ``metric``)
+    ax : axes to draw on; default the current pyplot axes (``plt.gca()``)
+    metric : name for the y axis and for ranking (losses rank lowest first); default
+        ``results.metric`` if present, else "score" ranked highest first
+    highlight : a strategy to colour differently (e.g. the chosen one)
+
+    Returns
+    -------
+    The Axes, so ``plt.show()`` or ``plt.savefig(...)`` work as usual afterwards.
+
+    Raises
+    ------
+    ValueError for no strategies, an empty score list, or scores that are not numbers.
+
+    Examples
+    --------
+    >>> results = {"weighted_avg": [0.85, 0.88, 0.83], "voting": [0.82, 0.86, 0.84]}
+    >>> ax = plot_fusion_comparison(results, metric="accuracy")
+    >>> plt.savefig("comparison.png")
+    """
+    scores = _fold_scores(results)
+    if metric is None:
+        metric = getattr(results, "metric", None)
+    metric = getattr(metric, "name", metric)
+    metric = None if metric is None else str(metric)
+    greater = _greater_is_better(metric, results)
+    means = {name: float(v.mean()) for name, v in scores.items()}
+    names = sorted(scores, key=lambda n: -means[n] if greater else means[n])
+    mean = np.array([means[n] for n in names])
+    std = np.array([scores[n].std() for n in names])
+
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        ax = plt.gca()
+    x = np.arange(len(names))
+    colors = [CHOSEN_COLOR if n == highlight else FUSED_COLOR for n in names]
+    ax.bar(
+        x,
+        mean,
+        yerr=std,
+        width=0.6,
+        color=colors,
+        alpha=0.85,
+        capsize=5,
+        zorder=2,
+        error_kw={"elinewidth": 1.2, "zorder": 3},
+    )
+    rng = np.random.default_rng(0)  # fixed jitter: the same input draws the same figure
+    for i, n in enumerate(names):
+        jitter = rng.uniform(-0.12, 0.12, size=scores[n].size) if scores[n].size > 1 else np.zeros(1)
+        ax.scatter(x[i] + jitter, scores[n], s=16, color="black", alpha=0.7, zorder=4, linewidths=0)
+
+    all_values = np.concatenate([scores[n] for n in names])
+    lo = min(all_values.min(), (mean - std).min())
+    hi = max(all_values.max(), (mean + std).max())
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    # Zoom on the data: fold scores often differ in the second decimal, invisible from 0.
+    bottom = lo - 0.6 * span
+    if lo >= 0 and bottom < 0:
+        bottom = 0.0
+    ax.set_ylim(bottom, hi + 0.35 * span)
+    for i, n in enumerate(names):
+        top = max(mean[i] + std[i], scores[n].max())  # above the error bar and every dot
+        ax.text(x[i], top + 0.05 * span, _format_score(mean[i]), ha="center", va="bottom", fontsize=8)
+
+    long_labels = len(names) > 4 or max(len(n) for n in names) > 12
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        [_label(n) for n in names], rotation=30 if long_labels else 0, ha="right" if long_labels else "center"
+    )
+    ax.set_xlabel("strategy")
+    ax.set_ylabel(_label(metric or "score"))
+    direction = "higher" if greater else "lower"
+    n_folds = max(v.size for v in scores.values())
+    ax.set_title(f"Fusion strategies across {n_folds} folds ({direction} is better)")
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.set_axisbelow(True)
+    return ax
+
+
+def _format_score(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.4g}"
+
+
+def _label(text: str) -> str:
+    """Text for matplotlib: a '$' in a name must not start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+# -- report figures --------------------------------------------------------------------------
+def cv_figure(report: FusionReport) -> Figure | None:
+    """The validation cross-validation scores per strategy (None without fold scores)."""
+    if not report.fold_scores or not any(report.fold_scores.values()):
+        return None
+    folds = {k: v for k, v in report.fold_scores.items() if v}
+    fig = Figure(figsize=(max(5.0, 1.1 * len(folds) + 2.5), 4.0), layout="constrained")
+    plot_fusion_comparison(folds, ax=fig.add_subplot(), metric=report.metric, highlight=report.chosen)
+    return fig
+
+
+def strategy_comparison_figure(report: FusionReport, n_boot: int = 1000, seed: int = 0) -> Figure | None:
+    """Test metric of every strategy and member with 95% bootstrap intervals.
+
+    Fused strategies and members are drawn in different colours (the chosen strategy in a
+    third); the best member's value is a dashed reference line. None without test scores.
+    """
+    if not report.has_scores:
+        return None
+    metric = get_metric(report.primary_metric)
+    y = report.y_test
+    rows: list[tuple[str, str, np.ndarray]] = [
+        (name, "fused", np.asarray(s)) for name, s in report.strategy_scores.items()
+    ]
+    rows += [(name, "member", report.member_scores[i]) for i, name in enumerate(report.member_names)]
+    values = []
+    for name, kind, scores in rows:
+        v = metric(y, scores)
+        lo, hi = bootstrap_ci(y, scores, metric, n_boot=n_boot, seed=seed)
+        values.append((name, kind, v, lo, hi))
+    values.sort(key=lambda r: r[2], reverse=not metric.greater_is_better)  # best last = top row
+
+    fig = Figure(figsize=(7.5, 0.38 * len(values) + 1.6), layout="constrained")
+    ax = fig.add_subplot()
+    y_pos = np.arange(len(values))
+    val = np.array([r[2] for r in values])
+    err = np.array([[max(r[2] - r[3], 0.0), max(r[4] - r[2], 0.0)] for r in values]).T
+    colors = [
+        CHOSEN_COLOR
+        if (k == "fused" and n == report.chosen)
+        else (FUSED_COLOR if k == "fused" else MEMBER_COLOR)
+        for n, k, *_ in values
+    ]
+    ax.barh(
+        y_pos,
+        val,
+        xerr=err,
+        color=colors,
+        height=0.65,
+        capsize=3,
+        zorder=2,
+        error_kw={"elinewidth": 1.0, "zorder": 3},
+    )
+    ax.set_yticks(y_pos)
+    ax.set_yticklabels([_label(n) for n, *_ in values])
+    for label, (n, k, *_) in zip(ax.get_yticklabels(), values, strict=True):
+        if k == "fused" and n == report.chosen:
+            label.set_fontweight("bold")
+    best = report.best_member
+    if best is not None and best in report.member_names:
+        ref = metric(y, report.member_scores[report.member_names.index(best)])
+        ax.axvline(
+            ref, color="black", linestyle="--", linewidth=1, zorder=4, label=_label(f"best member ({best})")
+        )
+    lo = min(r[3] for r in values)
+    hi = max(r[4] for r in values)
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    left = lo - 0.4 * span
+    if lo >= 0 and left < 0:
+        left = 0.0
+    ax.set_xlim(left, hi + 0.2 * span)
+    if metric.name in _PERCENT_METRICS:
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel(
+        f"test {metric.name} ({'higher' if metric.greater_is_better else 'lower'} is better), 95% CI"
+    )
+    ax.set_title("Fused strategies vs members on the test split")
+    handles = [
+        Patch(color=CHOSEN_COLOR, label=_label(f"chosen ({report.chosen})")),
+        Patch(color=FUSED_COLOR, label="fused strategy"),
+        Patch(color=MEMBER_COLOR, label="member"),
+    ]
+    handles += [h for h in ax.get_legend_handles_labels()[0]]
+    ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
+    ax.grid(axis="x", alpha=0.3, zorder=0)
+    ax.set_axisbelow(True)
+    return fig
+
+
+def reliability_figure(report: FusionReport, n_bins: int = 15) -> Figure | None:
+    """Reliability diagram of the best member and the chosen fused model.
+
+    Top: mean confidence vs accuracy per bin, with the diagonal of perfect calibration and
+    each curve's ECE in the legend; bottom: how many samples fall in each bin. None for
+    regression or without test scores.
+    """
+    if report.task == "regression" or not report.has_scores:
+        return None
+    curves: list[tuple[str, np.ndarray, str]] = []
+    best = report.best_member
+    if best is not None and best in report.member_names:
+        curves.append(
+            (f"best member: {best}", report.member_scores[report.member_names.index(best)], MEMBER_COLOR)
+        )
+    if report.chosen in report.strategy_scores:
+        curves.append((f"fused: {report.chosen}", report.strategy_scores[report.chosen], CHOSEN_COLOR))
+    if not curves:
+        return None
+    fig = Figure(figsize=(6.0, 6.0), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, label="perfect calibration")
+    width = 1.0 / n_bins
+    for i, (label, scores, color) in enumerate(curves):
+        bins = calibration_bins(report.y_test, scores, n_bins=n_bins)
+        filled = bins["count"] > 0
+        error = ece(report.y_test, scores, n_bins=n_bins)
+        top.plot(
+            bins["confidence"][filled],
+            bins["accuracy"][filled],
+            marker="o",
+            markersize=4,
+            color=color,
+            linewidth=1.8,
+            label=_label(f"{label} (ECE {error:.4f})"),
+        )
+        offset = (i - (len(curves) - 1) / 2) * width / len(curves)
+        centres = bins["edges"][:-1] + width / 2 + offset
+        bottom.bar(centres, bins["count"], width=width / len(curves), color=color, alpha=0.85)
+    multilabel = report.task == "multilabel"
+    top.set_ylabel("fraction positive" if multilabel else "accuracy")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_title("Reliability: does confidence match accuracy?")
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.set_xlabel("predicted probability" if multilabel else "top-1 confidence")
+    bottom.set_ylabel("samples")
+    bottom.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def error_correlation_figure(report: FusionReport) -> Figure | None:
+    """Heatmap of the Pearson correlation of members' errors (None without test scores)."""
+    if not report.has_scores:
+        return None
+    corr = error_correlation(report.member_scores, report.y_test, task=report.task)
+    names = report.member_names
+    m = len(names)
+    side = min(max(4.5, 0.6 * m + 2.5), 14.0)
+    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(corr, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+    ax.set_xticks(np.arange(m))
+    ax.set_yticks(np.arange(m))
+    ax.set_xticklabels([_label(n) for n in names], rotation=45, ha="right")
+    ax.set_yticklabels([_label(n) for n in names])
+    if m <= 20:  # beyond that the numbers no longer fit in the cells
+        for i in range(m):
+            for j in range(m):
+                ax.text(
+                    j,
+                    i,
+                    f"{corr[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if abs(corr[i, j]) > 0.6 else "black",
+                )
+    fig.colorbar(image, ax=ax, label="error correlation", shrink=0.8)
+    ax.set_title("Member error correlation (lower = more complementary)")
+    return fig
+
+
+def weights_figure(report: FusionReport) -> Figure | None:
+    """Bar chart of the chosen strategy's weight per member (None if it has no weights)."""
+    if not report.weights:
+        return None
+    names = list(report.weights)
+    w = np.array([report.weights[n] for n in names])
+    fig = Figure(figsize=(max(4.5, 0.8 * len(names) + 2.0), 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    ax.bar(x, w, color=CHOSEN_COLOR, width=0.6, zorder=2)
+    for i, v in enumerate(w):
+        ax.text(x[i], v, f"{v:.3f}", ha="center", va="bottom" if v >= 0 else "top", fontsize=8)
+    ax.set_xticks(x)
+    long_labels = len(names) > 5 or max(len(n) for n in names) > 12
+    ax.set_xticklabels(
+        [_label(n) for n in names], rotation=30 if long_labels else 0, ha="right" if long_labels else "center"
+    )
+    ax.set_ylabel("weight")
+    ax.set_ylim(min(0.0, w.min() * 1.15), max(w.max() * 1.15, 1e-9))
+    ax.set_title(_label(f"Member weights of {report.chosen}"))
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.set_axisbelow(True)
+    return fig

@@ -1,0 +1,576 @@
+"""Write a :class:`FusionReport` as a self-contained HTML page, Markdown and metrics.json.
+
+Every file is written atomically (a temporary file in the same folder, then
+:func:`os.replace`), so a reader never sees half a report and an interrupted run leaves
+the previous one intact.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from modelfusion.evaluation.diversity import diversity_summary
+from modelfusion.evaluation.metrics import get_metric
+from modelfusion.report import plots
+from modelfusion.report.data import FusionReport
+
+__all__ = ["format_value", "render_markdown_table", "summary_sentence", "write_report"]
+
+MISSING = "—"
+_PERCENT = {"accuracy", "top5", "macro_f1"}
+_DECIMALS = {"nll", "ece", "brier", "rmse", "mae", "r2", "weight"}
+HEADERS = {
+    "name": "name",
+    "framework": "framework",
+    "cv_mean": "CV mean",
+    "cv_std": "CV std",
+    "accuracy": "accuracy",
+    "nll": "NLL",
+    "ece": "ECE",
+    "brier": "Brier",
+    "macro_f1": "macro F1",
+    "top5": "top-5",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R²",
+    "latency_ms": "latency (ms/sample)",
+    "n_parameters": "parameters",
+    "file_size": "size",
+    "n_members_used": "members used",
+    "weight": "weight",
+}
+_MEMBER_ORDER = [
+    "name",
+    "framework",
+    "accuracy",
+    "nll",
+    "ece",
+    "brier",
+    "macro_f1",
+    "top5",
+    "rmse",
+    "mae",
+    "r2",
+    "weight",
+    "latency_ms",
+    "n_parameters",
+    "file_size",
+]
+_STRATEGY_ORDER = [
+    "name",
+    "cv_mean",
+    "cv_std",
+    "accuracy",
+    "nll",
+    "ece",
+    "brier",
+    "macro_f1",
+    "top5",
+    "rmse",
+    "mae",
+    "r2",
+    "latency_ms",
+    "n_members_used",
+]
+_HIDDEN = {"kind", "status"}  # bookkeeping columns of search rows, the same in every row
+# (key, caption) in the order the figures appear
+FIGURES = [
+    ("strategy_comparison", "Test metric of every fused strategy and member, with 95% bootstrap intervals"),
+    ("cv_scores", "Validation cross-validation scores of each strategy (bars: mean ± std, dots: folds)"),
+    ("reliability", "Reliability diagram: best member vs the chosen fused model"),
+    ("error_correlation", "How correlated the members' errors are on the test split"),
+    ("weights", "Weights of the chosen strategy"),
+]
+_FIGURE_FUNCTIONS = {
+    "strategy_comparison": plots.strategy_comparison_figure,
+    "cv_scores": plots.cv_figure,
+    "reliability": plots.reliability_figure,
+    "error_correlation": plots.error_correlation_figure,
+    "weights": plots.weights_figure,
+}
+
+
+# -- number formatting --------------------------------------------------------------------------
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def _format_count(n: float) -> str:
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{suffix}"
+    return f"{int(n)}"
+
+
+def _format_bytes(n: float) -> str:
+    for scale, suffix in ((1024**3, "GB"), (1024**2, "MB"), (1024, "KB")):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {suffix}"
+    return f"{int(n)} B"
+
+
+def _format_ms(ms: float) -> str:
+    return f"{ms:.3g} ms" if ms < 100 else f"{ms:.0f} ms"
+
+
+def format_value(key: str, value: Any, *, metric: str | None = None) -> str:
+    """A table cell: accuracy as %, losses to 4 decimals, parameters K/M, sizes KB/MB.
+
+    ``metric`` is the selection metric, used for ``cv_mean``/``cv_std``. Missing values
+    (None, NaN) show as an em dash.
+    """
+    if _is_missing(value):
+        return MISSING
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        return str(value)
+    value = float(value) if isinstance(value, (float, np.floating)) else int(value)
+    if key in ("cv_mean", "cv_std") and metric is not None:
+        try:
+            key_metric = get_metric(metric).name
+        except ValueError:
+            key_metric = None
+        if key_metric in _PERCENT:
+            return f"{100 * value:.2f}" + ("%" if key == "cv_mean" else " pp")
+        return f"{value:.4f}"
+    if key in _PERCENT:
+        return f"{100 * value:.2f}%"
+    if key in _DECIMALS or key in ("cv_mean", "cv_std"):
+        return f"{value:.4f}"
+    if key == "latency_ms":
+        return _format_ms(value)
+    if key == "n_parameters":
+        return _format_count(value)
+    if key == "file_size":
+        return _format_bytes(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], preferred: Sequence[str]) -> list[str]:
+    """Preferred columns that some row has, then any other scalar columns, in first-seen order."""
+    present = [k for k in preferred if any(k in r for r in rows)]
+    extra = dict.fromkeys(
+        k
+        for r in rows
+        for k, v in r.items()
+        if k not in preferred
+        and k not in _HIDDEN
+        and (v is None or isinstance(v, (str, int, float, bool, np.generic)))
+    )
+    return present + list(extra)
+
+
+def _header(key: str, metric: str | None) -> str:
+    if key in ("cv_mean", "cv_std") and metric:
+        return f"CV {metric} {'mean' if key == 'cv_mean' else 'std'}"
+    return HEADERS.get(key, key.replace("_", " "))
+
+
+def _is_numeric_column(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
+    values = [r.get(key) for r in rows if not _is_missing(r.get(key))]
+    return bool(values) and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values
+    )
+
+
+def render_markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str | tuple[str, str]] | None = None,
+    *,
+    metric: str | None = None,
+) -> str:
+    """A GitHub-flavoured Markdown table of ``rows``, cells formatted by :func:`format_value`.
+
+    columns : keys, or ``(key, header)`` pairs; default every key, in first-seen order.
+    Numeric columns are right-aligned.
+
+    Examples
+    --------
+    >>> print(render_markdown_table([{"name": "a", "accuracy": 0.91}], ["name", "accuracy"]))
+    | name | accuracy |
+    | :--- | ---: |
+    | a | 91.00% |
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    spec = [(c, _header(c, metric)) if isinstance(c, str) else (c[0], c[1]) for c in columns]
+
+    def cell(text: str) -> str:
+        return _md_text(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(cell(h) for _, h in spec) + " |",
+        "| " + " | ".join("---:" if _is_numeric_column(rows, k) else ":---" for k, _ in spec) + " |",
+    ]
+    for r in rows:
+        lines.append(
+            "| " + " | ".join(cell(format_value(k, r.get(k), metric=metric)) for k, _ in spec) + " |"
+        )
+    return "\n".join(lines)
+
+
+def _md_text(text: str) -> str:
+    """Text safe inside Markdown: no raw HTML tags from member or strategy names."""
+    return str(text).replace("<", "&lt;").replace(">", "&gt;")
+
+
+# -- content shared by HTML and Markdown ---------------------------------------------------------
+def summary_sentence(report: FusionReport) -> str:
+    """One plain-text sentence: the chosen strategy against the best single member."""
+    s = report.summary()
+    best, chosen = s["best_member"], s["chosen_test"]
+    member = s["best_member_test"]
+    if report.task == "regression":
+        if best is None or chosen["rmse"] is None or member["rmse"] is None:
+            return f"Chosen strategy: {report.chosen}."
+        text = (
+            f"Fused {report.chosen} reaches test RMSE {chosen['rmse']:.4f} vs {member['rmse']:.4f} "
+            f"for the best member ({best}): {s['delta']['rmse']:+.4f}"
+        )
+        if chosen["r2"] is not None and member["r2"] is not None:
+            text += f", R² {member['r2']:.4f} → {chosen['r2']:.4f}"
+        return text + "."
+    if best is None or chosen["accuracy"] is None or member["accuracy"] is None:
+        return f"Chosen strategy: {report.chosen}."
+    text = (
+        f"Fused {report.chosen} reaches {100 * chosen['accuracy']:.2f}% test accuracy vs "
+        f"{100 * member['accuracy']:.2f}% for the best member ({best}): "
+        f"{s['delta']['accuracy_pp']:+.2f} pp"
+    )
+    if chosen["nll"] is not None and member["nll"] is not None:
+        text += f", NLL {member['nll']:.4f} → {chosen['nll']:.4f}"
+    return text + "."
+
+
+def _member_rows(report: FusionReport) -> list[dict[str, Any]]:
+    rows = [dict(r) for r in report.members]
+    if report.weights:
+        for r in rows:
+            r["weight"] = report.weights.get(r["name"])
+    return rows
+
+
+def _render_figures(report: FusionReport) -> list[tuple[str, str, bytes]]:
+    """``(key, caption, png bytes)`` for every figure the report's data allows."""
+    out = []
+    for key, caption in FIGURES:
+        fig = _FIGURE_FUNCTIONS[key](report)
+        if fig is not None:
+            out.append((key, caption, _png_bytes(fig)))
+    return out
+
+
+def _png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    return buffer.getvalue()
+
+
+def _diversity(report: FusionReport) -> dict[str, Any] | None:
+    if not report.has_scores:
+        return None
+    return diversity_summary(report.member_scores, report.y_test, task=report.task, names=report.member_names)
+
+
+# -- JSON ------------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _metrics_document(report: FusionReport, diversity: dict[str, Any] | None) -> dict[str, Any]:
+    return _jsonable(
+        {
+            "title": report.title,
+            "task": report.task,
+            "metric": report.metric,
+            "chosen": report.chosen,
+            "weights": report.weights,
+            "summary": report.summary(),
+            "members": report.members,
+            "strategies": report.strategies,
+            "fold_scores": report.fold_scores,
+            "diversity": diversity,
+            "class_names": report.class_names,
+            "n_test_samples": None if report.y_test is None else len(report.y_test),
+            "notes": report.notes,
+            "config": report.config,
+        }
+    )
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+_CSS = """
+body{font:15px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+color:#1a202c;background:#f7f8fa;margin:0}
+main{max-width:1100px;margin:0 auto;padding:24px 32px 48px;background:#fff}
+h1{font-size:26px;margin:8px 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
+.meta{color:#4a5568;font-size:13px;margin:0 0 16px}
+.summary{font-size:17px;background:#fff7ed;border-left:4px solid #ff7f0e;padding:12px 16px;margin:16px 0}
+table{border-collapse:collapse;width:100%;font-size:13.5px;margin:8px 0 16px}
+th,td{padding:6px 10px;border-bottom:1px solid #e2e8f0;white-space:nowrap}
+th{background:#edf2f7;text-align:left;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums}th.num{text-align:right}
+tr.chosen td{background:#fff7ed;font-weight:600}
+.badge{display:inline-block;background:#ff7f0e;color:#fff;border-radius:8px;font-size:11px;padding:0 6px;margin-left:6px}
+figure{margin:16px 0;text-align:center}figure img{max-width:100%;height:auto;border:1px solid #e2e8f0}
+figcaption{color:#4a5568;font-size:13px;margin-top:4px}
+pre{background:#f7fafc;border:1px solid #e2e8f0;padding:12px;overflow:auto;font-size:12.5px}
+.scroll{overflow-x:auto}
+"""
+
+
+def _html_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    metric: str | None,
+    chosen: str | None = None,
+) -> str:
+    numeric = {k: _is_numeric_column(rows, k) for k in columns}
+    head = "".join(
+        f"<th{' class=num' if numeric[k] else ''}>{html.escape(_header(k, metric))}</th>" for k in columns
+    )
+    body = []
+    for r in rows:
+        is_chosen = chosen is not None and r.get("name") == chosen
+        cells = []
+        for k in columns:
+            text = html.escape(format_value(k, r.get(k), metric=metric))
+            if k == "name" and is_chosen:
+                text += '<span class="badge">chosen</span>'
+            cells.append(f"<td{' class=num' if numeric[k] else ''}>{text}</td>")
+        body.append(f"<tr{' class=chosen' if is_chosen else ''}>{''.join(cells)}</tr>")
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _html_figure(png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    alt = html.escape(caption)
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
+    )
+
+
+def _render_html(
+    report: FusionReport, figures: list[tuple[str, str, bytes]], diversity: dict[str, Any] | None
+) -> str:
+    e = html.escape
+    figs = {key: (caption, png) for key, caption, png in figures}
+    meta = [f"task: {report.task}", f"selection metric: {report.metric}"]
+    if report.y_test is not None:
+        meta.append(f"{len(report.y_test)} test samples")
+    meta.append(f"{len(report.member_names) or len(report.members)} members")
+    if report.class_names and report.task != "regression":
+        meta.append(f"{len(report.class_names)} classes")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(report.title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{e(report.title)}</h1>",
+        f'<p class="meta">{e(" · ".join(meta))}</p>',
+        f'<p class="summary">{e(summary_sentence(report))}</p>',
+        "<h2>Fusion strategies</h2>",
+        _html_table(
+            report.strategies,
+            _columns(report.strategies, _STRATEGY_ORDER),
+            metric=report.metric,
+            chosen=report.chosen,
+        ),
+    ]
+    parts += [_html_figure(figs[k][1], figs[k][0]) for k in ("strategy_comparison", "cv_scores") if k in figs]
+    members = _member_rows(report)
+    parts += [
+        "<h2>Members</h2>",
+        _html_table(members, _columns(members, _MEMBER_ORDER), metric=report.metric),
+    ]
+    parts += [_html_figure(figs[k][1], figs[k][0]) for k in ("weights", "reliability") if k in figs]
+    if diversity is not None or "error_correlation" in figs:
+        parts.append("<h2>Diversity</h2>")
+        if diversity is not None:
+            parts.append(f"<p>{e(_diversity_sentence(diversity))}</p>")
+        if "error_correlation" in figs:
+            parts.append(_html_figure(figs["error_correlation"][1], figs["error_correlation"][0]))
+    if report.notes:
+        parts += ["<h2>Notes</h2>", "<ul>", *(f"<li>{e(str(n))}</li>" for n in report.notes), "</ul>"]
+    if report.config is not None:
+        config = json.dumps(_jsonable(report.config), indent=2)
+        parts += [
+            "<h2>Configuration</h2>",
+            f"<details><summary>show</summary><pre>{e(config)}</pre></details>",
+        ]
+    parts.append("</main></body></html>\n")
+    return "\n".join(parts)
+
+
+def _diversity_sentence(d: Mapping[str, Any]) -> str:
+    text = f"Mean pairwise error correlation {d['mean_error_correlation']:.3f}"
+    if "mean_disagreement" in d:
+        text += f", mean disagreement {100 * d['mean_disagreement']:.2f}%"
+    if "oracle_accuracy" in d:
+        text += (
+            f"; oracle accuracy (some member is right) {100 * d['oracle_accuracy']:.2f}%, "
+            "an upper bound for picking one member per sample"
+        )
+    if "oracle_rmse" in d:
+        text += f"; oracle RMSE (closest member per sample) {d['oracle_rmse']:.4f}"
+    return text + "."
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+def _render_markdown(
+    report: FusionReport, figure_files: list[tuple[str, str, str]], diversity: dict[str, Any] | None
+) -> str:
+    links = {key: (caption, rel) for key, caption, rel in figure_files}
+
+    def figure(key: str) -> list[str]:
+        if key not in links:
+            return []
+        caption, rel = links[key]
+        return [f"![{caption}]({rel})", ""]
+
+    strategies = [
+        dict(r, name=f"**{r['name']}** (chosen)" if r["name"] == report.chosen else r["name"])
+        for r in report.strategies
+    ]
+    members = _member_rows(report)
+    lines = [
+        f"# {_md_text(report.title)}",
+        "",
+        f"Task: {report.task} · selection metric: {report.metric}"
+        + ("" if report.y_test is None else f" · {len(report.y_test)} test samples"),
+        "",
+        f"**{_md_text(summary_sentence(report))}**",
+        "",
+        "## Fusion strategies",
+        "",
+        render_markdown_table(strategies, _columns(report.strategies, _STRATEGY_ORDER), metric=report.metric),
+        "",
+        *figure("strategy_comparison"),
+        *figure("cv_scores"),
+        "## Members",
+        "",
+        render_markdown_table(members, _columns(members, _MEMBER_ORDER), metric=report.metric),
+        "",
+        *figure("weights"),
+        *figure("reliability"),
+    ]
+    if diversity is not None or "error_correlation" in links:
+        lines += ["## Diversity", ""]
+        if diversity is not None:
+            lines += [_diversity_sentence(diversity), ""]
+        lines += figure("error_correlation")
+    if report.notes:
+        lines += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
+    if report.config is not None:
+        lines += [
+            "## Configuration",
+            "",
+            "```json",
+            json.dumps(_jsonable(report.config), indent=2),
+            "```",
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- files ----------------------------------------------------------------------------------------
+def _write_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_report(report: FusionReport, output_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write ``report.html``, ``report.md`` and ``metrics.json`` into ``output_dir``.
+
+    - ``report.html`` is self-contained: CSS inline, figures embedded as base64 PNG;
+    - ``report.md`` links the same figures, saved under ``output_dir/figures/``;
+    - ``metrics.json`` holds the tables, the chosen strategy, its weights, the summary
+      deltas and diversity numbers, for machines.
+
+    Figures that the report's data does not allow (no weights, regression has no
+    reliability diagram, no per-sample scores) are left out. Every file is written
+    atomically.
+
+    Returns
+    -------
+    ``{"html": ..., "markdown": ..., "metrics": ..., "figure_<key>": ...}``, the paths written.
+
+    Examples
+    --------
+    >>> paths = write_report(report, "runs/cifar10/report")
+    >>> paths["html"]
+    PosixPath('runs/cifar10/report/report.html')
+    """
+    if not isinstance(report, FusionReport):
+        raise TypeError(f"write_report expects a FusionReport, got {type(report).__name__}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = _render_figures(report)
+    diversity = _diversity(report)
+    paths: dict[str, Path] = {}
+
+    figure_files = []
+    produced = set()
+    for key, caption, png in figures:
+        rel = f"figures/{key}.png"
+        paths[f"figure_{key}"] = _write_atomic(out / rel, png)
+        figure_files.append((key, caption, rel))
+        produced.add(key)
+    for key, _ in FIGURES:  # a figure from an earlier run that this report no longer has
+        stale = out / "figures" / f"{key}.png"
+        if key not in produced and stale.exists():
+            stale.unlink()
+
+    paths["html"] = _write_atomic(
+        out / "report.html", _render_html(report, figures, diversity).encode("utf-8")
+    )
+    paths["markdown"] = _write_atomic(
+        out / "report.md", _render_markdown(report, figure_files, diversity).encode("utf-8")
+    )
+    document = json.dumps(_metrics_document(report, diversity), indent=2, allow_nan=False)
+    paths["metrics"] = _write_atomic(out / "metrics.json", (document + "\n").encode("utf-8"))
+    return paths

@@ -1,0 +1,204 @@
+"""The main job: members → cached predictions → strategy search → fused bundle → report.
+
+``modelfusion run CONFIG`` and ``modelfusion demo`` both call :func:`run_fusion`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelfusion.config import RunConfig, dump_config
+from modelfusion.errors import ConfigError, PredictionError
+from modelfusion.fused import FusedModel
+from modelfusion.members.base import Member
+from modelfusion.predictions import PredictionSet, atomic_path, score_members
+
+
+@dataclass
+class RunResult:
+    """What a run produced: tables, the chosen strategy and where the files are."""
+
+    output_dir: Path
+    bundle_dir: Path
+    chosen: str
+    members: list[dict[str, Any]]
+    strategies: list[dict[str, Any]]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def best_member(self) -> dict[str, Any]:
+        return max(self.members, key=lambda r: r.get("accuracy", -np.inf))
+
+    @property
+    def chosen_row(self) -> dict[str, Any]:
+        return next(r for r in self.strategies if r["name"] == self.chosen)
+
+
+def load_run_data(config: RunConfig) -> tuple[Any, Any]:
+    """The validation and test datasets a config describes."""
+    from modelfusion.data import load_dataset, split_dataset
+
+    def load(section) -> Any:
+        return load_dataset(
+            section.source, format=section.format, label=section.label, features=section.features,
+            base_dir=config.base_dir, **section.options,
+        )
+
+    d = config.data
+    if d.validation is not None and d.test is not None:
+        return load(d.validation), load(d.test)
+    if d.validation is not None or d.test is not None:
+        raise ConfigError("data: give both validation and test sources, or neither (then data.source is split)",
+                          ["data: give both data.validation and data.test, or neither"])
+    parts = split_dataset(load(d), validation=d.split.validation, test=d.split.test, seed=d.split.seed,
+                          stratify=d.split.stratify)
+    return parts["validation"], parts["test"]
+
+
+def load_run_members(config: RunConfig) -> list[Member]:
+    """Load every member a config lists, with its preprocessing."""
+    from modelfusion.data import build_preprocessor
+    from modelfusion.members import load_member
+
+    members = []
+    for i, m in enumerate(config.members):
+        path = m.path
+        local = config.resolve(path)
+        source = str(local) if local is not None and local.exists() else path
+        try:
+            member = load_member(
+                source, framework=m.framework, name=m.name, trust=m.trust,
+                preprocess=build_preprocessor(m.preprocess) if m.preprocess else None, **m.options,
+            )
+        except (ValueError, FileNotFoundError, ImportError) as e:
+            raise type(e)(f"members[{i}] ({m.name or path}): {e}") from e
+        member.preprocess_spec = m.preprocess
+        members.append(member)
+    return members
+
+
+def _strategies(config: RunConfig) -> Any:
+    from modelfusion.strategies import get_strategy
+
+    if config.fusion.strategies == "auto":
+        return "auto"
+    return [get_strategy(s) if isinstance(s, str) else get_strategy(s.name, **s.params)
+            for s in config.fusion.strategies]
+
+
+def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) -> RunResult:
+    """Run the whole job a config describes and write bundle, report and metrics.
+
+    Returns a :class:`RunResult`; raises ModelFusionError subclasses for user errors.
+    """
+    from modelfusion.evaluation import evaluate
+    from modelfusion.strategies import search_strategies
+
+    out = config.resolve(config.output_dir)
+    assert out is not None
+    _check_writable(out)
+    cache = config.resolve(config.cache_dir) if config.cache_dir else None
+
+    val, test = load_run_data(config)
+    members = load_run_members(config)
+    log(f"scoring {len(members)} members on {len(val)} validation and {len(test)} test samples")
+    val_preds = score_members(members, val.X, y=val.y, batch_size=config.batch_size, cache_dir=cache,
+                              progress=progress)
+    test_preds = score_members(members, test.X, y=test.y, batch_size=config.batch_size, cache_dir=cache,
+                               progress=progress)
+    if config.task and config.task != val_preds.task:
+        raise ConfigError(f"task: config says {config.task!r} but the members do {val_preds.task!r}",
+                          [f"task: members do {val_preds.task}"])
+    y_val = _encode(val_preds, val.y, "validation")
+    y_test = _encode(test_preds, test.y, "test")
+
+    member_rows = []
+    for i, name in enumerate(val_preds.names):
+        meta = test_preds.metadata[name]
+        row = {"name": name, "framework": meta.get("framework"), "kind": "member",
+               **evaluate(y_test, test_preds.scores[i], test_preds.task),
+               "latency_ms": meta.get("latency_ms_per_sample"), "n_parameters": meta.get("n_parameters"),
+               "file_size": meta.get("file_size")}
+        member_rows.append(row)
+
+    log(f"searching fusion strategies ({config.fusion.cv}-fold CV on validation, metric {config.fusion.metric})")
+    search = search_strategies(val_preds, y_val, metric=config.fusion.metric, strategies=_strategies(config),
+                               cv=config.fusion.cv, random_state=config.seed, progress=progress)
+
+    member_latency = sum(r["latency_ms"] or 0.0 for r in member_rows)
+    strategy_rows, strategy_scores, fitted = [], {}, {}
+    for row in search.rows:
+        if row.get("kind") != "strategy" or row.get("status", "ok") != "ok":
+            continue
+        strategy = search.strategy(row["name"]).fit(val_preds, y_val)
+        start = time.perf_counter()
+        fused = strategy.combine(test_preds)
+        combine_ms = 1000 * (time.perf_counter() - start) / max(len(test), 1)
+        weights = getattr(strategy, "weights_", None)
+        used = int(np.count_nonzero(np.asarray(weights) > 1e-9)) if weights is not None else len(members)
+        strategy_rows.append({
+            "name": row["name"], "kind": "strategy", "cv_mean": row["mean"], "cv_std": row["std"],
+            **evaluate(y_test, fused, test_preds.task), "latency_ms": member_latency + combine_ms,
+            "n_members_used": used,
+        })
+        strategy_scores[row["name"]] = fused
+        fitted[row["name"]] = strategy
+
+    chosen = search.best_name
+    best = fitted[chosen]
+    weights = getattr(best, "weights_", None)
+    weight_map = None if weights is None else dict(zip(val_preds.names, map(float, np.asarray(weights))))
+    metadata = {"config_name": config.name, "metric": config.fusion.metric, "chosen": chosen,
+                "test_metrics": next(r for r in strategy_rows if r["name"] == chosen)}
+    bundle_dir = out / "bundle"
+    FusedModel(members, best, metadata=metadata).save(bundle_dir)
+    files = {"bundle": bundle_dir}
+    with atomic_path(out / "config.yaml") as tmp:
+        Path(tmp).write_text(dump_config(config))
+    files["config"] = out / "config.yaml"
+
+    if config.report.enabled:
+        from modelfusion.report import FusionReport, write_report
+
+        report = FusionReport(
+            title=config.report.title or f"modelfusion: {config.name}",
+            task=val_preds.task,
+            metric=config.fusion.metric,
+            class_names=[str(c) for c in (val_preds.classes if val_preds.classes is not None else [])],
+            members=member_rows,
+            strategies=strategy_rows,
+            chosen=chosen,
+            weights=weight_map,
+            y_test=y_test,
+            member_scores=np.asarray(test_preds.scores),
+            member_names=list(val_preds.names),
+            strategy_scores=strategy_scores,
+            fold_scores=search.fold_scores,
+            config=config.model_dump(mode="json", exclude={"base_dir"}),
+            notes=[f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
+                   f"{config.fusion.cv}-fold CV on validation, evaluated once on test."],
+        )
+        files.update(write_report(report, out))
+    return RunResult(out, bundle_dir, chosen, member_rows, strategy_rows, files)
+
+
+def _encode(preds: PredictionSet, y: Any, split: str) -> np.ndarray:
+    if y is None:
+        raise PredictionError(f"the {split} data has no labels; fusion needs a labelled validation and test set")
+    return preds.encode_labels(y)
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output_dir: cannot write to {out} ({e.strerror})",
+                          [f"output_dir: {out} is not writable"]) from None

@@ -1,0 +1,168 @@
+"""The command line end to end: demo, init + run, evaluate, predict, and user errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from modelfusion.cli.app import _register, app
+
+_register()
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["--quiet", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    result = invoke("demo", "--output", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.slow
+def test_demo_writes_bundle_report_and_config(demo_run):
+    results = demo_run / "results"
+    assert (results / "bundle" / "manifest.json").is_file()
+    assert (results / "report.html").is_file() and (results / "report.md").is_file()
+    assert (demo_run / "fusion.yaml").is_file()
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["chosen"]
+
+
+@pytest.mark.slow
+def test_demo_fusion_beats_the_best_member_on_test(demo_run):
+    metrics = json.loads((demo_run / "results" / "metrics.json").read_text())
+    chosen = next(s for s in metrics["strategies"] if s["name"] == metrics["chosen"])
+    best_nll = min(m["nll"] for m in metrics["members"])
+    best_acc = max(m["accuracy"] for m in metrics["members"])
+    assert chosen["nll"] < best_nll
+    assert chosen["accuracy"] >= best_acc
+
+
+@pytest.mark.slow
+def test_demo_uses_three_frameworks(demo_run):
+    manifest = json.loads((demo_run / "results" / "bundle" / "manifest.json").read_text())
+    assert {"torch", "onnx", "sklearn"} <= {m["framework"] for m in manifest["members"]}
+    assert len(manifest["members"]) >= 5
+
+
+@pytest.mark.slow
+def test_rerun_of_the_demo_config_reads_the_cache_and_gives_the_same_numbers(demo_run):
+    before = json.loads((demo_run / "results" / "metrics.json").read_text())
+    result = invoke("run", demo_run / "fusion.yaml")
+    assert result.exit_code == 0, result.output
+    after = json.loads((demo_run / "results" / "metrics.json").read_text())
+    assert after["chosen"] == before["chosen"]
+
+    def without_timing(rows):
+        return [{k: v for k, v in r.items() if k != "latency_ms"} for r in rows]
+
+    assert without_timing(after["strategies"]) == without_timing(before["strategies"])
+    assert without_timing(after["members"]) == without_timing(before["members"])
+
+
+@pytest.mark.slow
+def test_evaluate_prints_metrics_of_a_saved_bundle(demo_run):
+    result = invoke("evaluate", demo_run / "results" / "bundle", "--data", "builtin:digits", "--split", "test",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_predict_writes_a_csv_atomically(demo_run, tmp_path):
+    out = tmp_path / "preds.csv"
+    result = invoke("predict", demo_run / "results" / "bundle", "builtin:digits", "--output", out, "--proba")
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("prediction,p_0") and len(lines) == 1798
+    assert [p.name for p in tmp_path.iterdir()] == ["preds.csv"]
+
+
+@pytest.mark.slow
+def test_init_then_run_works_out_of_the_box(tmp_path):
+    project = tmp_path / "p"
+    assert invoke("init", project).exit_code == 0
+    for sub in ("configs", "models", "pipelines", "utils"):
+        assert (project / sub).is_dir()
+    assert (project / "configs" / "fusion.yaml").read_text().startswith("# modelfusion run config")
+    result = invoke("run", project / "configs" / "fusion.yaml")
+    assert result.exit_code == 0, result.output
+    assert (project / "runs" / "fusion" / "report.html").is_file()
+
+
+def test_init_refuses_a_non_empty_folder_without_force(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "keep.txt").write_text("mine")
+    result = invoke("init", tmp_path / "p", "--no-example")
+    assert result.exit_code == 2 and "not empty" in result.output
+    assert invoke("init", tmp_path / "p", "--no-example", "--force").exit_code == 0
+    assert (tmp_path / "p" / "keep.txt").read_text() == "mine"
+
+
+def _config(tmp_path: Path, **overrides) -> Path:
+    raw = {"data": {"source": "builtin:digits"}, "members": [{"path": "m.skops"}], "output_dir": "out", **overrides}
+    path = tmp_path / "fusion.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_missing_config_exits_2_with_one_line(tmp_path):
+    result = invoke("run", tmp_path / "nope.yaml")
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_bad_config_lists_each_problem_and_exits_2(tmp_path):
+    result = invoke("run", _config(tmp_path, outptu=1))
+    assert result.exit_code == 2
+    assert "members[0].path: 'm.skops' does not exist" in result.output
+    assert "did you mean 'output_dir'" in result.output
+
+
+def test_unwritable_output_folder_exits_2(tmp_path, digits_member_file):
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], output_dir="blocker/out")
+    result = invoke("run", path)
+    assert result.exit_code == 2 and "output_dir" in result.output
+
+
+def test_data_without_the_members_classes_exits_2(tmp_path, digits_member_file):
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], data={"source": "builtin:iris"})
+    result = invoke("run", path)
+    assert result.exit_code == 2
+    assert "features" in result.output or "classes" in result.output or "labels" in result.output
+
+
+def test_ctrl_c_during_run_leaves_no_half_written_bundle(tmp_path, digits_member_file, monkeypatch):
+    import modelfusion.strategies as strategies
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(strategies, "search_strategies", interrupt)
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None)
+    result = invoke("run", path)
+    assert result.exit_code == 130
+    assert not (tmp_path / "out" / "bundle").exists()
+
+
+@pytest.fixture(scope="module")
+def digits_member_file(tmp_path_factory) -> Path:
+    import skops.io
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_digits(return_X_y=True)
+    path = tmp_path_factory.mktemp("member") / "logreg.skops"
+    skops.io.dump(LogisticRegression(max_iter=200).fit(X / 16.0, y), path)
+    return path

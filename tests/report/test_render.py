@@ -1,0 +1,176 @@
+import base64
+import json
+import re
+from html import escape
+
+import numpy as np
+import pytest
+
+from modelfusion.report import (
+    FusionReport,
+    format_value,
+    render_markdown_table,
+    summary_sentence,
+    write_report,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def written(report, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return out, write_report(report, out)
+
+
+def test_html_is_self_contained_with_embedded_png_figures(written):
+    out, paths = written
+    html = paths["html"].read_text(encoding="utf-8")
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) >= 3
+    for data in images:
+        png = base64.b64decode(data)
+        assert png.startswith(PNG_SIGNATURE)
+        assert len(png) > 5000
+    assert "<style>" in html
+    assert not re.search(r"<(link|script)\b", html)
+
+
+def test_html_has_both_tables_and_highlights_the_chosen_strategy(written, report):
+    html = written[1]["html"].read_text(encoding="utf-8")
+    assert html.count("<table>") == 2
+    chosen_row = re.search(r"<tr class=chosen>(.*?)</tr>", html).group(1)
+    assert "weighted_avg" in chosen_row
+    assert "11.7M" in html and "44.7 MB" in html  # resnet18 parameters and file size
+    assert escape(summary_sentence(report)) in html
+
+
+def test_html_escapes_member_names_and_notes(written):
+    html = written[1]["html"].read_text(encoding="utf-8")
+    assert "vit&lt;tiny&gt;" in html and "<tiny>" not in html
+    assert "&lt;for tests&gt;" in html
+
+
+def test_summary_sentence_compares_chosen_with_best_member(report):
+    s = report.summary()
+    sentence = summary_sentence(report)
+    assert sentence.startswith(
+        f"Fused weighted_avg reaches {100 * s['chosen_test']['accuracy']:.2f}% test accuracy"
+    )
+    assert f"for the best member ({s['best_member']})" in sentence
+    assert " pp, NLL " in sentence and "→" in sentence
+
+
+def test_metrics_json_is_machine_readable(written, report):
+    doc = json.loads(written[1]["metrics"].read_text())
+    assert doc["chosen"] == "weighted_avg"
+    assert doc["weights"] == pytest.approx(report.weights)
+    assert [m["name"] for m in doc["members"]] == report.member_names
+    assert {s["name"] for s in doc["strategies"]} == set(report.strategy_scores)
+    delta = doc["summary"]["delta"]
+    expected = 100 * (
+        doc["summary"]["chosen_test"]["accuracy"] - doc["summary"]["best_member_test"]["accuracy"]
+    )
+    assert delta["accuracy_pp"] == pytest.approx(expected)
+    assert 0 <= doc["diversity"]["oracle_accuracy"] <= 1
+
+
+def test_markdown_links_png_files_that_exist(written):
+    out, paths = written
+    md = paths["markdown"].read_text(encoding="utf-8")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(links) >= 3
+    for rel in links:
+        assert (out / rel).read_bytes().startswith(PNG_SIGNATURE)
+    assert "log\\|reg" in md  # pipes in names do not break the table
+    assert "**weighted_avg** (chosen)" in md
+
+
+def test_every_file_is_written_atomically_leaving_no_temporaries(written):
+    out, paths = written
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert all(p.exists() for p in paths.values())
+
+
+def test_rewriting_drops_figures_the_new_report_lacks(make_report, tmp_path):
+    stale = tmp_path / "figures" / "weights.png"  # as an earlier run with weights left it
+    stale.parent.mkdir()
+    stale.write_bytes(PNG_SIGNATURE)
+    paths = write_report(make_report(weights=None), tmp_path)
+    assert "figure_weights" not in paths
+    assert not (tmp_path / "figures" / "weights.png").exists()
+    assert "weights.png" not in paths["markdown"].read_text()
+
+
+def test_regression_report_renders(regression_report, tmp_path):
+    paths = write_report(regression_report, tmp_path)
+    assert "test RMSE" in paths["html"].read_text()
+    doc = json.loads(paths["metrics"].read_text())
+    assert set(doc["summary"]["delta"]) == {"rmse", "mae", "r2"}
+
+
+def test_report_without_scores_still_renders_tables(tmp_path):
+    report = FusionReport(
+        title="tables only",
+        task="classification",
+        metric="nll",
+        class_names=["a", "b"],
+        members=[{"name": "m1", "accuracy": 0.8, "nll": 0.5}, {"name": "m2", "accuracy": 0.7, "nll": 0.6}],
+        strategies=[{"name": "mean", "cv_mean": 0.45, "cv_std": 0.01, "accuracy": 0.83, "nll": 0.42}],
+        chosen="mean",
+    )
+    paths = write_report(report, tmp_path)
+    assert "data:image/png" not in paths["html"].read_text()
+    assert "Fused mean reaches 83.00% test accuracy vs 80.00% for the best member (m1): +3.00 pp" in (
+        paths["markdown"].read_text()
+    )
+
+
+def test_report_rejects_an_unknown_chosen_strategy(make_report):
+    with pytest.raises(ValueError, match="not among the strategies"):
+        make_report(chosen="stacking")
+
+
+def test_report_rejects_scores_of_the_wrong_shape(report):
+    with pytest.raises(ValueError, match="member_names"):
+        FusionReport(
+            title="x",
+            task="classification",
+            metric="accuracy",
+            class_names=[],
+            members=[],
+            strategies=[],
+            chosen="mean",
+            member_scores=np.zeros((2, 5, 3)),
+            member_names=["a"],
+        )
+
+
+@pytest.mark.parametrize(
+    "key, value, text",
+    [
+        ("accuracy", 0.9123, "91.23%"),
+        ("nll", 0.123456, "0.1235"),
+        ("ece", None, "—"),
+        ("latency_ms", 0.0123, "0.0123 ms"),
+        ("n_parameters", 11_689_512, "11.7M"),
+        ("n_parameters", 25_000, "25.0K"),
+        ("n_parameters", 650, "650"),
+        ("file_size", 2048, "2.0 KB"),
+        ("file_size", 46_830_571, "44.7 MB"),
+        ("n_members_used", 3, "3"),
+    ],
+)
+def test_format_value(key, value, text):
+    assert format_value(key, value) == text
+
+
+def test_cv_columns_follow_the_selection_metric():
+    assert format_value("cv_mean", 0.8512, metric="acc") == "85.12%"
+    assert format_value("cv_std", 0.0123, metric="accuracy") == "1.23 pp"
+    assert format_value("cv_mean", 0.31234, metric="nll") == "0.3123"
+
+
+def test_render_markdown_table_aligns_numbers_and_escapes_pipes():
+    table = render_markdown_table([{"name": "a|b", "accuracy": 0.5}], ["name", ("accuracy", "acc")])
+    assert table.splitlines() == ["| name | acc |", "| :--- | ---: |", "| a\\|b | 50.00% |"]

@@ -1,0 +1,166 @@
+"""The prediction store: PredictionSet validation, score_members, the on-disk cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+
+from modelfusion.errors import PredictionError
+from modelfusion.members.base import Member, sha256_arrays
+from modelfusion.predictions import PredictionSet, score_members
+
+
+class CountingMember(Member):
+    """A real fitted scikit-learn classifier that counts how often it is run."""
+
+    framework = "sklearn"
+
+    def __init__(self, estimator, name, classes=None, scale=1.0, kind="proba"):
+        super().__init__(name=name, output_kind=kind,
+                         classes=estimator.classes_ if classes is None else classes)
+        self.estimator, self.calls, self.scale = estimator, 0, scale
+
+    def _predict(self, batch):
+        self.calls += 1
+        return self.estimator.predict_proba(batch) * self.scale
+
+    def fingerprint(self) -> str:
+        return sha256_arrays([self.estimator.coef_]) if hasattr(self.estimator, "coef_") else self.name
+
+    def save(self, directory: Path) -> dict:  # pragma: no cover - not used here
+        raise NotImplementedError
+
+    @classmethod
+    def load_saved(cls, directory, spec):  # pragma: no cover
+        raise NotImplementedError
+
+
+@pytest.fixture(scope="module")
+def fitted(digits_split):
+    d = digits_split
+    return (LogisticRegression(max_iter=300).fit(d["X_train"], d["y_train"]),
+            GaussianNB().fit(d["X_train"], d["y_train"]))
+
+
+def test_score_members_stacks_outputs_members_samples_classes(fitted, digits_split):
+    preds = score_members([CountingMember(fitted[0], "lr"), CountingMember(fitted[1], "nb")],
+                          digits_split["X_val"], y=digits_split["y_val"], batch_size=100)
+    assert preds.outputs.shape == (2, len(digits_split["X_val"]), 10)
+    assert preds.names == ["lr", "nb"]
+    np.testing.assert_allclose(preds.member("lr"), fitted[0].predict_proba(digits_split["X_val"]), atol=1e-6)
+    assert preds.metadata["lr"]["latency_ms_per_sample"] > 0
+
+
+def test_cache_hit_does_not_call_the_model(fitted, digits_split, tmp_path):
+    first = CountingMember(fitted[0], "lr")
+    a = score_members([first], digits_split["X_val"], cache_dir=tmp_path, batch_size=64)
+    assert first.calls > 0
+    second = CountingMember(fitted[0], "lr")
+    b = score_members([second], digits_split["X_val"], cache_dir=tmp_path, batch_size=64)
+    assert second.calls == 0
+    assert b.metadata["lr"]["cached"] is True
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+
+
+def test_cache_misses_when_the_data_changes(fitted, digits_split, tmp_path):
+    score_members([CountingMember(fitted[0], "lr")], digits_split["X_val"], cache_dir=tmp_path)
+    again = CountingMember(fitted[0], "lr")
+    score_members([again], digits_split["X_test"], cache_dir=tmp_path)
+    assert again.calls > 0
+
+
+def test_cache_files_are_memory_mapped_npy(fitted, digits_split, tmp_path):
+    score_members([CountingMember(fitted[0], "lr")], digits_split["X_val"], cache_dir=tmp_path)
+    files = list(tmp_path.glob("lr-*.npy"))
+    assert len(files) == 1
+    assert isinstance(np.load(files[0], mmap_mode="r"), np.memmap)
+
+
+def test_members_with_permuted_classes_are_aligned_by_label(fitted, digits_split):
+    lr = fitted[0]
+    perm = np.arange(10)[::-1]
+
+    class Reversed(CountingMember):
+        def _predict(self, batch):
+            return lr.predict_proba(batch)[:, perm]
+
+    preds = score_members([CountingMember(lr, "a"), Reversed(lr, "b", classes=lr.classes_[perm])],
+                          digits_split["X_val"])
+    np.testing.assert_allclose(preds.outputs[0], preds.outputs[1], atol=1e-6)
+
+
+def test_members_with_different_class_sets_name_both_members(fitted, digits_split):
+    other = CountingMember(fitted[1], "nb", classes=np.arange(1, 11))
+    with pytest.raises(PredictionError, match="'nb'.*'lr'"):
+        score_members([CountingMember(fitted[0], "lr"), other], digits_split["X_val"])
+
+
+def test_nan_outputs_name_the_member_and_sample_count(fitted, digits_split):
+    class Broken(CountingMember):
+        def _predict(self, batch):
+            out = super()._predict(batch)
+            out[:3] = np.nan
+            return out
+
+    with pytest.raises(PredictionError, match=r"broken \(3 of"):
+        score_members([Broken(fitted[0], "broken")], digits_split["X_val"][:50], batch_size=64)
+
+
+def test_duplicate_member_names_are_an_error():
+    with pytest.raises(PredictionError, match="unique; repeated: a"):
+        PredictionSet(np.full((2, 5, 3), 1 / 3), names=["a", "a"])
+
+
+def test_output_widths_that_differ_are_an_error():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=5)
+    with pytest.raises(ValueError):
+        PredictionSet([p, p[:, :2]])
+
+
+def test_probabilities_out_of_range_suggest_logits():
+    with pytest.raises(PredictionError, match="output_kind='logits'"):
+        PredictionSet(np.full((1, 4, 3), 2.0), names=["raw"], kind="proba")
+
+
+def test_logits_convert_to_probabilities_that_sum_to_one():
+    z = np.random.default_rng(0).normal(size=(2, 7, 4))
+    preds = PredictionSet(z, kind="logits")
+    np.testing.assert_allclose(preds.proba.sum(axis=2), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.exp(preds.log_proba), preds.proba, atol=1e-6)
+
+
+def test_binary_single_column_is_expanded_to_two_classes():
+    p = np.array([[[0.2], [0.9]]])
+    preds = PredictionSet(p, kind="proba")
+    np.testing.assert_allclose(preds.proba[0], [[0.8, 0.2], [0.1, 0.9]], atol=1e-7)
+
+
+def test_encode_labels_rejects_unknown_labels():
+    preds = PredictionSet(np.full((1, 2, 2), 0.5), classes=["cat", "dog"])
+    np.testing.assert_array_equal(preds.encode_labels(["dog", "cat"]), [1, 0])
+    with pytest.raises(PredictionError, match="emu"):
+        preds.encode_labels(["emu", "cat"])
+
+
+def test_prediction_set_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    preds = PredictionSet(rng.dirichlet(np.ones(3), size=(2, 6)), names=["x", "y"], classes=["a", "b", "c"],
+                          labels=np.array(["a", "b", "c", "a", "b", "c"]))
+    loaded = PredictionSet.load(preds.save(tmp_path / "p.npz"))
+    np.testing.assert_array_equal(loaded.outputs, preds.outputs)
+    assert loaded.names == ["x", "y"] and loaded.classes.tolist() == ["a", "b", "c"]
+    assert loaded.labels.tolist() == preds.labels.tolist()
+
+
+def test_take_keeps_labels_and_cached_views_in_step():
+    rng = np.random.default_rng(1)
+    preds = PredictionSet(rng.dirichlet(np.ones(3), size=(2, 10)), labels=rng.integers(0, 3, 10))
+    _ = preds.proba
+    part = preds.take([1, 3, 5])
+    np.testing.assert_array_equal(part.labels, preds.labels[[1, 3, 5]])
+    np.testing.assert_allclose(part.proba, preds.proba[:, [1, 3, 5]])
