@@ -27,7 +27,21 @@ from modelfusion.predictions import PredictionSet, score_members
 from modelfusion.strategies import search_strategies
 
 __all__ = [
-    "BundleError", "ConfigError", "FusedModel", "FusedModule", "Member", "MemberLoadError", "ModelFusionError",
-    "ModelLoader", "PredictionError", "PredictionSet", "StrategyError", "UnsafeFormatError", "__version__",
-    "load_member", "load_saved_member", "score_members", "search_strategies",
+    "BundleError",
+    "ConfigError",
+    "FusedModel",
+    "FusedModule",
+    "Member",
+    "MemberLoadError",
+    "ModelFusionError",
+    "ModelLoader",
+    "PredictionError",
+    "PredictionSet",
+    "StrategyError",
+    "UnsafeFormatError",
+    "__version__",
+    "load_member",
+    "load_saved_member",
+    "score_members",
+    "search_strategies",
 ]

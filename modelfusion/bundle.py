@@ -50,9 +50,7 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
             spec = member.save(tmp / rel)
             members.append({**spec, "dir": rel.as_posix(), "preprocess": _preprocess_spec(member)})
         strategy_spec = save_strategy(model.strategy, tmp / "strategy")
-        files = {
-            p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
-        }
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -162,9 +160,15 @@ def _versions() -> dict[str, str]:
 
     import modelfusion
 
-    return {"modelfusion": modelfusion.__version__, "python": platform.python_version(),
-            "numpy": numpy.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    return {
+        "modelfusion": modelfusion.__version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def _json_default(value: Any) -> Any:

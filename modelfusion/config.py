@@ -252,8 +252,11 @@ def _check_paths(raw: dict[str, Any], base_dir: Path) -> list[str]:
                 problems.append(f"members[{i}].path: {path!r} does not exist (relative to {base_dir})")
     data = raw.get("data")
     if isinstance(data, dict):
-        for key, section in (("data", data), ("data.validation", data.get("validation")),
-                             ("data.test", data.get("test"))):
+        for key, section in (
+            ("data", data),
+            ("data.validation", data.get("validation")),
+            ("data.test", data.get("test")),
+        ):
             if not isinstance(section, dict) or not isinstance(section.get("source"), str):
                 continue
             src = section["source"]

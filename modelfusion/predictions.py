@@ -142,7 +142,9 @@ class PredictionSet:
             return y.astype(np.float64).reshape(self.n_samples, -1)
         if self.task == "multilabel":
             if y.shape != (self.n_samples, self.n_outputs):
-                raise PredictionError(f"multi-label targets must be [samples, {self.n_outputs}], got {y.shape}")
+                raise PredictionError(
+                    f"multi-label targets must be [samples, {self.n_outputs}], got {y.shape}"
+                )
             return y.astype(np.int64)
         classes = self.classes
         try:
@@ -291,7 +293,9 @@ def score_members(
     PredictionError
         when members disagree on sample count, task, output width or classes, or emit NaN/inf.
     """
-    if not all(isinstance(m, Member) for m in (members.values() if isinstance(members, Mapping) else members)):
+    if not all(
+        isinstance(m, Member) for m in (members.values() if isinstance(members, Mapping) else members)
+    ):
         from modelfusion.members.loading import load_member
     if isinstance(members, Mapping):
         members = [load_member(m, name=n) if not isinstance(m, Member) else m for n, m in members.items()]
@@ -302,7 +306,9 @@ def score_members(
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
-        raise PredictionError(f"member names must be unique; repeated: {', '.join(dupes)} (pass name= when loading)")
+        raise PredictionError(
+            f"member names must be unique; repeated: {', '.join(dupes)} (pass name= when loading)"
+        )
     tasks = {m.task for m in members}
     if len(tasks) > 1:
         raise PredictionError(
@@ -336,17 +342,24 @@ def score_members(
         kind = kinds.pop()
     else:  # mixed logits and probabilities: compare like with like
         kind = "proba"
-        results = [r if m.output_kind == "proba" else to_proba(r, m.output_kind, task) for m, r in zip(members, results)]
+        results = [
+            r if m.output_kind == "proba" else to_proba(r, m.output_kind, task)
+            for m, r in zip(members, results)
+        ]
     if task == "classification":
         results = [
             to_proba(r, m.output_kind, task) if r.shape[1] == 1 and kind == "proba" else r
             for m, r in zip(members, results)
         ]
         if kind == "logits":
-            results = [np.concatenate([np.zeros_like(r), r], axis=1) if r.shape[1] == 1 else r for r in results]
+            results = [
+                np.concatenate([np.zeros_like(r), r], axis=1) if r.shape[1] == 1 else r for r in results
+            ]
     aligned, classes = align_classes(members, results)
     stacked = _stack(aligned, cache, names)
-    return PredictionSet(stacked, names=names, kind=kind, classes=classes, task=task, labels=y, metadata=metadata)
+    return PredictionSet(
+        stacked, names=names, kind=kind, classes=classes, task=task, labels=y, metadata=metadata
+    )
 
 
 def align_classes(members: Sequence[Member], outputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], Any]:
@@ -396,7 +409,9 @@ def _stack(outputs: list[np.ndarray], cache: Path | None, names: list[str]) -> n
     return np.stack([np.asarray(o, dtype=np.float32) for o in outputs])
 
 
-def _score_one(member: Member, data: Any, *, batch_size: int, cache: Path | None, bar) -> tuple[np.ndarray, dict]:
+def _score_one(
+    member: Member, data: Any, *, batch_size: int, cache: Path | None, bar
+) -> tuple[np.ndarray, dict]:
     key = None
     if cache is not None:
         data_key = data_fingerprint(data)
@@ -441,9 +456,11 @@ def _safe(name: str) -> str:
 
 def _is_record_batch(data: Mapping) -> bool:
     # {"image": array, "text": list} is one multimodal dataset, not per-member inputs.
-    return all(hasattr(v, "__len__") and not isinstance(v, Mapping) for v in data.values()) and len(
-        {data_length(v) for v in data.values()}
-    ) == 1 and not all(isinstance(v, Mapping) for v in data.values())
+    return (
+        all(hasattr(v, "__len__") and not isinstance(v, Mapping) for v in data.values())
+        and len({data_length(v) for v in data.values()}) == 1
+        and not all(isinstance(v, Mapping) for v in data.values())
+    )
 
 
 def data_length(data: Any) -> int:
@@ -464,7 +481,11 @@ def data_fingerprint(data: Any) -> str | None:
     """A stable hash of a dataset, or None when it cannot be hashed (then nothing is cached)."""
     if isinstance(data, Mapping):
         parts = [f"{k}:{data_fingerprint(v)}" for k, v in sorted(data.items())]
-        return None if any(p.endswith(":None") for p in parts) else hashlib.sha256("|".join(parts).encode()).hexdigest()
+        return (
+            None
+            if any(p.endswith(":None") for p in parts)
+            else hashlib.sha256("|".join(parts).encode()).hexdigest()
+        )
     if hasattr(data, "fingerprint") and callable(data.fingerprint):
         return str(data.fingerprint())
     if hasattr(data, "detach") and hasattr(data, "numpy"):
@@ -505,4 +526,3 @@ class atomic_path:
             os.replace(self.tmp, self.path)
         elif os.path.exists(self.tmp):
             os.remove(self.tmp)
-

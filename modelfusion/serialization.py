@@ -76,7 +76,11 @@ def save_strategy(strategy: Any, directory: Path) -> dict[str, Any]:
 
 def load_strategy(spec: dict[str, Any], directory: Path, trust: bool = False) -> Any:
     """Rebuild a strategy written by :func:`save_strategy`."""
-    tensors = load_file(str(directory / "state.safetensors")) if "state.safetensors" in spec.get("files", []) else {}
+    tensors = (
+        load_file(str(directory / "state.safetensors"))
+        if "state.safetensors" in spec.get("files", [])
+        else {}
+    )
     return _Reader(directory, tensors, trust).strategy(spec)
 
 
@@ -119,5 +123,7 @@ class _Reader:
         untrusted = skops.io.get_untrusted_types(file=path)
         unsafe = [t for t in untrusted if not t.startswith(_SAFE_MODULE_PREFIXES)]
         if unsafe and not self.trust:
-            raise BundleError(f"{path} contains types outside scikit-learn/numpy/scipy: {unsafe}; pass trust=True")
+            raise BundleError(
+                f"{path} contains types outside scikit-learn/numpy/scipy: {unsafe}; pass trust=True"
+            )
         return skops.io.load(path, trusted=untrusted)

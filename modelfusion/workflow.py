@@ -45,18 +45,29 @@ def load_run_data(config: RunConfig) -> tuple[Any, Any]:
 
     def load(section) -> Any:
         return load_dataset(
-            section.source, format=section.format, label=section.label, features=section.features,
-            base_dir=config.base_dir, **section.options,
+            section.source,
+            format=section.format,
+            label=section.label,
+            features=section.features,
+            base_dir=config.base_dir,
+            **section.options,
         )
 
     d = config.data
     if d.validation is not None and d.test is not None:
         return load(d.validation), load(d.test)
     if d.validation is not None or d.test is not None:
-        raise ConfigError("data: give both validation and test sources, or neither (then data.source is split)",
-                          ["data: give both data.validation and data.test, or neither"])
-    parts = split_dataset(load(d), validation=d.split.validation, test=d.split.test, seed=d.split.seed,
-                          stratify=d.split.stratify)
+        raise ConfigError(
+            "data: give both validation and test sources, or neither (then data.source is split)",
+            ["data: give both data.validation and data.test, or neither"],
+        )
+    parts = split_dataset(
+        load(d),
+        validation=d.split.validation,
+        test=d.split.test,
+        seed=d.split.seed,
+        stratify=d.split.stratify,
+    )
     return parts["validation"], parts["test"]
 
 
@@ -72,8 +83,12 @@ def load_run_members(config: RunConfig) -> list[Member]:
         source = str(local) if local is not None and local.exists() else path
         try:
             member = load_member(
-                source, framework=m.framework, name=m.name, trust=m.trust,
-                preprocess=build_preprocessor(m.preprocess) if m.preprocess else None, **m.options,
+                source,
+                framework=m.framework,
+                name=m.name,
+                trust=m.trust,
+                preprocess=build_preprocessor(m.preprocess) if m.preprocess else None,
+                **m.options,
             )
         except (ValueError, FileNotFoundError, ImportError) as e:
             raise type(e)(f"members[{i}] ({m.name or path}): {e}") from e
@@ -87,8 +102,10 @@ def _strategies(config: RunConfig) -> Any:
 
     if config.fusion.strategies == "auto":
         return "auto"
-    return [get_strategy(s) if isinstance(s, str) else get_strategy(s.name, **s.params)
-            for s in config.fusion.strategies]
+    return [
+        get_strategy(s) if isinstance(s, str) else get_strategy(s.name, **s.params)
+        for s in config.fusion.strategies
+    ]
 
 
 def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) -> RunResult:
@@ -107,28 +124,46 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
     val, test = load_run_data(config)
     members = load_run_members(config)
     log(f"scoring {len(members)} members on {len(val)} validation and {len(test)} test samples")
-    val_preds = score_members(members, val.X, y=val.y, batch_size=config.batch_size, cache_dir=cache,
-                              progress=progress)
-    test_preds = score_members(members, test.X, y=test.y, batch_size=config.batch_size, cache_dir=cache,
-                               progress=progress)
+    val_preds = score_members(
+        members, val.X, y=val.y, batch_size=config.batch_size, cache_dir=cache, progress=progress
+    )
+    test_preds = score_members(
+        members, test.X, y=test.y, batch_size=config.batch_size, cache_dir=cache, progress=progress
+    )
     if config.task and config.task != val_preds.task:
-        raise ConfigError(f"task: config says {config.task!r} but the members do {val_preds.task!r}",
-                          [f"task: members do {val_preds.task}"])
+        raise ConfigError(
+            f"task: config says {config.task!r} but the members do {val_preds.task!r}",
+            [f"task: members do {val_preds.task}"],
+        )
     y_val = _encode(val_preds, val.y, "validation")
     y_test = _encode(test_preds, test.y, "test")
 
     member_rows = []
     for i, name in enumerate(val_preds.names):
         meta = test_preds.metadata[name]
-        row = {"name": name, "framework": meta.get("framework"), "kind": "member",
-               **evaluate(y_test, test_preds.scores[i], test_preds.task),
-               "latency_ms": meta.get("latency_ms_per_sample"), "n_parameters": meta.get("n_parameters"),
-               "file_size": meta.get("file_size")}
+        row = {
+            "name": name,
+            "framework": meta.get("framework"),
+            "kind": "member",
+            **evaluate(y_test, test_preds.scores[i], test_preds.task),
+            "latency_ms": meta.get("latency_ms_per_sample"),
+            "n_parameters": meta.get("n_parameters"),
+            "file_size": meta.get("file_size"),
+        }
         member_rows.append(row)
 
-    log(f"searching fusion strategies ({config.fusion.cv}-fold CV on validation, metric {config.fusion.metric})")
-    search = search_strategies(val_preds, y_val, metric=config.fusion.metric, strategies=_strategies(config),
-                               cv=config.fusion.cv, random_state=config.seed, progress=progress)
+    log(
+        f"searching fusion strategies ({config.fusion.cv}-fold CV on validation, metric {config.fusion.metric})"
+    )
+    search = search_strategies(
+        val_preds,
+        y_val,
+        metric=config.fusion.metric,
+        strategies=_strategies(config),
+        cv=config.fusion.cv,
+        random_state=config.seed,
+        progress=progress,
+    )
 
     member_latency = sum(r["latency_ms"] or 0.0 for r in member_rows)
     strategy_rows, strategy_scores, fitted = [], {}, {}
@@ -141,11 +176,17 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
         combine_ms = 1000 * (time.perf_counter() - start) / max(len(test), 1)
         weights = getattr(strategy, "weights_", None)
         used = int(np.count_nonzero(np.asarray(weights) > 1e-9)) if weights is not None else len(members)
-        strategy_rows.append({
-            "name": row["name"], "kind": "strategy", "cv_mean": row["mean"], "cv_std": row["std"],
-            **evaluate(y_test, fused, test_preds.task), "latency_ms": member_latency + combine_ms,
-            "n_members_used": used,
-        })
+        strategy_rows.append(
+            {
+                "name": row["name"],
+                "kind": "strategy",
+                "cv_mean": row["mean"],
+                "cv_std": row["std"],
+                **evaluate(y_test, fused, test_preds.task),
+                "latency_ms": member_latency + combine_ms,
+                "n_members_used": used,
+            }
+        )
         strategy_scores[row["name"]] = fused
         fitted[row["name"]] = strategy
 
@@ -153,8 +194,12 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
     best = fitted[chosen]
     weights = getattr(best, "weights_", None)
     weight_map = None if weights is None else dict(zip(val_preds.names, map(float, np.asarray(weights))))
-    metadata = {"config_name": config.name, "metric": config.fusion.metric, "chosen": chosen,
-                "test_metrics": next(r for r in strategy_rows if r["name"] == chosen)}
+    metadata = {
+        "config_name": config.name,
+        "metric": config.fusion.metric,
+        "chosen": chosen,
+        "test_metrics": next(r for r in strategy_rows if r["name"] == chosen),
+    }
     bundle_dir = out / "bundle"
     FusedModel(members, best, metadata=metadata).save(bundle_dir)
     files = {"bundle": bundle_dir}
@@ -180,8 +225,10 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
             strategy_scores=strategy_scores,
             fold_scores=search.fold_scores,
             config=config.model_dump(mode="json", exclude={"base_dir"}),
-            notes=[f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
-                   f"{config.fusion.cv}-fold CV on validation, evaluated once on test."],
+            notes=[
+                f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
+                f"{config.fusion.cv}-fold CV on validation, evaluated once on test."
+            ],
         )
         files.update(write_report(report, out))
     return RunResult(out, bundle_dir, chosen, member_rows, strategy_rows, files)
@@ -189,7 +236,9 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
 
 def _encode(preds: PredictionSet, y: Any, split: str) -> np.ndarray:
     if y is None:
-        raise PredictionError(f"the {split} data has no labels; fusion needs a labelled validation and test set")
+        raise PredictionError(
+            f"the {split} data has no labels; fusion needs a labelled validation and test set"
+        )
     return preds.encode_labels(y)
 
 
@@ -200,5 +249,6 @@ def _check_writable(out: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"output_dir: cannot write to {out} ({e.strerror})",
-                          [f"output_dir: {out} is not writable"]) from None
+        raise ConfigError(
+            f"output_dir: cannot write to {out} ({e.strerror})", [f"output_dir: {out} is not writable"]
+        ) from None

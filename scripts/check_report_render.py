@@ -20,8 +20,15 @@ from pathlib import Path
 import numpy as np
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
 ]
 
 _PROBE = """<script>window.addEventListener('load', () => {
@@ -49,10 +56,23 @@ def main() -> int:
         probe = Path(tmp) / "probe.html"
         probe.write_text(args.report.read_text().replace("</body>", _PROBE + "</body>"))
         common = [browser, *FLAGS, f"--user-data-dir={tmp}/profile"]
-        dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-                             capture_output=True, text=True, timeout=120).stdout
-        subprocess.run([*common, f"--screenshot={args.out.resolve()}", f"--window-size=1280,{args.height}",
-                        args.report.resolve().as_uri()], capture_output=True, timeout=120, check=True)
+        dom = subprocess.run(
+            [*common, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        subprocess.run(
+            [
+                *common,
+                f"--screenshot={args.out.resolve()}",
+                f"--window-size=1280,{args.height}",
+                args.report.resolve().as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
     import matplotlib.image as mpimg
 
     pixels = mpimg.imread(args.out)[..., :3]
@@ -60,8 +80,10 @@ def main() -> int:
     colours = len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0))
     n_images = _attr(dom, "data-images")
     broken = _attr(dom, "data-broken")
-    print(f"screenshot {args.out} {pixels.shape[1]}x{pixels.shape[0]}: {non_white:.1%} non-white pixels, "
-          f"{colours} distinct colours; images in page: {n_images}, not decoded: {broken}")
+    print(
+        f"screenshot {args.out} {pixels.shape[1]}x{pixels.shape[0]}: {non_white:.1%} non-white pixels, "
+        f"{colours} distinct colours; images in page: {n_images}, not decoded: {broken}"
+    )
     ok = non_white > 0.02 and colours > 50 and n_images >= 3 and broken == 0
     print("OK: the report renders with its images" if ok else "FAILED: blank page or broken images")
     return 0 if ok else 1
@@ -70,7 +92,7 @@ def main() -> int:
 def _attr(dom: str, name: str) -> int:
     marker = f'{name}="'
     start = dom.find(marker)
-    return int(dom[start + len(marker):dom.find('"', start + len(marker))]) if start >= 0 else -1
+    return int(dom[start + len(marker) : dom.find('"', start + len(marker))]) if start >= 0 else -1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,14 @@ def digits_split() -> dict[str, np.ndarray]:
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
     X_train, X_rest, y_train, y_rest = train_test_split(X, y, test_size=0.5, random_state=0, stratify=y)
-    X_val, X_test, y_val, y_test = train_test_split(X_rest, y_rest, test_size=0.5, random_state=0, stratify=y_rest)
-    return {"X_train": X_train, "y_train": y_train, "X_val": X_val, "y_val": y_val,
-            "X_test": X_test, "y_test": y_test}
+    X_val, X_test, y_val, y_test = train_test_split(
+        X_rest, y_rest, test_size=0.5, random_state=0, stratify=y_rest
+    )
+    return {
+        "X_train": X_train,
+        "y_train": y_train,
+        "X_val": X_val,
+        "y_val": y_val,
+        "X_test": X_test,
+        "y_test": y_test,
+    }

@@ -39,8 +39,11 @@ def fused(mixed_members, digits_split):
 
 def test_fused_predict_proba_matches_strategy_on_member_predictions(fused, digits_split):
     X = digits_split["X_test"]
-    expected = 0.5 * fused.members[0].predict_proba(X) + 0.2 * fused.members[1].predict_proba(X) \
+    expected = (
+        0.5 * fused.members[0].predict_proba(X)
+        + 0.2 * fused.members[1].predict_proba(X)
         + 0.3 * fused.members[2].predict_proba(X)
+    )
     np.testing.assert_allclose(fused.predict_proba(X), expected, atol=1e-5)
     assert fused.predict(X).shape == (len(X),)
 

@@ -35,7 +35,11 @@ def test_malformed_yaml_reports_the_line(tmp_path):
 
 def test_unknown_key_suggests_the_closest_valid_key(tmp_path):
     with pytest.raises(ConfigError) as info:
-        load_config(_write(tmp_path, "data: {source: 'builtin:digits'}\nmembers: [{path: /etc/hosts}]\noutptu_dir: x\n"))
+        load_config(
+            _write(
+                tmp_path, "data: {source: 'builtin:digits'}\nmembers: [{path: /etc/hosts}]\noutptu_dir: x\n"
+            )
+        )
     assert any("outptu_dir: unknown key; did you mean 'output_dir'?" in p for p in info.value.problems)
 
 
@@ -66,12 +70,20 @@ def test_missing_required_sections_are_named(tmp_path):
 def test_env_interpolation_with_default_and_missing_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("MF_MODELS", str(tmp_path))
     (tmp_path / "a.onnx").write_bytes(b"x")
-    cfg = parse_config({"data": {"source": "builtin:digits"}, "members": [{"path": "${MF_MODELS}/a.onnx"}],
-                        "output_dir": "${MF_OUT:-runs/x}"}, base_dir=tmp_path)
+    cfg = parse_config(
+        {
+            "data": {"source": "builtin:digits"},
+            "members": [{"path": "${MF_MODELS}/a.onnx"}],
+            "output_dir": "${MF_OUT:-runs/x}",
+        },
+        base_dir=tmp_path,
+    )
     assert cfg.members[0].path == f"{tmp_path}/a.onnx" and cfg.output_dir == "runs/x"
     with pytest.raises(ConfigError, match="MF_UNSET is not set"):
-        parse_config({"data": {"source": "builtin:digits"}, "members": [{"path": "${MF_UNSET}/a.onnx"}]},
-                     base_dir=tmp_path)
+        parse_config(
+            {"data": {"source": "builtin:digits"}, "members": [{"path": "${MF_UNSET}/a.onnx"}]},
+            base_dir=tmp_path,
+        )
 
 
 def test_top_level_must_be_a_mapping(tmp_path):

@@ -20,8 +20,9 @@ class CountingMember(Member):
     framework = "sklearn"
 
     def __init__(self, estimator, name, classes=None, scale=1.0, kind="proba"):
-        super().__init__(name=name, output_kind=kind,
-                         classes=estimator.classes_ if classes is None else classes)
+        super().__init__(
+            name=name, output_kind=kind, classes=estimator.classes_ if classes is None else classes
+        )
         self.estimator, self.calls, self.scale = estimator, 0, scale
 
     def _predict(self, batch):
@@ -42,13 +43,19 @@ class CountingMember(Member):
 @pytest.fixture(scope="module")
 def fitted(digits_split):
     d = digits_split
-    return (LogisticRegression(max_iter=300).fit(d["X_train"], d["y_train"]),
-            GaussianNB().fit(d["X_train"], d["y_train"]))
+    return (
+        LogisticRegression(max_iter=300).fit(d["X_train"], d["y_train"]),
+        GaussianNB().fit(d["X_train"], d["y_train"]),
+    )
 
 
 def test_score_members_stacks_outputs_members_samples_classes(fitted, digits_split):
-    preds = score_members([CountingMember(fitted[0], "lr"), CountingMember(fitted[1], "nb")],
-                          digits_split["X_val"], y=digits_split["y_val"], batch_size=100)
+    preds = score_members(
+        [CountingMember(fitted[0], "lr"), CountingMember(fitted[1], "nb")],
+        digits_split["X_val"],
+        y=digits_split["y_val"],
+        batch_size=100,
+    )
     assert preds.outputs.shape == (2, len(digits_split["X_val"]), 10)
     assert preds.names == ["lr", "nb"]
     np.testing.assert_allclose(preds.member("lr"), fitted[0].predict_proba(digits_split["X_val"]), atol=1e-6)
@@ -88,8 +95,9 @@ def test_members_with_permuted_classes_are_aligned_by_label(fitted, digits_split
         def _predict(self, batch):
             return lr.predict_proba(batch)[:, perm]
 
-    preds = score_members([CountingMember(lr, "a"), Reversed(lr, "b", classes=lr.classes_[perm])],
-                          digits_split["X_val"])
+    preds = score_members(
+        [CountingMember(lr, "a"), Reversed(lr, "b", classes=lr.classes_[perm])], digits_split["X_val"]
+    )
     np.testing.assert_allclose(preds.outputs[0], preds.outputs[1], atol=1e-6)
 
 
@@ -149,8 +157,12 @@ def test_encode_labels_rejects_unknown_labels():
 
 def test_prediction_set_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(0)
-    preds = PredictionSet(rng.dirichlet(np.ones(3), size=(2, 6)), names=["x", "y"], classes=["a", "b", "c"],
-                          labels=np.array(["a", "b", "c", "a", "b", "c"]))
+    preds = PredictionSet(
+        rng.dirichlet(np.ones(3), size=(2, 6)),
+        names=["x", "y"],
+        classes=["a", "b", "c"],
+        labels=np.array(["a", "b", "c", "a", "b", "c"]),
+    )
     loaded = PredictionSet.load(preds.save(tmp_path / "p.npz"))
     np.testing.assert_array_equal(loaded.outputs, preds.outputs)
     assert loaded.names == ["x", "y"] and loaded.classes.tolist() == ["a", "b", "c"]

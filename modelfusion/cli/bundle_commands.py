@@ -27,7 +27,9 @@ def evaluate(
     bundle: Path = typer.Argument(..., help="A fused bundle folder (from `modelfusion run`)."),
     data: str = typer.Option(..., "--data", "-d", help="builtin:NAME, a file or folder with labels."),
     label: str = typer.Option(None, "--label", help="Label column/key in the data."),
-    split: str = typer.Option(None, "--split", help="Evaluate on one part of a split: train, validation or test."),
+    split: str = typer.Option(
+        None, "--split", help="Evaluate on one part of a split: train, validation or test."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of that split (use the run's seed)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
@@ -42,8 +44,13 @@ def evaluate(
         raise ValueError(f"--data {data}: no labels found; evaluate needs labelled data (see --label)")
     log(f"evaluating {bundle} on {len(ds)} samples")
     scores = model.predict_scores(ds.X)
-    encoder = PredictionSet(scores[None], names=["fused"], classes=model.classes, task=model.task,
-                            kind="values" if model.task == "regression" else "proba")
+    encoder = PredictionSet(
+        scores[None],
+        names=["fused"],
+        classes=model.classes,
+        task=model.task,
+        kind="values" if model.task == "regression" else "proba",
+    )
     metrics = evaluate_scores(encoder.encode_labels(ds.y), scores, model.task)
     if as_json:
         console.print_json(json.dumps(metrics))
@@ -55,8 +62,12 @@ def evaluate(
 @handle_errors
 def predict(
     bundle: Path = typer.Argument(..., help="A fused bundle folder."),
-    input: str = typer.Argument(..., help="Inputs: builtin:NAME, .npy/.npz/.csv/.parquet file or image folder."),
-    output: Path = typer.Option(None, "--output", "-o", help="Write predictions (CSV) here instead of printing."),
+    input: str = typer.Argument(
+        ..., help="Inputs: builtin:NAME, .npy/.npz/.csv/.parquet file or image folder."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write predictions (CSV) here instead of printing."
+    ),
     proba: bool = typer.Option(False, "--proba", help="Also write the fused probabilities."),
 ) -> None:
     """Predict with a saved fused model; writes a CSV (atomically) or prints the first rows."""

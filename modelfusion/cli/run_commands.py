@@ -49,15 +49,19 @@ _CONFIG_HEADER = """\
 def init(
     name: Path = typer.Argument(..., help="Folder to create."),
     force: bool = typer.Option(False, "--force", help="Write into an existing non-empty folder."),
-    example: bool = typer.Option(True, "--example/--no-example",
-                                 help="Train the digits example members into models/ so the config runs as is."),
+    example: bool = typer.Option(
+        True,
+        "--example/--no-example",
+        help="Train the digits example members into models/ so the config runs as is.",
+    ),
 ) -> None:
     """Scaffold a project: configs/fusion.yaml, models/, pipelines/, utils/ and a README."""
     from modelfusion.examples.digits import build_digits_members, digits_config
 
     if name.exists() and (not name.is_dir() or any(name.iterdir())) and not force:
-        raise ConfigError(f"{name} exists and is not empty; pass --force to write into it",
-                          [f"{name}: not empty"])
+        raise ConfigError(
+            f"{name} exists and is not empty; pass --force to write into it", [f"{name}: not empty"]
+        )
     for sub in ("configs", "models", "pipelines", "utils"):
         (name / sub).mkdir(parents=True, exist_ok=True)
     (name / "README.md").write_text(_SCAFFOLD_README.format(name=name.name))
@@ -87,7 +91,9 @@ def run(config: Path = typer.Argument(..., help="A fusion.yaml file.")) -> None:
 
 @app.command()
 @handle_errors
-def demo(output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Folder for models and results.")) -> None:
+def demo(
+    output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Folder for models and results."),
+) -> None:
     """The main job on a built-in example: seven members on digits, three frameworks, then fused."""
     from modelfusion.config import parse_config
     from modelfusion.examples.digits import build_digits_members, digits_config
@@ -99,7 +105,9 @@ def demo(output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="
     output.mkdir(parents=True, exist_ok=True)
     (output / "fusion.yaml").write_text(_CONFIG_HEADER.format() + "\n" + yaml.safe_dump(raw, sort_keys=False))
     log(f"wrote {output / 'fusion.yaml'} (copy it to start your own)")
-    result = run_fusion(parse_config(raw, base_dir=output.resolve(), source=str(output / "fusion.yaml")), log=log)
+    result = run_fusion(
+        parse_config(raw, base_dir=output.resolve(), source=str(output / "fusion.yaml")), log=log
+    )
     _print_result(result)
 
 

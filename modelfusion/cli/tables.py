@@ -16,18 +16,24 @@ def _fmt(value: Any, kind: str) -> str:
     if kind == "ms":
         return f"{value:.3f}"
     if kind == "int":
-        return f"{value / 1e6:.2f}M" if value >= 1e6 else (f"{value / 1e3:.1f}K" if value >= 1e3 else str(value))
+        return (
+            f"{value / 1e6:.2f}M" if value >= 1e6 else (f"{value / 1e3:.1f}K" if value >= 1e3 else str(value))
+        )
     if kind == "bytes":
         return f"{value / 2**20:.2f} MB" if value >= 2**20 else f"{value / 2**10:.1f} KB"
     return f"{value:.4f}"
 
 
-def results_table(members: list[dict[str, Any]], strategies: list[dict[str, Any]], chosen: str,
-                  task: str = "classification") -> Table:
+def results_table(
+    members: list[dict[str, Any]], strategies: list[dict[str, Any]], chosen: str, task: str = "classification"
+) -> Table:
     """Members and strategies side by side, test-split metrics; the chosen strategy in bold."""
     cls = task != "regression"
-    cols = ([("accuracy", "pct", "test acc"), ("nll", "f", "NLL"), ("ece", "f", "ECE")] if cls
-            else [("rmse", "f", "RMSE"), ("mae", "f", "MAE"), ("r2", "f", "R²")])
+    cols = (
+        [("accuracy", "pct", "test acc"), ("nll", "f", "NLL"), ("ece", "f", "ECE")]
+        if cls
+        else [("rmse", "f", "RMSE"), ("mae", "f", "MAE"), ("r2", "f", "R²")]
+    )
     table = Table(title="Members and fusion strategies (test split)", box=box.SIMPLE_HEAD)
     table.add_column("model", no_wrap=True)
     table.add_column("type", no_wrap=True)
@@ -37,13 +43,26 @@ def results_table(members: list[dict[str, Any]], strategies: list[dict[str, Any]
     table.add_column("ms/smp", justify="right", no_wrap=True)
     table.add_column("params", justify="right", no_wrap=True)
     for r in members:
-        table.add_row(r["name"], r.get("framework") or "member", "-", *(_fmt(r.get(k), f) for k, f, _ in cols),
-                      _fmt(r.get("latency_ms"), "ms"), _fmt(r.get("n_parameters"), "int"))
+        table.add_row(
+            r["name"],
+            r.get("framework") or "member",
+            "-",
+            *(_fmt(r.get(k), f) for k, f, _ in cols),
+            _fmt(r.get("latency_ms"), "ms"),
+            _fmt(r.get("n_parameters"), "int"),
+        )
     for r in sorted(strategies, key=lambda r: r.get("cv_mean", 0)):
         style = "bold green" if r["name"] == chosen else None
         name = f"{r['name']} ★" if r["name"] == chosen else r["name"]
-        table.add_row(name, "fusion", _fmt(r.get("cv_mean"), "f"), *(_fmt(r.get(k), f) for k, f, _ in cols),
-                      _fmt(r.get("latency_ms"), "ms"), "-", style=style)
+        table.add_row(
+            name,
+            "fusion",
+            _fmt(r.get("cv_mean"), "f"),
+            *(_fmt(r.get(k), f) for k, f, _ in cols),
+            _fmt(r.get("latency_ms"), "ms"),
+            "-",
+            style=style,
+        )
     return table
 
 

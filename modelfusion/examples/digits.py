@@ -27,8 +27,10 @@ class SmallCNN(nn.Module):
     def __init__(self, channels: int = 16, n_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
         )
         self.head = nn.Linear(2 * channels * 16, n_classes)
@@ -88,8 +90,12 @@ def build_digits_members(models_dir: str | Path, seed: int = 0) -> list[dict[str
     with warnings.catch_warnings():  # the TorchScript exporter needs no onnxscript, which core lacks
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            mlp, (torch.as_tensor(X[:2]),), str(models_dir / "mlp.onnx"), dynamo=False,
-            input_names=["pixels"], output_names=["logits"],
+            mlp,
+            (torch.as_tensor(X[:2]),),
+            str(models_dir / "mlp.onnx"),
+            dynamo=False,
+            input_names=["pixels"],
+            output_names=["logits"],
             dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
         )
 

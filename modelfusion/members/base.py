@@ -58,8 +58,8 @@ class Member(ABC):
         if self.task == "regression" and self.output_kind != "values":
             raise ValueError(f"member {name!r}: regression members emit 'values', not {output_kind!r}")
         self.classes = None if classes is None else np.asarray(classes)
-        self.n_outputs = n_outputs if n_outputs is not None else (
-            None if self.classes is None else len(self.classes)
+        self.n_outputs = (
+            n_outputs if n_outputs is not None else (None if self.classes is None else len(self.classes))
         )
         self.preprocess = preprocess
         self.source_path = None if source_path is None else Path(source_path)

@@ -13,7 +13,23 @@ from modelfusion.strategies.voting import MajorityVote
 from modelfusion.strategies.weights import OptimizedWeights
 
 __all__ = [
-    "STRATEGY_REGISTRY", "Calibrated", "DynamicWeighting", "GeometricMean", "Gating", "GreedySelection",
-    "MajorityVote", "MaxConfidence", "Mean", "Median", "OptimizedWeights", "RankAverage", "SearchResult",
-    "Stacking", "Strategy", "WeightedAverage", "get_strategy", "normalize_weights", "search_strategies",
+    "STRATEGY_REGISTRY",
+    "Calibrated",
+    "DynamicWeighting",
+    "GeometricMean",
+    "Gating",
+    "GreedySelection",
+    "MajorityVote",
+    "MaxConfidence",
+    "Mean",
+    "Median",
+    "OptimizedWeights",
+    "RankAverage",
+    "SearchResult",
+    "Stacking",
+    "Strategy",
+    "WeightedAverage",
+    "get_strategy",
+    "normalize_weights",
+    "search_strategies",
 ]

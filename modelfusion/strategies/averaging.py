@@ -19,7 +19,9 @@ class WeightedSum(nn.Module):
 
     def __init__(self, weights: np.ndarray):
         super().__init__()
-        self.register_buffer("weights", torch.as_tensor(np.asarray(weights), dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer(
+            "weights", torch.as_tensor(np.asarray(weights), dtype=torch.float32).view(-1, 1, 1)
+        )
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         return (scores * self.weights).sum(dim=0)
@@ -77,7 +79,9 @@ class WeightedAverage(Strategy):
             self.weights_ = np.full(preds.n_members, 1.0 / preds.n_members)
         elif isinstance(self.weights, str):
             if self.weights != "validation":
-                raise StrategyError(f"WeightedAverage weights={self.weights!r}: use a list, a dict or 'validation'")
+                raise StrategyError(
+                    f"WeightedAverage weights={self.weights!r}: use a list, a dict or 'validation'"
+                )
             self.weights_ = normalize_weights(validation_scores(preds, y), preds.names, "WeightedAverage")
         else:
             self.weights_ = normalize_weights(self.weights, preds.names, "WeightedAverage")
@@ -198,5 +202,3 @@ class _MedianModule(nn.Module):
         if self.renormalise:
             med = med / med.sum(dim=-1, keepdim=True).clamp_min(EPS)
         return med
-
-

@@ -251,7 +251,9 @@ class OutcomeProbaScorer(MixtureScorer):
 
     def candidate_losses(self, t: int) -> np.ndarray:
         if self.kind == "nll":  # -mean log((S + p_j) / (t + 1)) without dividing every element
-            q = torch.add(self._p_true_t, torch.from_numpy(self.running.astype(np.float32)), out=self._buffer_t)
+            q = torch.add(
+                self._p_true_t, torch.from_numpy(self.running.astype(np.float32)), out=self._buffer_t
+            )
             return np.log(t + 1) - q.log_().sum(dim=1, dtype=torch.float64).numpy() / q.shape[1]
         q = np.add(self._p_true32, self.running.astype(np.float32), out=self._buffer)
         q *= np.float32(1.0 / (t + 1))

@@ -71,8 +71,9 @@ def test_rerun_of_the_demo_config_reads_the_cache_and_gives_the_same_numbers(dem
 
 @pytest.mark.slow
 def test_evaluate_prints_metrics_of_a_saved_bundle(demo_run):
-    result = invoke("evaluate", demo_run / "results" / "bundle", "--data", "builtin:digits", "--split", "test",
-                    "--json")
+    result = invoke(
+        "evaluate", demo_run / "results" / "bundle", "--data", "builtin:digits", "--split", "test", "--json"
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     assert metrics["accuracy"] > 0.9
@@ -110,7 +111,12 @@ def test_init_refuses_a_non_empty_folder_without_force(tmp_path):
 
 
 def _config(tmp_path: Path, **overrides) -> Path:
-    raw = {"data": {"source": "builtin:digits"}, "members": [{"path": "m.skops"}], "output_dir": "out", **overrides}
+    raw = {
+        "data": {"source": "builtin:digits"},
+        "members": [{"path": "m.skops"}],
+        "output_dir": "out",
+        **overrides,
+    }
     path = tmp_path / "fusion.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -171,7 +171,12 @@ def test_importing_members_does_not_import_optional_frameworks():
         "print(sorted(m for m in ('transformers', 'keras', 'timm', 'torchvision') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert out.stdout.strip() == "[]"
 

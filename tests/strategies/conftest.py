@@ -20,7 +20,9 @@ def digits_predictions() -> tuple[PredictionSet, np.ndarray, PredictionSet, np.n
     """(val_preds, y_val, test_preds, y_test) from five diverse sklearn members on digits."""
     X, y = load_digits(return_X_y=True)
     X_train, X_rest, y_train, y_rest = train_test_split(X, y, test_size=0.6, random_state=0, stratify=y)
-    X_val, X_test, y_val, y_test = train_test_split(X_rest, y_rest, test_size=0.5, random_state=0, stratify=y_rest)
+    X_val, X_test, y_val, y_test = train_test_split(
+        X_rest, y_rest, test_size=0.5, random_state=0, stratify=y_rest
+    )
     members = {
         "logreg": LogisticRegression(max_iter=300, C=0.05),
         "knn": KNeighborsClassifier(n_neighbors=15),
