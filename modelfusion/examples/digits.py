@@ -132,5 +132,5 @@ def digits_config(members: list[dict[str, Any]], output_dir: str = "runs/digits"
         "data": {"source": "builtin:digits", "split": SPLIT},
         "members": members,
         "fusion": {"strategies": "auto", "metric": "nll", "cv": 5},
-        "report": {"title": "modelfusion demo: six members on digits"},
+        "report": {"title": "modelfusion demo: seven members on digits"},
     }

@@ -172,3 +172,31 @@ def digits_member_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("member") / "logreg.skops"
     skops.io.dump(LogisticRegression(max_iter=200).fit(X / 16.0, y), path)
     return path
+
+
+def _digits_npz(path: Path, *, labels: str | None, shift: int = 0) -> Path:
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    arrays = {"X": (X / 16.0).astype("float32")}
+    if labels:
+        arrays[labels] = y + shift
+    np.savez(path, **arrays)
+    return path
+
+
+def test_data_without_labels_exits_2_naming_the_split(tmp_path, digits_member_file):
+    data = _digits_npz(tmp_path / "unlabelled.npz", labels=None)
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], data={"source": str(data)})
+    result = invoke("run", path)
+    assert result.exit_code == 2
+    assert "no labels" in result.output
+
+
+def test_labels_outside_the_members_classes_exit_2_listing_them(tmp_path, digits_member_file):
+    data = _digits_npz(tmp_path / "shifted.npz", labels="y", shift=10)
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], data={"source": str(data)})
+    result = invoke("run", path)
+    assert result.exit_code == 2
+    assert "not among the members' classes" in result.output
