@@ -29,7 +29,7 @@ test: $(VENV)/.all-dev
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.bench
-	$(BIN)/python benchmarks/strategy_search.py
+	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 lint: $(VENV)/.all-dev
 	$(BIN)/ruff check .

@@ -40,6 +40,10 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
     path = Path(path)
     if path.exists() and not overwrite:
         raise BundleError(f"{path} already exists; pass overwrite=True to replace it")
+    if path.exists() and not _is_bundle(path):
+        raise BundleError(
+            f"{path} exists and is not a modelfusion bundle; refusing to replace it (choose another path)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -72,14 +76,26 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
 
 
 def load_bundle(path: str | Path, *, trust: bool = False) -> FusedModel:
-    """Read a bundle folder, verifying its checksums first."""
+    """Read a bundle folder, verifying its checksums first.
+
+    ``trust=True`` allows members whose architecture is built by importing a
+    ``module:factory`` named in the manifest, and strategy files with non-sklearn types.
+    """
+    manifest, path = read_manifest(path)
+    verify_checksums(path, manifest)
+    try:
+        return _load_verified(path, manifest, trust)
+    except (KeyError, TypeError) as e:
+        raise BundleError(f"bundle {path} has a malformed manifest ({type(e).__name__}: {e})") from e
+
+
+def _load_verified(path: Path, manifest: dict[str, Any], trust: bool) -> FusedModel:
     from modelfusion.fused import FusedModel
     from modelfusion.members.loading import load_saved_member
 
-    manifest, path = read_manifest(path)
-    verify_checksums(path, manifest)
     members = []
     for spec in manifest["members"]:
+        _check_architecture(spec, trust)
         member = load_saved_member(path / spec["dir"], spec)
         if spec.get("preprocess") is not None:
             from modelfusion.data import build_preprocessor
@@ -112,6 +128,33 @@ def read_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
     return manifest, path
 
 
+def update_manifest(
+    path: str | Path, key: str, value: Any, new_files: list[str] | tuple[str, ...] = ()
+) -> None:
+    """Set ``manifest[key] = value`` and record the sha256 of ``new_files`` (paths relative to the bundle).
+
+    The files must already be in place; the manifest is replaced atomically, so a reader sees
+    the old manifest or the new one, never half of one. Used by the runtime to add
+    ``fused.onnx`` and quantized graphs to a saved bundle.
+    """
+    manifest, path = read_manifest(path)
+    manifest[key] = value
+    checksums = manifest.setdefault("checksums", {})
+    for rel in new_files:
+        if not (path / rel).is_file():
+            raise BundleError(f"cannot record {rel} in {path / MANIFEST}: the file does not exist")
+        checksums[rel] = sha256_file(path / rel)
+    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(manifest, indent=2, default=_json_default))
+        os.replace(tmp, path / MANIFEST)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
     """Raise BundleError naming every file that is missing or whose sha256 differs."""
     problems = []
@@ -123,6 +166,28 @@ def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
             problems.append(f"{rel}: checksum mismatch (file changed or corrupt)")
     if problems:
         raise BundleError(f"bundle {path} failed verification: " + "; ".join(problems))
+
+
+#: Architectures a bundle may build without trust=True: our own example networks. A
+#: ``module:factory`` string anywhere else imports and calls code named by the manifest.
+_SAFE_FACTORY_PREFIXES = ("modelfusion.examples.",)
+
+
+def _check_architecture(spec: dict[str, Any], trust: bool) -> None:
+    arch = spec.get("architecture")
+    if not isinstance(arch, str) or ":" not in arch or trust or arch.startswith(_SAFE_FACTORY_PREFIXES):
+        return
+    raise BundleError(
+        f"member {spec.get('name')!r} builds its architecture by importing and calling {arch!r}; "
+        "load the bundle with trust=True (CLI: --trust) if you trust where it came from"
+    )
+
+
+def _is_bundle(path: Path) -> bool:
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _preprocess_spec(member: Any) -> Any:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelfusion.errors import ConfigError
 
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:function
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -30,7 +31,7 @@ class SplitConfig(_Strict):
 
     validation: float = Field(0.25, gt=0, lt=1, description="fraction used to fit the fusion")
     test: float = Field(0.25, gt=0, lt=1, description="fraction held out for the final report")
-    seed: int = 0
+    seed: int | None = Field(None, description="default: the run's top-level seed")
     stratify: bool = True
 
 
@@ -38,18 +39,48 @@ class DataSourceConfig(_Strict):
     """One dataset: ``builtin:NAME``, a file/folder path, or a ``module:function`` factory."""
 
     source: str
-    format: Literal["auto", "builtin", "image_folder", "table", "arrays", "factory"] = "auto"
+    format: str = "auto"
     label: str | None = None
     features: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from modelfusion.data.datasets import FORMATS
 
-class DataConfig(DataSourceConfig):
-    """The data section: one source split into validation/test, or explicit ones."""
+        if value not in ("auto", *FORMATS):
+            raise ValueError(f"unknown format {value!r}; use auto, {', '.join(FORMATS)}")
+        return value
 
+
+class DataConfig(_Strict):
+    """The data section: one ``source`` split into validation/test, or explicit ``validation`` and ``test``."""
+
+    source: str | None = None
+    format: str = "auto"
+    label: str | None = None
+    features: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
     split: SplitConfig = Field(default_factory=SplitConfig)
     validation: DataSourceConfig | None = None
     test: DataSourceConfig | None = None
+
+    _known_format = field_validator("format")(DataSourceConfig._known_format.__func__)
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> DataConfig:
+        separate = (self.validation is not None, self.test is not None)
+        if self.source is None and separate != (True, True):
+            raise ValueError("give data.source (split into validation/test) or both data.validation and data.test")
+        if self.source is not None and any(separate):
+            raise ValueError("give data.source or data.validation + data.test, not both")
+        return self
+
+    def as_source(self) -> DataSourceConfig:
+        """The single source of a split layout."""
+        return DataSourceConfig(source=self.source or "", format=self.format, label=self.label,
+                                features=self.features, options=self.options)
 
 
 class MemberConfig(_Strict):
@@ -260,7 +291,7 @@ def _check_paths(raw: dict[str, Any], base_dir: Path) -> list[str]:
             if not isinstance(section, dict) or not isinstance(section.get("source"), str):
                 continue
             src = section["source"]
-            if src.startswith("builtin:") or (":" in src and not Path(src).suffix and "/" not in src):
+            if src.startswith("builtin:") or section.get("format") == "factory" or _FACTORY.match(src):
                 continue
             p = Path(os.path.expanduser(src))
             p = p if p.is_absolute() else base_dir / p

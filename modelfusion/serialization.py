@@ -16,8 +16,7 @@ from safetensors.numpy import load_file, save_file
 from sklearn.base import BaseEstimator
 
 from modelfusion.errors import BundleError
-
-_SAFE_MODULE_PREFIXES = ("sklearn.", "numpy", "scipy.", "builtins", "collections")
+from modelfusion.safe_skops import load_skops
 
 
 class _Writer:
@@ -117,13 +116,4 @@ class _Reader:
         return strategy.set_fitted_state(state)
 
     def skops(self, name: str) -> Any:
-        import skops.io
-
-        path = self.directory / name
-        untrusted = skops.io.get_untrusted_types(file=path)
-        unsafe = [t for t in untrusted if not t.startswith(_SAFE_MODULE_PREFIXES)]
-        if unsafe and not self.trust:
-            raise BundleError(
-                f"{path} contains types outside scikit-learn/numpy/scipy: {unsafe}; pass trust=True"
-            )
-        return skops.io.load(path, trusted=untrusted)
+        return load_skops(self.directory / name, trust=self.trust, owner="strategy")

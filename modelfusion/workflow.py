@@ -54,18 +54,13 @@ def load_run_data(config: RunConfig) -> tuple[Any, Any]:
         )
 
     d = config.data
-    if d.validation is not None and d.test is not None:
+    if d.source is None:  # the config validator guarantees both separate sets then
         return load(d.validation), load(d.test)
-    if d.validation is not None or d.test is not None:
-        raise ConfigError(
-            "data: give both validation and test sources, or neither (then data.source is split)",
-            ["data: give both data.validation and data.test, or neither"],
-        )
     parts = split_dataset(
-        load(d),
+        load(d.as_source()),
         validation=d.split.validation,
         test=d.split.test,
-        seed=d.split.seed,
+        seed=_split_seed(config),
         stratify=d.split.stratify,
     )
     return parts["validation"], parts["test"]
@@ -135,7 +130,7 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
             f"task: config says {config.task!r} but the members do {val_preds.task!r}",
             [f"task: members do {val_preds.task}"],
         )
-    y_val = _encode(val_preds, val.y, "validation")
+    _encode(val_preds, val.y, "validation")  # fail early on missing or unknown labels
     y_test = _encode(test_preds, test.y, "test")
 
     member_rows = []
@@ -155,9 +150,11 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
     log(
         f"searching fusion strategies ({config.fusion.cv}-fold CV on validation, metric {config.fusion.metric})"
     )
+    # Strategies take the raw labels (they map them to the members' classes themselves);
+    # y_val / y_test are the encoded indices the metrics need.
     search = search_strategies(
         val_preds,
-        y_val,
+        val.y,
         metric=config.fusion.metric,
         strategies=_strategies(config),
         cv=config.fusion.cv,
@@ -170,7 +167,7 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
     for row in search.rows:
         if row.get("kind") != "strategy" or row.get("status", "ok") != "ok":
             continue
-        strategy = search.strategy(row["name"]).fit(val_preds, y_val)
+        strategy = search.strategy(row["name"]).fit(val_preds, val.y)
         start = time.perf_counter()
         fused = strategy.combine(test_preds)
         combine_ms = 1000 * (time.perf_counter() - start) / max(len(test), 1)
@@ -199,6 +196,10 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
         "metric": config.fusion.metric,
         "chosen": chosen,
         "test_metrics": next(r for r in strategy_rows if r["name"] == chosen),
+        # lets `evaluate --split test` reuse exactly this split
+        "data": config.data.model_copy(
+            update={"split": config.data.split.model_copy(update={"seed": _split_seed(config)})}
+        ).model_dump(mode="json"),
     }
     bundle_dir = out / "bundle"
     FusedModel(members, best, metadata=metadata).save(bundle_dir)
@@ -232,6 +233,10 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
         )
         files.update(write_report(report, out))
     return RunResult(out, bundle_dir, chosen, member_rows, strategy_rows, files)
+
+
+def _split_seed(config: RunConfig) -> int:
+    return config.seed if config.data.split.seed is None else config.data.split.seed
 
 
 def _encode(preds: PredictionSet, y: Any, split: str) -> np.ndarray:

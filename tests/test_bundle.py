@@ -130,3 +130,36 @@ def test_strategy_fitted_on_other_members_is_rejected(mixed_members, digits_spli
     preds = score_members(mixed_members[:2], digits_split["X_val"], y=digits_split["y_val"])
     with pytest.raises(StrategyError, match="fitted on members"):
         FusedModel(mixed_members, Mean().fit(preds))
+
+
+def test_bundle_architecture_that_imports_code_needs_trust(digits_split, tmp_path):
+    from tests.members.architectures import make_mlp
+
+    member = load_member(
+        make_mlp(), name="mlp", output_kind="logits", architecture="tests.members.architectures:make_mlp"
+    )
+    preds = score_members([member], digits_split["X_val"], y=digits_split["y_val"])
+    path = FusedModel([member], Mean().fit(preds)).save(tmp_path / "bundle")
+    with pytest.raises(
+        BundleError, match=r"importing and calling 'tests.members.architectures:make_mlp'.*trust"
+    ):
+        FusedModel.load(path)
+    assert FusedModel.load(path, trust=True).names == ["mlp"]
+
+
+def test_save_refuses_to_replace_a_folder_that_is_not_a_bundle(fused, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "report.html").write_text("keep me")
+    with pytest.raises(BundleError, match="not a modelfusion bundle; refusing"):
+        fused.save(results)
+    assert (results / "report.html").read_text() == "keep me"
+
+
+def test_malformed_manifest_is_a_bundle_error(fused, tmp_path):
+    path = fused.save(tmp_path / "bundle")
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["members"][0]["dir"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="malformed manifest"):
+        FusedModel.load(path)

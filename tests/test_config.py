@@ -89,3 +89,37 @@ def test_env_interpolation_with_default_and_missing_variable(tmp_path, monkeypat
 def test_top_level_must_be_a_mapping(tmp_path):
     with pytest.raises(ConfigError, match="mapping"):
         load_config(_write(tmp_path, "- just\n- a list\n"))
+
+
+def test_separate_validation_and_test_sources_need_no_top_level_source(tmp_path):
+    cfg = parse_config(
+        {
+            "data": {"validation": {"source": "builtin:digits"}, "test": {"source": "builtin:iris"}},
+            "members": [{"path": "/etc/hosts"}],
+        },
+        base_dir=tmp_path,
+    )
+    assert cfg.data.source is None and cfg.data.test.source == "builtin:iris"
+
+
+def test_only_one_of_validation_and_test_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="both data.validation and data.test"):
+        parse_config(
+            {"data": {"validation": {"source": "builtin:digits"}}, "members": [{"path": "/etc/hosts"}]},
+            base_dir=tmp_path,
+        )
+
+
+def test_dotted_factory_source_is_not_checked_as_a_file(tmp_path):
+    cfg = parse_config(
+        {"data": {"source": "mypkg.data:make"}, "members": [{"path": "/etc/hosts"}]}, base_dir=tmp_path
+    )
+    assert cfg.data.source == "mypkg.data:make"
+
+
+def test_data_format_must_be_one_the_loader_knows(tmp_path):
+    with pytest.raises(ConfigError, match="unknown format 'arrays'; use auto, builtin"):
+        parse_config(
+            {"data": {"source": "builtin:digits", "format": "arrays"}, "members": [{"path": "/etc/hosts"}]},
+            base_dir=tmp_path,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -12,13 +13,20 @@ from modelfusion.cli.app import app, console, handle_errors, log
 from modelfusion.cli.tables import metrics_table
 
 
-def _load_data(source: str, label: str | None, split: str | None, seed: int):
+def _load_data(source: str, label: str | None, split: str | None, seed: int | None, metadata: dict):
+    """The data to score; with ``split``, that part of the split the run used (from the bundle)."""
     from modelfusion.data import load_dataset, split_dataset
 
     ds = load_dataset(source, label=label, base_dir=Path.cwd())
-    if split:
-        return split_dataset(ds, validation=0.25, test=0.25, seed=seed)[split]
-    return ds
+    if not split:
+        return ds
+    used = (metadata.get("data") or {}).get("split") or {}
+    fractions = {"validation": used.get("validation", 0.25), "test": used.get("test", 0.25)}
+    seed = used.get("seed", 0) if seed is None else seed
+    parts = split_dataset(ds, **fractions, seed=seed, stratify=used.get("stratify", True))
+    if split not in parts:
+        raise ValueError(f"--split must be one of {', '.join(parts)}, got {split!r}")
+    return parts[split]
 
 
 @app.command()
@@ -28,9 +36,10 @@ def evaluate(
     data: str = typer.Option(..., "--data", "-d", help="builtin:NAME, a file or folder with labels."),
     label: str = typer.Option(None, "--label", help="Label column/key in the data."),
     split: str = typer.Option(
-        None, "--split", help="Evaluate on one part of a split: train, validation or test."
+        None, "--split", help="Evaluate on one part of the run's split: train, validation or test."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of that split (use the run's seed)."),
+    seed: int = typer.Option(None, "--seed", help="Override the split seed recorded in the bundle."),
+    trust: bool = typer.Option(False, "--trust", help="Allow members whose architecture imports code."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Score a saved fused model on labelled data: accuracy, NLL, ECE, ... (regression: RMSE, MAE, R²)."""
@@ -38,8 +47,8 @@ def evaluate(
     from modelfusion.fused import FusedModel
     from modelfusion.predictions import PredictionSet
 
-    model = FusedModel.load(bundle)
-    ds = _load_data(data, label, split, seed)
+    model = FusedModel.load(bundle, trust=trust)
+    ds = _load_data(data, label, split, seed, model.metadata)
     if ds.y is None:
         raise ValueError(f"--data {data}: no labels found; evaluate needs labelled data (see --label)")
     log(f"evaluating {bundle} on {len(ds)} samples")
@@ -69,35 +78,39 @@ def predict(
         None, "--output", "-o", help="Write predictions (CSV) here instead of printing."
     ),
     proba: bool = typer.Option(False, "--proba", help="Also write the fused probabilities."),
+    trust: bool = typer.Option(False, "--trust", help="Allow members whose architecture imports code."),
 ) -> None:
     """Predict with a saved fused model; writes a CSV (atomically) or prints the first rows."""
     from modelfusion.data import load_dataset
     from modelfusion.fused import FusedModel
     from modelfusion.predictions import atomic_path
 
-    model = FusedModel.load(bundle)
+    model = FusedModel.load(bundle, trust=trust)
     ds = load_dataset(input, base_dir=Path.cwd())
     scores = model.predict_scores(ds.X)
     if model.task == "regression":
-        labels = scores[:, 0] if scores.shape[1] == 1 else scores
+        labels = scores
     elif model.task == "multilabel":
         labels = (scores >= 0.5).astype(int)
     else:
         idx = scores.argmax(axis=1)
-        labels = idx if model.classes is None else np.asarray(model.classes)[idx]
-    header = ["prediction"]
-    rows = [[str(v) if np.ndim(v) == 0 else " ".join(map(str, v))] for v in labels]
+        labels = (idx if model.classes is None else np.asarray(model.classes)[idx])[:, None]
+    n_cols = labels.shape[1]
+    header = ["prediction"] if n_cols == 1 else [f"prediction_{i}" for i in range(n_cols)]
+    columns = [np.asarray(labels).astype(str)]
     if proba and model.task != "regression":
-        names = [str(c) for c in (model.classes if model.classes is not None else range(scores.shape[1]))]
+        names = model.classes if model.classes is not None else range(scores.shape[1])
         header += [f"p_{c}" for c in names]
-        rows = [r + [f"{p:.6g}" for p in s] for r, s in zip(rows, scores)]
-    text = "\n".join([",".join(header), *(",".join(r) for r in rows)]) + "\n"
+        columns.append(np.char.mod("%.6g", scores))
+    table = np.concatenate(columns, axis=1)
     if output is None:
-        for line in text.splitlines()[:21]:
-            console.print(line, highlight=False)
-        if len(rows) > 20:
-            console.print(f"... {len(rows) - 20} more rows (use --output to save all)")
-    else:
-        with atomic_path(output) as tmp:
-            Path(tmp).write_text(text)
-        console.print(f"wrote {len(rows)} predictions to {output}")
+        for row in [header, *table[:20].tolist()]:
+            console.print(",".join(row), highlight=False)
+        if len(table) > 20:
+            console.print(f"... {len(table) - 20} more rows (use --output to save all)")
+        return
+    with atomic_path(output) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)  # quotes class names that contain commas
+        writer.writerow(header)
+        writer.writerows(table.tolist())
+    console.print(f"wrote {len(table)} predictions to {output}")

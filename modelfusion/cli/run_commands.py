@@ -33,7 +33,7 @@ _CONFIG_HEADER = """\
 # are read from the environment. Every key is documented in the modelfusion README.
 #
 # name:        a label for tables and the report
-# seed:        every stochastic step (splits, CV folds, search) uses it
+# seed:        every stochastic step (data split, CV folds, seeded strategies) uses it
 # output_dir:  where the bundle, report.html, report.md and metrics.json go
 # cache_dir:   member outputs are cached here, keyed by model and data hash
 # data:        builtin:NAME | a CSV/Parquet/.npz/.npy file | an image folder | module:function;

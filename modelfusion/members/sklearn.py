@@ -12,10 +12,10 @@ import numpy as np
 
 from modelfusion.errors import MemberLoadError, UnsafeFormatError
 from modelfusion.members.base import Member
+from modelfusion.safe_skops import load_skops
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # Types from these packages may be trusted when reloading a bundle this library wrote.
-_TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
 
 
 class SklearnMember(Member):
@@ -157,19 +157,9 @@ class SklearnMember(Member):
 
     @classmethod
     def load_saved(cls, directory: Path, spec: dict[str, Any]) -> SklearnMember:
-        """Reload ``model.skops``, trusting only types from scikit-learn, numpy and scipy."""
-        import skops.io as sio
-
+        """Reload ``model.skops``, trusting only scikit-learn, numpy and scipy classes."""
         path = Path(directory) / spec["file"]
-        untrusted = sio.get_untrusted_types(file=path)
-        foreign = [t for t in untrusted if t.split(".")[0] not in _TRUSTED_PACKAGES]
-        if foreign:
-            raise UnsafeFormatError(
-                f"'{path}' (member {spec['name']!r}) contains types outside scikit-learn, numpy and scipy: "
-                f"{', '.join(foreign)}. Review them, then load the file with "
-                "load_member(path, trust=True)."
-            )
-        estimator = sio.load(path, trusted=untrusted)
+        estimator = load_skops(path, trust=False, owner=f"member {spec['name']!r}")
         return cls(estimator, **cls._common_kwargs(spec), method=spec.get("method"), source_path=path)
 
 
@@ -190,23 +180,8 @@ def load_sklearn(
 
         estimator = joblib.load(path)
     else:
-        estimator = _load_skops(path, trust)
+        estimator = load_skops(path, trust=trust)
     return SklearnMember(estimator, name=name, method=method, source_path=path, **member_options)
-
-
-def _load_skops(path: Path, trust: bool) -> Any:
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(file=path)
-    # Types of scikit-learn, numpy and scipy themselves (e.g. sklearn.tree._tree.Tree) are loaded
-    # by skops without running code from the file; anything else needs the user's review.
-    foreign = [t for t in untrusted if t.split(".")[0] not in _TRUSTED_PACKAGES]
-    if foreign and not trust:
-        raise UnsafeFormatError(
-            f"'{path}' contains types outside scikit-learn, numpy and scipy: {', '.join(foreign)}. Review "
-            "them, then pass trust=True to load the file."
-        )
-    return sio.load(path, trusted=untrusted)
 
 
 def _count_fitted_elements(obj: Any, seen: set[int]) -> int:

@@ -228,7 +228,7 @@ def search_strategies(
     scorer = _resolve_metric(metric, preds.task)
     cv = _check_cv(cv, preds.n_samples)
     auto = isinstance(strategies, str) and strategies == "auto"
-    candidates, skipped = _candidates(strategies, preds.task)
+    candidates, skipped = _candidates(strategies, preds.task, random_state)
     if not candidates:
         raise StrategyError(
             f"no strategy to search for {preds.task} (skipped: {', '.join(n for n, _ in skipped)})"
@@ -358,11 +358,13 @@ class _Fold:
 # -- candidates --------------------------------------------------------------------------------
 
 
-def _candidates(strategies: str | Sequence[Strategy | str], task: str) -> tuple[list, list]:
+def _candidates(
+    strategies: str | Sequence[Strategy | str], task: str, random_state: int = 0
+) -> tuple[list, list]:
     """``([(unique name, strategy)], [(name, reason skipped)])``."""
     auto = isinstance(strategies, str) and strategies == "auto"
     if auto:
-        chosen = _auto_candidates(task)
+        chosen = _auto_candidates(task, random_state)
     elif isinstance(strategies, str):
         raise StrategyError(f"strategies={strategies!r}: use 'auto' or a list of strategies or names")
     else:
@@ -393,8 +395,15 @@ def _candidates(strategies: str | Sequence[Strategy | str], task: str) -> tuple[
     return list(zip(names, kept, strict=True)), skipped
 
 
-def _auto_candidates(task: str) -> list[Strategy]:
-    """Every built-in strategy that applies to ``task``, with default parameters."""
+def _auto_candidates(task: str, random_state: int = 0) -> list[Strategy]:
+    """Every built-in strategy that applies to ``task``, default parameters, seeded with ``random_state``."""
+    return [
+        s.set_params(random_state=random_state) if "random_state" in s.get_params() else s
+        for s in _default_strategies(task)
+    ]
+
+
+def _default_strategies(task: str) -> list[Strategy]:
     # Imported on use: importing search stays light, and no import cycle can form through
     # modelfusion.strategies/__init__.py.
     from modelfusion.strategies.averaging import GeometricMean, Mean, Median, WeightedAverage
