@@ -140,14 +140,21 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray, multilabel: bool = False) 
 
 def apply_temperatures(proba: np.ndarray, temperatures: np.ndarray, multilabel: bool = False) -> np.ndarray:
     """Temperature-scaled probabilities [members, samples, classes]; one T per member."""
-    t = np.asarray(temperatures, dtype=np.float64).reshape(-1, 1, 1)
-    p = np.asarray(proba, dtype=np.float64)
-    if multilabel:
-        return expit(_logit(p) / t)
-    logp = np.log(np.clip(p, EPS, None)) / t
-    logp -= logp.max(axis=2, keepdims=True)
-    e = np.exp(logp)
-    return e / e.sum(axis=2, keepdims=True)
+    p = np.asarray(proba)
+    dtype = p.dtype if p.dtype.kind == "f" else np.dtype(np.float64)
+    out = np.empty(p.shape, dtype=dtype)
+    for m, temperature in enumerate(np.asarray(temperatures, dtype=np.float64)):
+        # one member at a time, in the input's precision: no full-size float64 temporaries
+        if multilabel:
+            out[m] = expit(_logit(p[m]) / temperature)
+            continue
+        logp = np.log(np.clip(p[m], EPS, None)).astype(dtype, copy=False)
+        logp /= temperature
+        logp -= logp.max(axis=1, keepdims=True)
+        np.exp(logp, out=logp)
+        logp /= logp.sum(axis=1, keepdims=True)
+        out[m] = logp
+    return out
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
