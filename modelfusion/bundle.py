@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelfusion.errors import BundleError
 from modelfusion.members.base import sha256_file
+from modelfusion.predictions import current_umask
 from modelfusion.serialization import load_strategy, save_strategy
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a bundle is shared like any folder
     try:
         members = []
         for i, member in enumerate(model.members):

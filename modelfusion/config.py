@@ -72,15 +72,22 @@ class DataConfig(_Strict):
     def _one_layout(self) -> DataConfig:
         separate = (self.validation is not None, self.test is not None)
         if self.source is None and separate != (True, True):
-            raise ValueError("give data.source (split into validation/test) or both data.validation and data.test")
+            raise ValueError(
+                "give data.source (split into validation/test) or both data.validation and data.test"
+            )
         if self.source is not None and any(separate):
             raise ValueError("give data.source or data.validation + data.test, not both")
         return self
 
     def as_source(self) -> DataSourceConfig:
         """The single source of a split layout."""
-        return DataSourceConfig(source=self.source or "", format=self.format, label=self.label,
-                                features=self.features, options=self.options)
+        return DataSourceConfig(
+            source=self.source or "",
+            format=self.format,
+            label=self.label,
+            features=self.features,
+            options=self.options,
+        )
 
 
 class MemberConfig(_Strict):

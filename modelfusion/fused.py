@@ -35,6 +35,8 @@ class FusedModel:
     >>> fused.save("runs/digits/fused")
     >>> FusedModel.load("runs/digits/fused").predict_proba(X_test).shape
     (360, 10)
+    >>> fused.predict_proba(X_test, engine="members")   # force the per-member executor
+    >>> fused.export_onnx("fused.onnx")                 # one ONNX graph, dynamic batch
     """
 
     def __init__(self, members: Sequence[Member], strategy: Strategy, metadata: dict[str, Any] | None = None):
@@ -48,6 +50,7 @@ class FusedModel:
         self.members = [by_name[n] for n in strategy.names_]
         self.strategy = strategy
         self.metadata = dict(metadata or {})
+        self.bundle_dir: Path | None = None  # set by save/load; the runtime caches fused.onnx there
 
     @property
     def task(self) -> str:
@@ -65,66 +68,96 @@ class FusedModel:
         """Every member's outputs on ``X`` (a dict ``{member: X}`` for per-member inputs)."""
         return score_members(self.members, X, batch_size=batch_size, progress=False)
 
-    def predict_scores(self, X: Any, *, batch_size: int = 256) -> np.ndarray:
-        """Fused scores [samples, outputs]: probabilities, or values for regression."""
-        return self.strategy.combine(self.member_predictions(X, batch_size=batch_size))
+    def predict_scores(self, X: Any, *, batch_size: int = 256, engine: str = "auto") -> np.ndarray:
+        """Fused scores [samples, outputs]: probabilities, or values for regression.
 
-    def predict_proba(self, X: Any, *, batch_size: int = 256) -> np.ndarray:
+        ``engine``: ``"auto"`` (the fused ONNX graph when the model exports and ``X`` is an
+        array, checked against the members on its first rows; else eager torch when every
+        member is torch; else the members side by side), or force ``"onnx"``, ``"torch"``
+        or ``"members"``. See :func:`modelfusion.runtime.select_engine`.
+        """
+        from modelfusion.runtime.engine import fused_scores
+
+        return fused_scores(self, X, engine=engine, batch_size=batch_size)
+
+    def predict_proba(self, X: Any, *, batch_size: int = 256, engine: str = "auto") -> np.ndarray:
         """Fused class probabilities [samples, classes]."""
         if self.task == "regression":
             raise StrategyError("predict_proba is for classifiers; this fused model does regression")
-        return self.predict_scores(X, batch_size=batch_size)
+        return self.predict_scores(X, batch_size=batch_size, engine=engine)
 
-    def predict(self, X: Any, *, batch_size: int = 256) -> np.ndarray:
+    def predict(self, X: Any, *, batch_size: int = 256, engine: str = "auto") -> np.ndarray:
         """Fused predictions: class labels, 0/1 per label, or regression values."""
-        return self.strategy.predict(self.member_predictions(X, batch_size=batch_size))
+        from modelfusion.runtime.engine import labels_from_scores
+
+        return labels_from_scores(
+            self.predict_scores(X, batch_size=batch_size, engine=engine), self.task, self.classes
+        )
 
     def to_torch(self) -> FusedModule:
-        """One ``nn.Module`` (members + strategy rule) when every member is torch-backed."""
-        not_torch = [m.name for m in self.members if not isinstance(m, nn.Module)]
-        if not_torch:
-            raise StrategyError(
-                f"members {not_torch} are not torch modules; export the whole ensemble to ONNX instead"
-            )
-        return FusedModule(self.members, self.strategy.to_torch())
+        """One ``nn.Module`` (members with their preprocessing + strategy rule) when every member is torch."""
+        from modelfusion.runtime.engine import build_fused_module
+
+        return build_fused_module(self)
+
+    def export_onnx(self, path: str | Path, *, opset: int | None = None, example_input: Any = None) -> Path:
+        """Write the whole ensemble as one ONNX graph; see :func:`modelfusion.runtime.export_fused_onnx`."""
+        from modelfusion.runtime.onnx_export import export_fused_onnx
+
+        return export_fused_onnx(self, path, opset=opset, example_input=example_input)
 
     def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
         """Write a self-describing bundle folder (manifest + member files + checksums)."""
         from modelfusion.bundle import save_bundle
 
-        return save_bundle(self, path, overwrite=overwrite)
+        self.bundle_dir = save_bundle(self, path, overwrite=overwrite)
+        return self.bundle_dir
 
     @classmethod
     def load(cls, path: str | Path, *, trust: bool = False) -> FusedModel:
         """Load a bundle written by :meth:`save`, verifying every file's checksum."""
         from modelfusion.bundle import load_bundle
 
-        return load_bundle(path, trust=trust)
+        model = load_bundle(path, trust=trust)
+        model.bundle_dir = Path(path)
+        return model
 
     def __repr__(self) -> str:
         return f"FusedModel(strategy={self.strategy!r}, members={self.names})"
 
 
 class FusedModule(nn.Module):
-    """Torch form of a fused model: run members, convert to probabilities, apply the rule.
+    """Torch form of a fused model: preprocess, run members, convert to probabilities, apply the rule.
+
+    ``preprocess`` holds one module per member (default identity); ``columns`` one column
+    order per member (None keeps the member's order).
 
     Examples
     --------
     >>> module = fused.to_torch()
-    >>> module(torch.randn(4, 1, 8, 8)).shape
+    >>> module(torch.randn(4, 64)).shape
     torch.Size([4, 10])
     """
 
-    def __init__(self, members: Sequence[Member], rule: nn.Module):
+    def __init__(
+        self,
+        members: Sequence[Member],
+        rule: nn.Module,
+        preprocess: Sequence[nn.Module] | None = None,
+        columns: Sequence[Sequence[int] | None] | None = None,
+    ):
         super().__init__()
         self.members = nn.ModuleList(members)  # type: ignore[arg-type]
+        self.preprocess = nn.ModuleList(preprocess or [nn.Identity() for _ in members])
+        self.columns = list(columns or [None] * len(members))
         self.kinds = [m.output_kind for m in members]
         self.task = members[0].task
         self.rule = rule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = [
-            out if self.task == "regression" else torch_to_proba(out, kind, self.task)
-            for out, kind in zip((m(x) for m in self.members), self.kinds)
-        ]
+        scores = []
+        for member, prep, kind, cols in zip(self.members, self.preprocess, self.kinds, self.columns):
+            out = member(prep(x))
+            out = out if self.task == "regression" else torch_to_proba(out, kind, self.task)
+            scores.append(out if cols is None else out[:, list(cols)])
         return self.rule(torch.stack(scores, dim=0))

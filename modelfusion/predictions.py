@@ -196,10 +196,11 @@ class PredictionSet:
         """Write to an ``.npz`` file atomically (no pickle: classes and labels as plain arrays)."""
         path = Path(path)
         arrays = {"outputs": np.asarray(self.outputs)}
+        # object arrays (labels from pandas, mixed types) would be pickled by np.savez: store text
         if self.classes is not None:
-            arrays["classes"] = self.classes
+            arrays["classes"] = self.classes.astype(str) if self.classes.dtype == object else self.classes
         if self.labels is not None:
-            arrays["labels"] = self.labels
+            arrays["labels"] = self.labels.astype(str) if self.labels.dtype == object else self.labels
         header = {"names": self.names, "kind": self.kind, "task": self.task, "metadata": self.metadata}
         arrays["header"] = np.frombuffer(json.dumps(header, default=str).encode(), dtype=np.uint8)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -293,14 +294,31 @@ def score_members(
     PredictionError
         when members disagree on sample count, task, output width or classes, or emit NaN/inf.
     """
+    members = _as_member_list(members)
+    check_member_list(members)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    results, metadata = score_each(members, data, batch_size=batch_size, cache=cache, progress=progress)
+    return assemble_predictions(members, results, y=y, metadata=metadata, cache=cache)
+
+
+def _as_member_list(members: Sequence[Member | Any] | Mapping[str, Member | Any]) -> list[Member]:
+    """Members as a list, loading with :func:`load_member` whatever is not a Member yet."""
     if not all(
         isinstance(m, Member) for m in (members.values() if isinstance(members, Mapping) else members)
     ):
         from modelfusion.members.loading import load_member
     if isinstance(members, Mapping):
-        members = [load_member(m, name=n) if not isinstance(m, Member) else m for n, m in members.items()]
-    else:
-        members = [m if isinstance(m, Member) else load_member(m) for m in members]
+        return [load_member(m, name=n) if not isinstance(m, Member) else m for n, m in members.items()]
+    return [m if isinstance(m, Member) else load_member(m) for m in members]
+
+
+def check_member_list(members: Sequence[Any]) -> None:
+    """Raise PredictionError unless there is at least one member, names are unique and tasks agree.
+
+    ``members`` need ``name`` and ``task`` attributes (members, or descriptions of them).
+    """
     if not members:
         raise PredictionError("score_members needs at least one member")
     names = [m.name for m in members]
@@ -314,18 +332,35 @@ def score_members(
         raise PredictionError(
             "members solve different tasks: " + ", ".join(f"{m.name}={m.task}" for m in members)
         )
-    cache = Path(cache_dir) if cache_dir is not None else None
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
 
-    per_member_data = isinstance(data, Mapping) and set(data) >= set(names) and not _is_record_batch(data)
+
+def score_each(
+    members: Sequence[Member],
+    data: Any,
+    *,
+    batch_size: int = 256,
+    cache: Path | None = None,
+    progress: bool | None = None,
+) -> tuple[list[np.ndarray], dict[str, dict[str, Any]]]:
+    """Each member's raw outputs on ``data`` (through the cache), before any cross-member step.
+
+    Returns the outputs, one float array [samples, outputs] per member in member order, and
+    per-member metadata keyed by name. :func:`assemble_predictions` turns them into a
+    :class:`PredictionSet`; the two halves are split so that distributed scoring can run the
+    first on each worker and the second once, on the gathered outputs.
+    """
+    names = [m.name for m in members]
+    inputs = inputs_per_member(names, data)
     results: list[np.ndarray] = []
     metadata: dict[str, dict[str, Any]] = {}
     n_samples = None
+    data_keys: dict[int, str | None] = {}  # hash each distinct input once, not once per member
     with progress_bar(enabled=progress) as bar:
-        for m in members:
-            x = data[m.name] if per_member_data else data
-            out, meta = _score_one(m, x, batch_size=batch_size, cache=cache, bar=bar)
+        for m, x in zip(members, inputs):
+            if cache is not None and id(x) not in data_keys:
+                data_keys[id(x)] = data_fingerprint(x)
+            data_key = data_keys.get(id(x))
+            out, meta = _score_one(m, x, batch_size=batch_size, cache=cache, data_key=data_key, bar=bar)
             if n_samples is not None and out.shape[0] != n_samples:
                 raise PredictionError(
                     f"member {m.name!r} produced {out.shape[0]} samples, {names[0]!r} produced {n_samples}"
@@ -333,7 +368,39 @@ def score_members(
             n_samples = out.shape[0]
             results.append(out)
             metadata[m.name] = {**m.describe(), **meta}
+    return results, metadata
 
+
+def inputs_per_member(names: Sequence[str], data: Any) -> list[Any]:
+    """Each member's input: ``data[name]`` when ``data`` is a dict keyed by exactly the member
+    names, else ``data`` itself (also a multimodal dict such as ``{"image": ..., "text": ...}``)."""
+    if isinstance(data, Mapping) and set(data) == set(names):
+        return [data[n] for n in names]
+    return [data] * len(names)
+
+
+def assemble_predictions(
+    members: Sequence[Any],
+    results: Sequence[np.ndarray],
+    *,
+    y: np.ndarray | Sequence[Any] | None = None,
+    metadata: Mapping[str, dict[str, Any]] | None = None,
+    cache: Path | None = None,
+) -> PredictionSet:
+    """One :class:`PredictionSet` from every member's raw outputs [samples, outputs], in member order.
+
+    Puts outputs of mixed kinds on a common footing (probabilities when logits and
+    probabilities mix), expands single-column binary outputs and aligns class columns to the
+    first member's classes. ``members`` need ``name``, ``task``, ``output_kind`` and
+    ``classes`` attributes (members, or descriptions of them).
+    """
+    results = list(results)
+    names = [m.name for m in members]
+    for m, r in zip(members, results):
+        if r.shape[0] != results[0].shape[0]:
+            raise PredictionError(
+                f"member {m.name!r} produced {r.shape[0]} samples, {names[0]!r} produced {results[0].shape[0]}"
+            )
     task = members[0].task
     kinds = {m.output_kind for m in members}
     if task == "regression":
@@ -356,7 +423,9 @@ def score_members(
                 np.concatenate([np.zeros_like(r), r], axis=1) if r.shape[1] == 1 else r for r in results
             ]
     aligned, classes = align_classes(members, results)
-    stacked = _stack(aligned, cache, names)
+    keys = [(metadata or {}).get(n, {}).get("cache_key") for n in names]
+    stack_key = None if None in keys else hashlib.sha256("|".join(keys).encode()).hexdigest()[:16]
+    stacked = _stack(aligned, cache, stack_key)
     return PredictionSet(
         stacked, names=names, kind=kind, classes=classes, task=task, labels=y, metadata=metadata
     )
@@ -396,12 +465,22 @@ def align_classes(members: Sequence[Member], outputs: Sequence[np.ndarray]) -> t
     return aligned, ref_classes
 
 
-def _stack(outputs: list[np.ndarray], cache: Path | None, names: list[str]) -> np.ndarray:
+def _stack(outputs: list[np.ndarray], cache: Path | None, key: str | None) -> np.ndarray:
+    """Stack member outputs; above the threshold, into a memory-mapped file in the cache.
+
+    ``key`` identifies the members and the data (so the validation and test stacks never share
+    a file); without one a fresh file name is used.
+    """
     shape = (len(outputs), *outputs[0].shape)
     nbytes = int(np.prod(shape)) * 4
     if cache is not None and nbytes > _MEMMAP_THRESHOLD:
-        key = hashlib.sha256("|".join(names).encode() + str(shape).encode()).hexdigest()[:16]
-        arr = np.lib.format.open_memmap(cache / f"stack-{key}.npy", mode="w+", dtype=np.float32, shape=shape)
+        if key is not None:
+            target = cache / f"stack-{key}.npy"
+        else:
+            fd, name = tempfile.mkstemp(prefix="stack-", suffix=".npy", dir=cache)
+            os.close(fd)
+            target = Path(name)
+        arr = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=shape)
         for i, o in enumerate(outputs):
             arr[i] = o
         arr.flush()
@@ -409,19 +488,36 @@ def _stack(outputs: list[np.ndarray], cache: Path | None, names: list[str]) -> n
     return np.stack([np.asarray(o, dtype=np.float32) for o in outputs])
 
 
+def member_cache_key(member: Member) -> str | None:
+    """What identifies a member's outputs: its weights and every setting that changes them.
+
+    None when the member has a preprocessing callable without a spec (it cannot be hashed,
+    so its outputs are not cached).
+    """
+    spec = getattr(member, "preprocess_spec", None)
+    if member.preprocess is not None and spec is None:
+        return None
+    settings = {
+        "fingerprint": member.fingerprint(),
+        "output_kind": member.output_kind,
+        "classes": None if member.classes is None else [str(c) for c in member.classes.tolist()],
+        "preprocess": spec,
+        **{k: str(getattr(member, k)) for k in ("method", "output_name") if hasattr(member, k)},
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _score_one(
-    member: Member, data: Any, *, batch_size: int, cache: Path | None, bar
+    member: Member, data: Any, *, batch_size: int, cache: Path | None, data_key: str | None, bar
 ) -> tuple[np.ndarray, dict]:
     key = None
-    if cache is not None:
-        data_key = data_fingerprint(data)
-        if data_key is not None:
-            key = hashlib.sha256(f"{member.fingerprint()}|{data_key}".encode()).hexdigest()[:24]
-            hit = cache / f"{_safe(member.name)}-{key}.npy"
-            if hit.exists():
-                meta_file = hit.with_suffix(".json")
-                meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-                return np.load(hit, mmap_mode="r"), {**meta, "cached": True}
+    if cache is not None and data_key is not None and (member_key := member_cache_key(member)) is not None:
+        key = hashlib.sha256(f"{member_key}|{data_key}".encode()).hexdigest()[:24]
+        hit = cache / f"{_safe(member.name)}-{key}.npy"
+        if hit.exists():
+            meta_file = hit.with_suffix(".json")
+            meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+            return np.load(hit, mmap_mode="r"), {**meta, "cached": True, "cache_key": key}
     n = data_length(data)
     task = bar.add_task(f"scoring {member.name}", total=n)
     chunks = []
@@ -447,20 +543,11 @@ def _score_one(
             np.save(fh, out)
         with atomic_path(target.with_suffix(".json")) as tmp:
             Path(tmp).write_text(json.dumps(meta))
-    return out, {**meta, "cached": False}
+    return out, {**meta, "cached": False, "cache_key": key}
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _is_record_batch(data: Mapping) -> bool:
-    # {"image": array, "text": list} is one multimodal dataset, not per-member inputs.
-    return (
-        all(hasattr(v, "__len__") and not isinstance(v, Mapping) for v in data.values())
-        and len({data_length(v) for v in data.values()}) == 1
-        and not all(isinstance(v, Mapping) for v in data.values())
-    )
 
 
 def data_length(data: Any) -> int:
@@ -519,6 +606,7 @@ class atomic_path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual mode
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -526,3 +614,10 @@ class atomic_path:
             os.replace(self.tmp, self.path)
         elif os.path.exists(self.tmp):
             os.remove(self.tmp)
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -176,3 +176,53 @@ def test_take_keeps_labels_and_cached_views_in_step():
     part = preds.take([1, 3, 5])
     np.testing.assert_array_equal(part.labels, preds.labels[[1, 3, 5]])
     np.testing.assert_allclose(part.proba, preds.proba[:, [1, 3, 5]])
+
+
+def test_a_dict_keyed_by_member_names_gives_each_member_its_own_input(fitted, digits_split):
+    X = digits_split["X_val"]
+    preds = score_members(
+        [CountingMember(fitted[0], "lr"), CountingMember(fitted[1], "nb")], {"lr": X, "nb": X[::-1].copy()}
+    )
+    np.testing.assert_allclose(preds.member("nb"), fitted[1].predict_proba(X[::-1]), atol=1e-6)
+
+
+def test_cache_key_changes_with_the_members_preprocessing(fitted, digits_split, tmp_path):
+    X = digits_split["X_val"]
+    plain = CountingMember(fitted[0], "lr")
+    score_members([plain], X, cache_dir=tmp_path)
+    scaled = CountingMember(fitted[0], "lr")
+    scaled.preprocess, scaled.preprocess_spec = (lambda b: b * 2.0), {"scale": 2.0}
+    out = score_members([scaled], X, cache_dir=tmp_path)
+    assert scaled.calls > 0
+    np.testing.assert_allclose(out.member("lr"), fitted[0].predict_proba(X * 2.0), atol=1e-6)
+
+
+def test_member_with_an_unhashable_preprocess_callable_is_not_cached(fitted, digits_split, tmp_path):
+    member = CountingMember(fitted[0], "lr")
+    member.preprocess = lambda b: b
+    score_members([member], digits_split["X_val"], cache_dir=tmp_path)
+    score_members([member], digits_split["X_val"], cache_dir=tmp_path)
+    assert member.calls == 2 * int(np.ceil(len(digits_split["X_val"]) / 256))
+    assert not list(tmp_path.glob("lr-*.npy"))
+
+
+def test_validation_and_test_memmap_stacks_do_not_share_a_file(fitted, digits_split, tmp_path, monkeypatch):
+    import modelfusion.predictions as predictions
+
+    monkeypatch.setattr(predictions, "_MEMMAP_THRESHOLD", 0)
+    members = [CountingMember(fitted[0], "lr")]
+    n = min(len(digits_split["X_val"]), len(digits_split["X_test"]))
+    val = score_members(members, digits_split["X_val"][:n], cache_dir=tmp_path)
+    test = score_members(members, digits_split["X_test"][:n], cache_dir=tmp_path)
+    assert isinstance(val.outputs, np.memmap)
+    assert not np.allclose(val.outputs, test.outputs)
+
+
+def test_object_labels_save_without_pickle(tmp_path):
+    preds = PredictionSet(
+        np.full((1, 2, 2), 0.5),
+        classes=np.array(["a", "b"], dtype=object),
+        labels=np.array(["b", "a"], dtype=object),
+    )
+    loaded = PredictionSet.load(preds.save(tmp_path / "p.npz"))
+    assert loaded.labels.tolist() == ["b", "a"] and loaded.classes.tolist() == ["a", "b"]

@@ -75,7 +75,7 @@ def _global(
 
 
 def _register() -> None:
-    from modelfusion.cli import bundle_commands, run_commands  # noqa: F401  (registers commands)
+    from modelfusion.cli import bundle_commands, deploy_commands, run_commands  # noqa: F401  (registers commands)
 
 
 def main() -> None:

@@ -181,5 +181,8 @@ def sha256_arrays(arrays: Sequence[np.ndarray]) -> str:
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(a.tobytes())
+        try:
+            h.update(memoryview(a).cast("B"))  # no copy of large arrays
+        except (TypeError, ValueError):  # dtypes the buffer protocol cannot express
+            h.update(a.tobytes())
     return h.hexdigest()

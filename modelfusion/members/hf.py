@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,15 @@ class HFMember(Member, nn.Module):
         """``"image"`` for models fed ``pixel_values``, else ``"text"``."""
         return "image" if getattr(self.model, "main_input_name", "input_ids") == "pixel_values" else "text"
 
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        """Logits [samples, classes] for ready model inputs (``input_ids=...`` or ``pixel_values=...``)."""
+    def forward(self, batch: Any = None, **inputs: torch.Tensor) -> torch.Tensor:
+        """Logits [samples, classes], with gradients, so the member can sit inside a larger network.
+
+        ``batch`` is a tensor of the model's main input (``input_ids`` [samples, tokens] or
+        ``pixel_values`` [samples, channels, height, width]), a dict of model inputs, or a
+        list of strings (tokenized here); keyword inputs (``attention_mask=...``) are added.
+        """
+        if batch is not None:
+            inputs = {**self._encode(batch), **inputs}
         return self.model(**inputs).logits
 
     def _predict(self, batch: Any) -> np.ndarray:
@@ -219,10 +227,14 @@ def load_hf(
     max_length: int | None = None,
     **member_options: Any,
 ) -> HFMember:
-    """An :class:`HFMember` from a model object, a ``save_pretrained`` folder or a Hub id.
+    """An :class:`HFMember` from a model object, a ``save_pretrained`` folder, a checkpoint file or a Hub id.
 
-    ``tokenizer``/``processor`` may be objects or paths; by default they are loaded from the
-    model's folder. ``trust=True`` allows the model's remote code (``trust_remote_code``).
+    A checkpoint file (``pytorch_model.bin``, ``model.safetensors``, any ``*.bin``) needs the
+    model's ``config.json`` in the same folder: the architecture is built from the config and
+    the weights are read without unpickling (``torch.load(weights_only=True)`` or safetensors).
+    ``tokenizer``/``processor`` may be objects or paths (a folder, or a single
+    ``tokenizer.json``); by default they are loaded from the model's folder. ``trust=True``
+    allows the model's remote code (``trust_remote_code``).
     """
     transformers = import_transformers()
     options = dict(name=name, device=device, max_length=max_length, **member_options)
@@ -233,6 +245,8 @@ def load_hf(
             processor=_load_tool(processor, transformers.AutoImageProcessor, None, trust),
             **options,
         )
+    if isinstance(source, (str, Path)) and Path(source).is_file():
+        return _load_checkpoint_file(Path(source), transformers, trust, tokenizer, processor, options)
     where = str(source)
     try:
         config = transformers.AutoConfig.from_pretrained(where, trust_remote_code=trust)
@@ -261,6 +275,145 @@ def load_hf(
         tokenizer = _load_tool(tokenizer, transformers.AutoTokenizer, where, trust)
     source_path = Path(where) if Path(where).exists() else None
     return HFMember(model, tokenizer=tokenizer, processor=processor, source_path=source_path, **options)
+
+
+def _load_checkpoint_file(
+    path: Path, transformers: Any, trust: bool, tokenizer: Any, processor: Any, options: dict[str, Any]
+) -> HFMember:
+    """An HFMember from one weights file whose config.json sits in the same folder."""
+    folder = path.parent
+    if not (folder / "config.json").is_file():
+        raise MemberLoadError(
+            f"'{path}' is a weights file; a Hugging Face checkpoint also needs the model's config.json in "
+            f"the same folder ('{folder / 'config.json'}'), and none is there"
+        )
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=trust)
+    except Exception as exc:
+        raise MemberLoadError(
+            f"could not read '{folder / 'config.json'}' as a transformers config ({type(exc).__name__}: {exc})"
+        ) from exc
+    image = is_vision_config(config)
+    head = "image" if image else "sequence"
+    mapping = (
+        transformers.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+        if image
+        else transformers.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+    )
+    try:
+        model_class = mapping[type(config)]
+    except KeyError:
+        raise MemberLoadError(
+            f"'{folder / 'config.json'}' describes a {config.model_type!r} model, which has no "
+            f"{head}-classification class in transformers; save the model with save_pretrained and load "
+            "the folder, or wrap it in a torch module and pass that"
+        ) from None
+    state_dict = _read_state_dict(path)
+    try:
+        model, info = model_class.from_pretrained(
+            None, config=config, state_dict=state_dict, output_loading_info=True
+        )
+    except Exception as exc:
+        raise MemberLoadError(
+            f"the weights in '{path}' do not fit the {model_class.__name__} that '{folder / 'config.json'}' "
+            f"describes ({type(exc).__name__}: {exc}); check num_labels/id2label and the sizes in the config"
+        ) from exc
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = info.get("unexpected_keys") or []
+    if len(missing) >= len(model.state_dict()) or len(unexpected) >= len(state_dict):
+        raise MemberLoadError(
+            f"none of the weights in '{path}' belong to the {model_class.__name__} that "
+            f"'{folder / 'config.json'}' describes; the config and the checkpoint are from different models"
+        )
+    if missing:
+        warnings.warn(
+            f"'{path}' has no weights for {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}: "
+            f"they are freshly initialised (a base checkpoint without a {head}-classification head). "
+            "Fine-tune the member, or give a checkpoint that was saved with its head.",
+            UserWarning,
+            stacklevel=4,
+        )
+    if image:
+        processor = _load_tool(processor, transformers.AutoImageProcessor, str(folder), trust)
+    else:
+        if isinstance(tokenizer, (str, Path)) and Path(tokenizer).suffix == ".json":
+            tokenizer = load_tokenizer_file(tokenizer, config)
+        tokenizer = _load_tool(tokenizer, transformers.AutoTokenizer, str(folder), trust)
+        if tokenizer is not None:
+            ensure_pad_token(tokenizer, config)
+    return HFMember(model.eval(), tokenizer=tokenizer, processor=processor, source_path=path, **options)
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    """Tensors of a safetensors file or of a ``torch.save`` file read with ``weights_only=True``."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        state = torch.load(str(path), weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise MemberLoadError(
+            f"could not read the weights in '{path}' ({type(exc).__name__}: {exc}); expected a state dict "
+            "written by torch.save(model.state_dict()) or safetensors, read without unpickling code"
+        ) from exc
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MemberLoadError(
+            f"'{path}' holds a {type(state).__name__}, not a state dict of tensors; save model.state_dict()"
+        )
+    return state
+
+
+def load_tokenizer_file(path: str | Path, config: Any = None) -> Any:
+    """A fast tokenizer from one ``tokenizer.json`` (written by ``tokenizers`` or ``save_pretrained``).
+
+    A pad token is set when the file names none (see :func:`ensure_pad_token`; ``config``
+    is the model's transformers config, whose ``pad_token_id`` is preferred). Raises MemberFileNotFoundError when the file is missing, MemberLoadError naming the file
+    when it is not a tokenizer.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    from modelfusion.errors import MemberFileNotFoundError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MemberFileNotFoundError(f"tokenizer file '{path.resolve()}' does not exist")
+    try:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    except Exception as exc:
+        raise MemberLoadError(
+            f"'{path}' is not a tokenizer file ({type(exc).__name__}: {exc}); expected the tokenizer.json "
+            "written by tokenizers' Tokenizer.save or by a fast tokenizer's save_pretrained, or a folder "
+            "written by save_pretrained"
+        ) from exc
+    ensure_pad_token(tokenizer, config)
+    return tokenizer
+
+
+_PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "[pad]", "<PAD>")
+
+
+def ensure_pad_token(tokenizer: Any, config: Any = None) -> None:
+    """Give a tokenizer without a pad token one, so batches of texts of different lengths can be padded.
+
+    Taken from the tokenizer's own padding settings, else the model config's ``pad_token_id``,
+    else a conventional name in the vocabulary ([PAD], <pad>, ...). Left unset when none fits.
+    """
+    if getattr(tokenizer, "pad_token", None) is not None:
+        return
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    padding = getattr(backend, "padding", None) or {}
+    vocab = tokenizer.get_vocab()
+    candidates = [padding.get("pad_token")]
+    pad_id = getattr(config, "pad_token_id", None)
+    if isinstance(pad_id, int):
+        candidates.append(tokenizer.convert_ids_to_tokens(pad_id))
+    candidates.extend(_PAD_TOKENS)
+    token = next((t for t in candidates if t is not None and t in vocab), None)
+    if token is not None:
+        tokenizer.pad_token = token
 
 
 def import_transformers() -> Any:
@@ -293,6 +446,8 @@ def _load_tool(given: Any, auto: Any, folder: str | None, trust: bool) -> Any:
     """A tokenizer/processor: the object given, loaded from a given path, or found next to the model."""
     if given is not None and not isinstance(given, (str, Path)):
         return given
+    if given is not None and auto.__name__ == "AutoTokenizer" and Path(given).suffix == ".json":
+        return load_tokenizer_file(given)
     where = str(given) if given is not None else folder
     if where is None:
         return None

@@ -1,26 +1,35 @@
 """Keras 3 members: ``.keras`` / ``.h5`` files or ``keras.Model`` objects, run on the torch backend.
 
+TensorFlow SavedModel folders load too when tensorflow is installed (it is not a dependency).
 ``keras`` is imported only when a member is built, so ``import modelfusion`` never imports it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from modelfusion.errors import MemberLoadError, UnsafeFormatError
-from modelfusion.members.base import Member, sha256_arrays
+from modelfusion.members.base import Member, sha256_arrays, sha256_file
 
 _PROBA_ACTIVATIONS = ("softmax", "sigmoid")
 
 
-class KerasMember(Member):
+class KerasMember(Member, nn.Module):
     """A Keras 3 model as an ensemble member (torch backend).
+
+    On the torch backend a Keras model is a ``torch.nn.Module``, and so is the member:
+    ``forward(x)`` calls the model on a tensor (in inference mode; gradients flow), so a
+    ``KerasMember`` can sit inside a larger network. :meth:`predict` takes numpy arrays or
+    tensors.
 
     Parameters
     ----------
@@ -71,7 +80,9 @@ class KerasMember(Member):
                 output_kind = (
                     "proba" if getattr(activation, "__name__", "") in _PROBA_ACTIVATIONS else "logits"
                 )
-        super().__init__(
+        nn.Module.__init__(self)
+        Member.__init__(
+            self,
             name=name,
             task=task,
             output_kind=output_kind,
@@ -82,6 +93,15 @@ class KerasMember(Member):
         )
         self.model = model
         self.input_shape = None if input_shape is None else tuple(input_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's outputs for a tensor batch [samples, *input_shape] (gradients flow as usual)."""
+        out = self.model(x)
+        if isinstance(out, Mapping):
+            out = next(iter(out.values()))
+        elif isinstance(out, (list, tuple)):
+            out = out[0]
+        return out
 
     def _predict(self, batch: Any) -> np.ndarray:
         if hasattr(batch, "detach") and hasattr(batch, "numpy"):
@@ -106,10 +126,150 @@ class KerasMember(Member):
         return {**self._common_spec(), "file": "model.keras"}
 
     @classmethod
-    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> KerasMember:
-        """Rebuild a member from ``model.keras`` in safe mode."""
+    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> Member:
+        """Rebuild a member from ``model.keras`` in safe mode (or a copied SavedModel folder)."""
         path = Path(directory) / spec["file"]
+        if path.is_dir():
+            return SavedModelMember.load_saved(directory, spec)
         return cls(load_keras_model(path, trust=False), **cls._common_kwargs(spec), source_path=path)
+
+
+class SavedModelMember(Member):
+    """A TensorFlow SavedModel folder as an ensemble member; needs tensorflow (not a dependency).
+
+    Runs one serving signature of ``tf.saved_model.load(folder)`` on numpy batches.
+
+    Parameters
+    ----------
+    loaded : the object ``tf.saved_model.load`` returned
+    signature : str
+        Which signature to call (default ``"serving_default"``).
+    output_name : str, optional
+        Which output of the signature is the prediction (default: the only one, else the
+        first in name order).
+    output_kind : str, optional
+        Default ``"proba"`` (Keras classifiers end in softmax); declare ``"logits"`` otherwise.
+    input_shape : sequence of int, optional
+        Checked against the signature's input (``None`` dims match anything).
+    name, task, classes, n_outputs, preprocess, source_path
+        See :class:`~modelfusion.members.base.Member`; ``source_path`` is the folder.
+
+    Examples
+    --------
+    >>> member = load_member("exported/resnet50", framework="tensorflow", input_shape=(224, 224, 3))
+    """
+
+    framework = "keras"
+
+    def __init__(
+        self,
+        loaded: Any,
+        *,
+        name: str = "saved_model",
+        signature: str = "serving_default",
+        output_name: str | None = None,
+        task: str = "classification",
+        output_kind: str | None = None,
+        classes: Sequence[Any] | np.ndarray | None = None,
+        n_outputs: int | None = None,
+        preprocess: Callable[[Any], Any] | None = None,
+        source_path: str | Path | None = None,
+        input_shape: Sequence[int] | None = None,
+    ):
+        signatures = dict(getattr(loaded, "signatures", None) or {})
+        if signature not in signatures:
+            raise MemberLoadError(
+                f"member {name!r}: the SavedModel has no signature {signature!r}; it has "
+                f"{', '.join(sorted(signatures)) or 'none'} (pass signature=)"
+            )
+        self.function = signatures[signature]
+        self.inputs = _signature_inputs(self.function)
+        if input_shape is not None:
+            if len(self.inputs) != 1:
+                raise MemberLoadError(
+                    f"member {name!r}: the SavedModel takes {len(self.inputs)} inputs {self.inputs}; "
+                    "input_shape= applies to single-input models only"
+                )
+            compare_shapes(next(iter(self.inputs.values())), input_shape, name)
+        if output_kind is None:
+            output_kind = "values" if task == "regression" else "proba"
+        super().__init__(
+            name=name,
+            task=task,
+            output_kind=output_kind,
+            classes=classes,
+            n_outputs=n_outputs,
+            preprocess=preprocess,
+            source_path=source_path,
+        )
+        self.loaded = loaded
+        self.signature = signature
+        self.output_name = output_name
+        self.input_shape = None if input_shape is None else tuple(input_shape)
+
+    def _predict(self, batch: Any) -> np.ndarray:
+        tf = import_tensorflow(self.source_path)
+        if hasattr(batch, "detach") and hasattr(batch, "numpy"):
+            batch = batch.detach().cpu().numpy()
+        if isinstance(batch, Mapping):
+            feeds = {k: tf.convert_to_tensor(_float32(v)) for k, v in batch.items()}
+        elif len(self.inputs) == 1:
+            feeds = {next(iter(self.inputs)): tf.convert_to_tensor(_float32(batch))}
+        else:
+            raise TypeError(
+                f"member {self.name!r} takes {len(self.inputs)} inputs ({', '.join(self.inputs)}); pass a "
+                "dict {input_name: array}"
+            )
+        out = self.function(**feeds)
+        if isinstance(out, Mapping):
+            if self.output_name is not None:
+                if self.output_name not in out:
+                    raise KeyError(
+                        f"member {self.name!r}: no output {self.output_name!r}; outputs are {', '.join(out)}"
+                    )
+                out = out[self.output_name]
+            else:
+                out = out[sorted(out)[0]]
+        return np.asarray(out.numpy() if hasattr(out, "numpy") else out)
+
+    @property
+    def n_parameters(self) -> int | None:
+        """Number of elements in the SavedModel's variables."""
+        variables = getattr(self.loaded, "variables", None)
+        if not variables:
+            return None
+        return int(sum(np.prod(tuple(v.shape)) for v in variables))
+
+    def fingerprint(self) -> str:
+        """sha256 over the files of the SavedModel folder."""
+        if self.source_path is None:
+            raise ValueError(f"member {self.name!r}: a SavedModel member needs the folder it came from")
+        return sha256_file(self.source_path)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Copy the SavedModel folder to ``saved_model/``."""
+        if self.source_path is None:
+            raise ValueError(f"member {self.name!r}: a SavedModel member needs the folder it came from")
+        target = Path(directory) / "saved_model"
+        shutil.copytree(self.source_path, target, dirs_exist_ok=True)
+        return {
+            **self._common_spec(),
+            "file": "saved_model",
+            "signature": self.signature,
+            "output_name": self.output_name,
+        }
+
+    @classmethod
+    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> SavedModelMember:
+        """Rebuild a member from the copied SavedModel folder."""
+        path = Path(directory) / spec["file"]
+        kwargs = cls._common_kwargs(spec)
+        return load_saved_model(
+            path,
+            signature=spec.get("signature", "serving_default"),
+            output_name=spec.get("output_name"),
+            **kwargs,
+        )
 
 
 def load_keras(
@@ -118,14 +278,34 @@ def load_keras(
     name: str,
     trust: bool = False,
     input_shape: Sequence[int] | None = None,
+    signature: str = "serving_default",
+    output_name: str | None = None,
     **member_options: Any,
-) -> KerasMember:
-    """A :class:`KerasMember` from a model or a ``.keras``/``.h5`` file.
+) -> Member:
+    """A :class:`KerasMember` from a model or a ``.keras``/``.h5`` file, or a SavedModel folder.
 
     ``trust=True`` loads with ``safe_mode=False``, which a ``Lambda`` layer needs (it runs code).
+    A folder with ``saved_model.pb`` (or that file itself) is a TensorFlow SavedModel: it
+    becomes a :class:`SavedModelMember` when tensorflow is installed; ``signature`` and
+    ``output_name`` pick what to call. Otherwise a MemberLoadError says how to install it.
     """
     if isinstance(source, (str, Path)):
         path = Path(source)
+        if path.is_dir() or path.name == "saved_model.pb":
+            folder = path if path.is_dir() else path.parent
+            if not (folder / "saved_model.pb").exists():
+                raise MemberLoadError(
+                    f"'{folder}' is a folder without saved_model.pb; Keras members are .keras or .h5 files "
+                    "(or TensorFlow SavedModel folders)"
+                )
+            return load_saved_model(
+                folder,
+                name=name,
+                input_shape=input_shape,
+                signature=signature,
+                output_name=output_name,
+                **member_options,
+            )
         return KerasMember(
             load_keras_model(path, trust=trust),
             name=name,
@@ -151,6 +331,35 @@ def load_keras_model(path: Path, *, trust: bool) -> Any:
             f"keras could not load '{path}' ({type(exc).__name__}: {exc}); expected a model saved with "
             "model.save('name.keras') or a legacy .h5 file"
         ) from exc
+
+
+def load_saved_model(folder: Path, **options: Any) -> SavedModelMember:
+    """A :class:`SavedModelMember` from a SavedModel folder (``tf.saved_model.load``)."""
+    tf = import_tensorflow(folder)
+    try:
+        loaded = tf.saved_model.load(str(folder))
+    except Exception as exc:
+        raise MemberLoadError(
+            f"tensorflow could not load the SavedModel '{folder}' ({type(exc).__name__}: {exc})"
+        ) from exc
+    return SavedModelMember(loaded, source_path=folder, **options)
+
+
+def import_tensorflow(folder: Path | None = None) -> Any:
+    """Import tensorflow, or raise a MemberLoadError naming what to install (and the alternatives)."""
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        where = (
+            f"'{folder}' is a TensorFlow SavedModel folder; loading it" if folder else "SavedModel members"
+        )
+        raise MemberLoadError(
+            f"{where} needs tensorflow, which is not installed ({exc}). Install it with pip install "
+            "tensorflow, or convert the model once where tensorflow is available to a format that "
+            "loads without it: ONNX (python -m tf2onnx.convert --saved-model DIR --output model.onnx) "
+            "or a Keras 3 .keras file (model.save('model.keras'))."
+        ) from exc
+    return tf
 
 
 def import_keras() -> Any:
@@ -182,6 +391,14 @@ def check_input_shape(model: Any, input_shape: Sequence[int], name: str) -> None
             f"member {name!r}: the model has {len(expected)} inputs {expected}; input_shape= applies to "
             "single-input models only"
         )
+    compare_shapes(tuple(expected), input_shape, name)
+
+
+def compare_shapes(expected: Sequence[int | None], input_shape: Sequence[int], name: str) -> None:
+    """Raise MemberLoadError unless ``input_shape`` matches ``expected[1:]`` (``expected`` has the batch dim).
+
+    ``None`` dimensions of ``expected`` match anything.
+    """
     expected = tuple(expected[1:])
     given = tuple(input_shape)
     if len(given) != len(expected) or any(
@@ -191,6 +408,18 @@ def check_input_shape(model: Any, input_shape: Sequence[int], name: str) -> None
             f"member {name!r}: input_shape={given} does not match the model's input shape {expected} "
             "(per sample, without the batch dimension); fix input_shape= or the data pipeline"
         )
+
+
+def _signature_inputs(function: Any) -> dict[str, tuple[int | None, ...]]:
+    """``{input_name: shape}`` of a SavedModel signature (a concrete function)."""
+    structured = getattr(function, "structured_input_signature", None)
+    specs = structured[1] if structured and len(structured) > 1 else {}
+    inputs = {}
+    for key, spec in dict(specs).items():
+        shape = getattr(spec, "shape", None)
+        dims = shape.as_list() if hasattr(shape, "as_list") else list(shape or [])
+        inputs[str(key)] = tuple(dims)
+    return inputs
 
 
 def _float32(values: Any) -> np.ndarray:

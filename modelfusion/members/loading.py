@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +44,14 @@ EXTENSIONS: dict[str, str] = {
     ".bin": "torch",
     ".safetensors": "torch",
     ".ts": "torch",
+    ".pb": "keras",  # a TensorFlow SavedModel's saved_model.pb: its folder is loaded
 }
+
+# State-dict files that are a Hugging Face checkpoint when a transformers config.json sits beside them.
+HF_CHECKPOINT_EXTENSIONS = (".bin", ".safetensors", ".pt", ".pth")
+
+# "package.module:Factory" (also "pkg:Outer.Inner"): a model class or function to call.
+_FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 # Options every adapter accepts (see Member).
 MEMBER_OPTIONS = ("task", "output_kind", "classes", "n_outputs", "preprocess")
@@ -60,13 +69,21 @@ def load_member(
 
     Parameters
     ----------
-    source : model object, path, or Hugging Face Hub id
+    source : model object, path, import path ``"package.module:Factory"``, or Hugging Face Hub id
         Objects: ``nn.Module``, transformers ``PreTrainedModel``, fitted scikit-learn
         estimator, ``onnx.ModelProto`` / ``InferenceSession`` / bytes, ``keras.Model``.
         Files by extension: ``.onnx``; ``.skops``/``.pkl``/``.pickle``/``.joblib``;
         ``.keras``/``.h5``; ``.pt2``/``.pt``/``.pth``/``.bin``/``.safetensors``/``.ts``.
-        A folder with ``config.json`` is a transformers model; a Hub id (``"org/name"``)
-        needs ``framework="hf"``.
+        A folder with ``config.json`` is a transformers model; a state-dict file
+        (``pytorch_model.bin``, ``model.safetensors``, any ``*.bin``) with a transformers
+        ``config.json`` beside it is a Hugging Face checkpoint; a folder with
+        ``saved_model.pb`` is a TensorFlow SavedModel (needs tensorflow). A Hub id
+        (``"org/name"``) needs ``framework="hf"``.
+        An import path ``"package.module:Factory"`` that is not a file builds a torch member
+        by calling the factory (a model class such as ``"vit_pytorch:ViT"``, or a function)
+        with the options that are not member options (``image_size=32, num_classes=10``);
+        ``weights=`` loads a state-dict file into it. Importing the module runs its code,
+        as ``import`` would: name only installed packages or modules you trust.
     framework : str, optional
         torch/pytorch, onnx, sklearn/scikit-learn, hf/transformers/huggingface,
         keras/tensorflow/tf (case-insensitive); inferred when omitted.
@@ -95,6 +112,8 @@ def load_member(
     (4, 10)
     >>> load_member("weights.safetensors", architecture="resnet18", architecture_kwargs={"num_classes": 3})
     >>> load_member(fitted_forest, name="forest")
+    >>> load_member("vit_pytorch:ViT", image_size=32, patch_size=8, num_classes=10, dim=64, depth=1,
+    ...             heads=2, mlp_dim=64, weights="vit.safetensors")
     """
     fw = normalize_framework(framework)
     if isinstance(source, Member):
@@ -106,6 +125,8 @@ def load_member(
         if name is not None:
             source.name = str(name)
         return source
+    if isinstance(source, str) and _FACTORY.match(source) and not Path(source).expanduser().exists():
+        return _load_factory(source, fw, name=name, trust=trust, options=options)
     if isinstance(source, (str, os.PathLike)):
         return _load_path(source, fw, name=name, trust=trust, options=options)
     inferred = infer_framework(source)
@@ -150,15 +171,26 @@ class ModelLoader:
     model_path : str or Path
         The model file, folder or Hub id.
     input_shape : sequence of int, optional
-        Shape of one sample (checked for Keras, used as the export example for torch).
+        Shape of one sample, without the batch dimension (checked against a Keras or
+        SavedModel input; used as the export example for torch).
     tokenizer_path : str or Path, optional
-        Where the tokenizer of a Hugging Face model lives, when not next to the model.
+        The tokenizer of a Hugging Face model when it is not next to the model: a folder
+        written by ``save_pretrained`` or a single ``tokenizer.json`` file.
     **options
         Passed on to :func:`load_member` (``name``, ``trust``, ``task``, ``architecture``, ...).
 
+    Returns
+    -------
+    A :class:`Member`. Torch-backed members (PyTorch, Hugging Face, Keras on the torch
+    backend) are ``nn.Module`` s too: assign them as submodules and call them on tensors.
+
     Examples
     --------
-    >>> member = ModelLoader(framework="keras", model_path="models/digits.keras", input_shape=(64,)).load()
+    >>> image_model = ModelLoader(framework="tensorflow", model_path="resnet50.h5", input_shape=(224, 224, 3)).load()
+    >>> text_model = ModelLoader(framework="pytorch", model_path="bert_base_uncased.bin",
+    ...                          tokenizer_path="bert_tokenizer.json").load()   # config.json beside the .bin
+    >>> text_model.predict(["a text", "another"]).shape
+    (2, 2)
     """
 
     def __init__(
@@ -234,9 +266,12 @@ def framework_for_path(path: Path) -> str:
     if path.is_dir():
         if (path / "config.json").exists():
             return "hf"
+        if (path / "saved_model.pb").exists():
+            return "keras"
         raise MemberLoadError(
-            f"'{path.resolve()}' is a folder without config.json; folders are loaded as transformers "
-            "models (written by save_pretrained). For other frameworks give the model file itself."
+            f"'{path.resolve()}' is a folder without config.json or saved_model.pb; folders are loaded as "
+            "transformers models (written by save_pretrained) or TensorFlow SavedModels. For other "
+            "frameworks give the model file itself."
         )
     framework = EXTENSIONS.get(path.suffix.lower())
     if framework is None:
@@ -264,14 +299,100 @@ def _load_path(
             else ""
         )
         raise MemberFileNotFoundError(f"model file '{path.resolve()}' does not exist.{hint}")
+    wants_tokenizer = bool({"tokenizer", "processor"} & set(options))
+    if path.is_dir() and fw == "torch" and (path / "config.json").exists() and "architecture" not in options:
+        fw = "hf"  # a save_pretrained folder is PyTorch too
+    elif path.is_file() and fw in (None, "torch", "hf") and "architecture" not in options:
+        if is_hf_checkpoint_file(path):
+            fw = "hf"  # PyTorch weights of a transformers model: the config says how to build it
+        elif fw == "hf" or (
+            wants_tokenizer and (fw == "torch" or path.suffix.lower() in HF_CHECKPOINT_EXTENSIONS)
+        ):
+            raise MemberLoadError(
+                f"'{path.resolve()}' is a single weights file, so it loads as a Hugging Face checkpoint only "
+                f"with the model's config.json in the same folder ('{path.parent.resolve() / 'config.json'}'), "
+                "and none is there. Copy the config.json the checkpoint was saved with next to it (or give "
+                "the save_pretrained folder); for a plain PyTorch state dict, pass architecture= instead of "
+                "tokenizer=/processor="
+            )
     if fw is None:
         fw = framework_for_path(path)
     default_name = path.name if path.is_dir() else path.stem
     return _call_loader(fw, path, name=name or default_name, trust=trust, options=options, where=path)
 
 
-def _call_loader(fw: str, source: Any, *, name: str, trust: bool, options: dict, where: Any) -> Member:
-    loader = _loader(fw)
+def is_hf_checkpoint_file(path: Path) -> bool:
+    """True for a state-dict file (``.bin``, ``.safetensors``, ``.pt``, ``.pth``) with a transformers config beside it.
+
+    The ``config.json`` must hold a ``model_type`` (what ``save_pretrained`` writes);
+    TorchScript and ``torch.export`` archives are never checkpoints.
+    """
+    config = path.parent / "config.json"
+    if path.suffix.lower() not in HF_CHECKPOINT_EXTENSIONS or not config.is_file():
+        return False
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not model_type:
+        return False
+    if path.suffix.lower() in (".pt", ".pth"):
+        from modelfusion.members.torch import archive_kind
+
+        return archive_kind(path) is None
+    return True
+
+
+def _load_factory(factory: str, fw: str | None, *, name: str | None, trust: bool, options: dict) -> Member:
+    """A torch member from ``"package.module:Factory"``: member options apart, the rest are its arguments."""
+    if fw not in (None, "torch"):
+        raise MemberLoadError(
+            f"{factory!r} is an import path of a model factory, which builds a torch member, but "
+            f"framework={fw!r} was given; drop framework= or pass 'torch' (or give a file path)"
+        )
+    if "architecture" in options:
+        raise MemberLoadError(
+            f"{factory!r} already names the architecture; drop architecture={options['architecture']!r}"
+        )
+    from modelfusion.members.torch import load_torch_factory
+
+    accepted = _keyword_only(load_torch_factory) - {"name", "trust"}
+    member_options = {k: v for k, v in options.items() if k in accepted}
+    factory_kwargs = {k: v for k, v in options.items() if k not in accepted}
+    member_options["architecture_kwargs"] = {
+        **(member_options.get("architecture_kwargs") or {}),
+        **factory_kwargs,
+    }
+    default_name = factory.rpartition(":")[2].rpartition(".")[2].lower()
+    where = member_options.get("weights")
+    return _call_loader(
+        "torch",
+        factory,
+        name=name or default_name,
+        trust=trust,
+        options=member_options,
+        where=where,
+        loader=load_torch_factory,
+    )
+
+
+def _keyword_only(func: Callable[..., Any]) -> set[str]:
+    return {
+        n for n, p in inspect.signature(func).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def _call_loader(
+    fw: str,
+    source: Any,
+    *,
+    name: str,
+    trust: bool,
+    options: dict,
+    where: Any,
+    loader: Callable[..., Member] | None = None,
+) -> Member:
+    loader = loader or _loader(fw)
     _check_options(fw, loader, options)
     try:
         return loader(source, name=name, trust=trust, **options)

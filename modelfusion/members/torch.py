@@ -236,7 +236,7 @@ def load_torch(
         return TorchMember(source, **options)
     path = Path(source)
     example = None
-    kind = _archive_kind(path)
+    kind = archive_kind(path)
     if kind == "torchscript":
         module = load_torchscript(path)
     elif kind == "export":
@@ -256,6 +256,118 @@ def load_torch(
     if member.example_input_ is None and example is not None:
         member.example_input_ = example
     return member
+
+
+def load_torch_factory(
+    factory: str,
+    *,
+    name: str,
+    trust: bool = False,
+    weights: str | Path | None = None,
+    architecture_kwargs: Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    input_shape: Sequence[int] | None = None,
+    task: str = "classification",
+    output_kind: str | None = None,
+    classes: Sequence[Any] | np.ndarray | None = None,
+    n_outputs: int | None = None,
+    preprocess: Callable[[Any], Any] | None = None,
+) -> TorchMember:
+    """A :class:`TorchMember` built by calling ``package.module:Factory`` with ``architecture_kwargs``.
+
+    The factory is any callable that returns an ``nn.Module``: a model class (``vit_pytorch:ViT``)
+    or a function. ``weights`` is an optional state-dict file (``.safetensors``, or ``.pt``/``.pth``
+    read with ``weights_only=True``); without it the network keeps its fresh initialisation.
+    The member remembers the factory and its arguments, so :meth:`TorchMember.save` writes only
+    the weights. Importing the factory's module runs that module's code, as ``import`` would:
+    name only installed packages or modules you would import yourself. ``trust`` is unused:
+    no file is unpickled.
+    """
+    from modelfusion.errors import MemberFileNotFoundError
+
+    resolved = resolve_factory(factory)
+    kwargs = dict(architecture_kwargs or {})
+    module = build_architecture(resolved, kwargs)
+    path = None
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.exists():
+            raise MemberFileNotFoundError(f"member {name!r}: weights file '{path.resolve()}' does not exist")
+        load_weights(module, path, resolved)
+    return TorchMember(
+        module,
+        name=name,
+        task=task,
+        output_kind=output_kind,
+        classes=classes,
+        n_outputs=n_outputs,
+        preprocess=preprocess,
+        source_path=path,
+        architecture=resolved,
+        architecture_kwargs=kwargs,
+        device=device,
+        input_shape=input_shape,
+    )
+
+
+def resolve_factory(factory: str) -> str:
+    """The exact import path ``package.module:Name`` of a factory, looking into subpackages.
+
+    ``"vit_pytorch:CaiT"`` resolves to ``"vit_pytorch.cait:CaiT"`` when ``vit_pytorch`` itself
+    does not export ``CaiT`` and exactly one of its modules defines it (found by reading the
+    sources, without importing them). Raises MemberLoadError when the module cannot be
+    imported, the name is nowhere, or several modules define it (naming them).
+    """
+    module_name, _, attr = factory.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MemberLoadError(
+            f"architecture {factory!r}: cannot import module {module_name!r} ({exc}); give an "
+            "import path 'package.module:factory' that is importable here"
+        ) from exc
+    head = attr.split(".")[0]
+    if hasattr(module, head) or not hasattr(module, "__path__") or "." in attr:
+        return factory
+    candidates = _modules_defining(module, head)
+    if len(candidates) == 1:
+        return f"{candidates[0]}:{attr}"
+    if candidates:
+        options = ", ".join(f"'{c}:{attr}'" for c in candidates[:6])
+        if len(candidates) > 6:
+            options += f" and {len(candidates) - 6} more"
+        raise MemberLoadError(
+            f"architecture {factory!r}: {module_name!r} does not export {attr!r}, and several of its modules "
+            f"define it: {options}; name one of them"
+        )
+    raise MemberLoadError(
+        f"architecture {factory!r}: module {module_name!r} has no attribute {attr!r}, and none of its "
+        "modules defines it"
+    )
+
+
+def _modules_defining(package: Any, name: str) -> list[str]:
+    """Direct submodules of ``package`` whose source defines ``class name`` or ``def name`` at top level.
+
+    Reads the ``.py`` files; imports nothing.
+    """
+    import pkgutil
+    import re
+
+    pattern = re.compile(rf"^(?:class|def)\s+{re.escape(name)}\b", re.MULTILINE)
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        folder = getattr(info.module_finder, "path", None)
+        if folder is None:
+            continue
+        file = Path(folder) / info.name / "__init__.py" if info.ispkg else Path(folder) / f"{info.name}.py"
+        try:
+            source = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if pattern.search(source):
+            found.append(f"{package.__name__}.{info.name}")
+    return sorted(found)
 
 
 def load_torchscript(path: Path) -> torch.jit.ScriptModule:
@@ -361,7 +473,7 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
                 module.train()
 
 
-def _archive_kind(path: Path) -> str | None:
+def archive_kind(path: Path) -> str | None:
     """'torchscript', 'export' or None (a torch.save file or not a zip) from the zip's entries."""
     if path.suffix == ".pt2":
         return "export"
@@ -376,6 +488,9 @@ def _archive_kind(path: Path) -> str | None:
     if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
         return "export"
     return None
+
+
+_archive_kind = archive_kind  # the name other modules imported before it was public
 
 
 def _torch_load(path: Path, *, trust: bool) -> Any:
@@ -440,7 +555,9 @@ def _module_for_state_dict(
         raise MemberLoadError(
             f"'{path}' holds only weights (a state dict), so the network must be built first: pass "
             "architecture= a torchvision or timm model name ('resnet18') or an import path "
-            "'package.module:factory', plus architecture_kwargs= if the factory needs them"
+            "'package.module:factory', plus architecture_kwargs= if the factory needs them. If it is a "
+            "Hugging Face checkpoint (pytorch_model.bin, model.safetensors), put the model's config.json "
+            f"in the same folder ('{path.parent / 'config.json'}')"
         )
     return build_architecture(architecture, architecture_kwargs)
 

@@ -1,0 +1,162 @@
+"""MultimodalFusion: the base class of feature-level fusion models (encoders -> fused features -> head)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from modelfusion.errors import ModelFusionError
+from modelfusion.multimodal.projection import FeatureWidthError, check_widths
+
+
+class NumClassesError(ModelFusionError, AttributeError, ValueError):
+    """A MultimodalFusion model was asked for its classifier without knowing its number of classes.
+
+    An AttributeError too, so ``hasattr(model, "classifier")`` stays False instead of raising.
+    """
+
+
+class MultimodalFusion(nn.Module):
+    """Base class of models that fuse the features of several encoders (image, text, ...).
+
+    Subclass it, assign the encoders in ``__init__`` and write ``forward``; ``self.classifier``
+    is a linear head whose input width is inferred on the first call (``nn.LazyLinear``), so
+    concatenating features of any widths just works. Calling ``super().__init__()`` is
+    optional: ``nn.Module`` is initialised before your ``__init__`` runs.
+
+    The number of classes comes from the class attribute ``num_classes``, the constructor
+    argument ``num_classes=`` (even when your ``__init__`` does not take it) or
+    ``self.num_classes = N`` in your ``__init__``. Without any of them, using
+    ``self.classifier`` raises :class:`NumClassesError` saying how to set it. Assigning your
+    own ``self.classifier`` replaces the built-in head.
+
+    Class attributes
+    ----------------
+    num_classes : int or None — width of the classifier's output.
+    expected_widths : ``{encoder attribute: feature width}`` or None. When set, each named
+        encoder's output is checked on every call and a mismatch raises
+        :class:`~modelfusion.multimodal.FeatureWidthError` naming the encoder.
+
+    Examples
+    --------
+    >>> class MultimodalModel(MultimodalFusion):
+    ...     num_classes = 3
+    ...     def __init__(self):
+    ...         self.image_model = image_encoder      # [batch, 1024]
+    ...         self.text_model = text_encoder        # [batch, 512]
+    ...     def forward(self, image, text):
+    ...         fused_feat = torch.cat([self.image_model(image), self.text_model(text)], dim=1)
+    ...         return self.classifier(fused_feat)
+    >>> MultimodalModel()(images, token_ids).shape
+    torch.Size([8, 3])
+    """
+
+    num_classes: int | None = None
+    expected_widths: ClassVar[Mapping[str, int] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _module_initialised_first(cls.__dict__["__init__"])
+
+    def __init__(self, num_classes: int | None = None):
+        if "_modules" not in self.__dict__:  # a second call (super().__init__() in a subclass) keeps modules
+            super().__init__()
+            self._width_checks: dict[str, Any] = {}
+            if self.expected_widths:
+                self.register_forward_pre_hook(_check_expected_encoders_exist)
+        if num_classes is not None:
+            self.num_classes = num_classes
+        elif self.num_classes is not None and "classifier" not in self._modules:
+            self.num_classes = self.num_classes  # the class attribute: builds the head
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "num_classes":
+            value = _check_num_classes(value)
+            super().__setattr__(name, value)
+            head = self._modules.get("classifier")
+            if value is not None and (head is None or getattr(head, "_modelfusion_auto_head", False)):
+                self.classifier = _lazy_head(value)
+            return
+        super().__setattr__(name, value)
+        if self.expected_widths and name in self.expected_widths and isinstance(value, nn.Module):
+            old = self._width_checks.pop(name, None)
+            if old is not None:
+                old.remove()
+            hook = functools.partial(_check_encoder_width, name=name, width=int(self.expected_widths[name]))
+            self._width_checks[name] = value.register_forward_hook(hook)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name != "classifier":
+                raise
+        if self.num_classes is not None:  # set on the class after this instance was built
+            self.num_classes = self.num_classes
+            return self._modules["classifier"]
+        cls = type(self).__name__
+        raise NumClassesError(
+            f"{cls}.classifier needs the number of classes, which {cls} was not given: set the class "
+            f"attribute `num_classes = N` in {cls}, pass {cls}(num_classes=N), or assign "
+            "self.num_classes = N (or your own self.classifier) in __init__"
+        )
+
+
+def _module_initialised_first(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a subclass ``__init__`` so that ``nn.Module.__init__`` has run before it."""
+    params = inspect.signature(init).parameters.values()
+    passes_num_classes = any(p.name == "num_classes" or p.kind is p.VAR_KEYWORD for p in params)
+
+    @functools.wraps(init)
+    def __init__(self: MultimodalFusion, *args: Any, **kwargs: Any) -> None:
+        num_classes = kwargs.get("num_classes") if passes_num_classes else kwargs.pop("num_classes", None)
+        MultimodalFusion.__init__(self, num_classes=num_classes)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+def _check_num_classes(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"num_classes must be a positive int, got {value!r}")
+    return value
+
+
+def _lazy_head(num_classes: int) -> nn.Module:
+    head = nn.LazyLinear(num_classes)
+    head._modelfusion_auto_head = True
+    head.register_forward_pre_hook(_check_head_width)
+    return head
+
+
+def _check_head_width(head: nn.Module, args: tuple[Any, ...]) -> None:
+    # Runs after LazyLinear's own hook, so in_features is the width seen on the first call.
+    width = args[0].shape[-1]
+    if width != head.in_features:
+        raise FeatureWidthError(
+            f"classifier was built for fused features of width {head.in_features} on the first call, "
+            f"got width {width}; keep every encoder's output width fixed (see Projection)"
+        )
+
+
+def _check_encoder_width(
+    encoder: nn.Module, args: Any, output: torch.Tensor, *, name: str, width: int
+) -> None:
+    check_widths({name: output}, {name: width})
+
+
+def _check_expected_encoders_exist(model: MultimodalFusion, args: Any) -> None:
+    missing = [n for n in model.expected_widths if n not in model._modules]
+    if missing:
+        raise FeatureWidthError(
+            f"{type(model).__name__}.expected_widths names {missing}, which are not submodules of the "
+            f"model (submodules: {list(model._modules)})"
+        )

@@ -1,0 +1,188 @@
+"""Choosing how a fused model runs: ``engine="auto" | "onnx" | "torch" | "members"``, and the bundle's graph cache.
+
+``FusedModel.predict`` calls :func:`fused_scores`. ``auto`` checks an exported graph against
+the members on the first rows before trusting it, and falls back to the member executor
+when the model does not export; the graph of a saved bundle is cached in the bundle as
+``fused.onnx`` with its checksum in the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelfusion.errors import ModelFusionError
+from modelfusion.runtime.errors import ExportError
+from modelfusion.runtime.executors import MemberExecutor, OnnxExecutor, TorchExecutor
+
+ENGINES = ("auto", "onnx", "torch", "members")
+AUTO_TOLERANCE = 1e-5
+ONNX_FILE = "fused.onnx"
+
+
+def select_engine(model: Any, preference: str = "auto", *, example_input: Any = None) -> Any:
+    """The executor to run ``model`` with.
+
+    ``"auto"``: the fused ONNX graph when the model exports (the graph is cached on the model
+    and, for a model loaded from or saved to a bundle, as ``fused.onnx`` in the bundle, with
+    its checksum in the manifest); else :class:`TorchExecutor` when every member is torch;
+    else :class:`MemberExecutor`. All-torch models go to torch on CUDA first when there is a
+    GPU that onnxruntime (a CPU build) cannot use. ``"onnx"``, ``"torch"`` and ``"members"`` force one and
+    raise when it cannot run the model. ``example_input``: rows of the input, used for the
+    export and, in ``auto``, to check the graph against the members before it is trusted.
+    """
+    if preference not in ENGINES:
+        raise ValueError(f"engine={preference!r} is not one of {', '.join(ENGINES)}")
+    cache = model.__dict__.setdefault("_executors", {})
+    if preference not in cache:
+        if preference == "auto":
+            cache["auto"] = _auto_executor(model, example_input)
+        elif preference == "members":
+            cache["members"] = MemberExecutor(model)
+        elif preference == "torch":
+            cache["torch"] = TorchExecutor(model)
+        else:
+            cache["onnx"] = _onnx_executor(model, example_input)
+    return cache[preference]
+
+
+def _auto_executor(model: Any, example_input: Any) -> Any:
+    import onnxruntime as ort
+    import torch
+
+    members = select_engine(model, "members")
+    candidates = [lambda: select_engine(model, "onnx", example_input=example_input)]
+    if all(getattr(m, "framework", None) == "torch" for m in model.members):
+        candidates.append(lambda: select_engine(model, "torch"))
+        if torch.cuda.is_available() and "CUDAExecutionProvider" not in ort.get_available_providers():
+            # A GPU that onnxruntime (a CPU build) cannot use, but torch can: try it first.
+            candidates.insert(0, lambda: TorchExecutor(model, device="cuda"))
+    reasons = []
+    for build in candidates:
+        try:
+            executor = build()
+            if example_input is not None:
+                rows = example_input[:8]
+                diff = float(np.abs(executor.run(rows) - members.run(rows)).max(initial=0.0))
+                if not diff <= AUTO_TOLERANCE:
+                    reasons.append(
+                        f"{executor.name}: differs from the members by {diff:.3g} on the first rows"
+                    )
+                    continue
+            return executor
+        except (ModelFusionError, ValueError, TypeError, RuntimeError) as exc:
+            reasons.append(str(exc))
+    members.reason = "; ".join(reasons)
+    return members
+
+
+def _onnx_executor(model: Any, example_input: Any) -> OnnxExecutor:
+    from modelfusion.runtime.onnx_export import build_fused_onnx
+
+    bundle = getattr(model, "bundle_dir", None)
+    cached = None if bundle is None else cached_bundle_graph(bundle)
+    if cached is not None:
+        return OnnxExecutor(cached)
+    proto = build_fused_onnx(model, example_input=example_input)
+    data = proto.SerializeToString()
+    if bundle is not None:
+        # A read-only or damaged bundle keeps the graph in memory only.
+        with contextlib.suppress(OSError, ModelFusionError):
+            record_bundle_graph(Path(bundle), data, proto)
+    return OnnxExecutor(data)
+
+
+def cached_bundle_graph(bundle: str | Path) -> Path | None:
+    """A bundle's ``fused.onnx`` when it exists and matches the manifest's checksum, else None."""
+    from modelfusion.bundle import read_manifest
+    from modelfusion.members.base import sha256_file
+
+    if not (Path(bundle) / ONNX_FILE).is_file():
+        return None
+    try:
+        manifest, _ = read_manifest(bundle)
+    except ModelFusionError:
+        return None
+    digest = manifest.get("checksums", {}).get(ONNX_FILE)
+    return Path(bundle) / ONNX_FILE if digest and digest == sha256_file(Path(bundle) / ONNX_FILE) else None
+
+
+def record_bundle_graph(bundle: Path, data: bytes, proto: Any, name: str = ONNX_FILE) -> Path:
+    """Write the fused graph into a bundle and record it (file, opset, size) in the manifest."""
+    import json
+
+    from modelfusion.bundle import read_manifest, update_manifest
+    from modelfusion.predictions import atomic_path
+
+    target = Path(bundle) / name
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(data)
+    manifest, _ = read_manifest(bundle)
+    metadata = dict(manifest.get("metadata") or {})
+    runtime = dict(metadata.get("runtime") or {})
+    props = {p.key: p.value for p in proto.metadata_props}
+    runtime["onnx"] = {
+        "file": name,
+        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+        "size_bytes": len(data),
+        "input_shape": json.loads(props.get("modelfusion.input_shape", "null")),
+    }
+    metadata["runtime"] = runtime
+    update_manifest(bundle, "metadata", metadata, new_files=[name])
+    return target
+
+
+def fused_scores(model: Any, X: Any, *, engine: str = "auto", batch_size: int = 256) -> np.ndarray:
+    """Fused scores of ``model`` on ``X`` with the chosen engine (see :func:`select_engine`)."""
+    if engine == "auto" and not _array_input(X):  # dicts, strings, records: only members understand them
+        return select_engine(model, "members").run(X, batch_size=batch_size)
+    executor = select_engine(model, engine, example_input=X if _array_input(X) else None)
+    if engine != "auto" or executor.name == "members":
+        return executor.run(X, batch_size=batch_size)
+    try:
+        return executor.run(X, batch_size=batch_size)
+    except Exception:  # e.g. an input shape the cached graph was not exported for
+        return select_engine(model, "members").run(X, batch_size=batch_size)
+
+
+def labels_from_scores(scores: np.ndarray, task: str, classes: np.ndarray | None) -> np.ndarray:
+    """Hard predictions from fused scores, as ``Strategy.predict`` makes them."""
+    if task == "regression":
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+    if task == "multilabel":
+        return (scores >= 0.5).astype(np.int64)
+    idx = scores.argmax(axis=1)
+    return idx if classes is None else np.asarray(classes)[idx]
+
+
+def _array_input(X: Any) -> bool:
+    if hasattr(X, "detach") and hasattr(X, "shape"):
+        return X.ndim >= 2
+    return isinstance(X, np.ndarray) and X.ndim >= 2 and X.dtype.kind in "fiub"
+
+
+def build_fused_module(model: Any) -> Any:
+    """``FusedModel.to_torch()``: members with their preprocessing, columns aligned, then the rule."""
+    from torch import nn
+
+    from modelfusion.errors import StrategyError
+    from modelfusion.fused import FusedModule
+    from modelfusion.runtime.member_graph import column_order, reference_classes
+    from modelfusion.runtime.preprocess import PreprocessModule, member_preprocess_spec
+
+    not_torch = [m.name for m in model.members if not isinstance(m, nn.Module)]
+    if not_torch:
+        raise StrategyError(
+            f"members {not_torch} are not torch modules; export the whole ensemble to ONNX instead "
+            "(FusedModel.export_onnx)"
+        )
+    try:
+        preprocess = [PreprocessModule(member_preprocess_spec(m), m.name) for m in model.members]
+    except ExportError as exc:
+        raise StrategyError(str(exc)) from exc
+    ref = reference_classes(model.members)
+    columns = [column_order(m, None, ref) for m in model.members]
+    return FusedModule(model.members, model.strategy.to_torch(), preprocess=preprocess, columns=columns)
