@@ -104,7 +104,7 @@ class TorchMember(Member, nn.Module):
         x = self._as_tensor(batch)
         if self.example_input_ is None:
             self.example_input_ = x[:2].detach().cpu().clone()
-        with _eval_mode(self.module), torch.inference_mode():
+        with eval_mode(self.module), torch.inference_mode():
             out = _first_tensor(self.module(x.to(self.device)))
         return out.detach().float().cpu().numpy()
 
@@ -171,7 +171,7 @@ class TorchMember(Member, nn.Module):
         if example.shape[0] < 2:  # export specialises dimensions of size 0 and 1
             example = torch.cat([example] * 2)
         try:
-            with _eval_mode(self.module):
+            with eval_mode(self.module):
                 return torch.export.export(
                     self.module,
                     (example.to(self.device),),
@@ -459,7 +459,7 @@ def _first_tensor(out: Any) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
+def eval_mode(module: nn.Module) -> Iterator[None]:
     """Eval mode inside the block, the caller's mode after it."""
     was_training = module.training
     # torch.export graphs are inference graphs already and refuse eval()/train().

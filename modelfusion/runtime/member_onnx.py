@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.members.torch import eval_mode
 from modelfusion.runtime.errors import ExportError, ExportWarning
 
 
@@ -104,8 +105,8 @@ def _torch(member: Any, example: np.ndarray, opset: int) -> MemberGraph:
     buffer = io.BytesIO()
     try:
         # The TorchScript exporter needs no onnxscript; its deprecation notice is not the user's concern.
-        # PRESERVE because torch.export modules refuse eval(); _eval_mode has set eval mode already.
-        with warnings.catch_warnings(), _eval_mode(member), torch.no_grad():
+        # PRESERVE because torch.export modules refuse eval(); eval_mode has set eval mode already.
+        with warnings.catch_warnings(), eval_mode(member), torch.no_grad():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.filterwarnings("ignore", message="It is recommended that constant folding be turned off")
             # Shape asserts of torch.export modules trace as constants; the batch-size check in
@@ -293,20 +294,6 @@ def _keras(member: Any, example: np.ndarray, opset: int) -> MemberGraph:
             ) from exc
     output = proto.graph.output[0].name
     return onnx_member_graph(proto, output, member.name, opset)
-
-
-@contextlib.contextmanager
-def _eval_mode(module: Any) -> Iterator[None]:
-    """Eval mode inside the block, the caller's mode after it (torch.export modules refuse both)."""
-    was_training = module.training
-    with contextlib.suppress(NotImplementedError):
-        module.eval()
-    try:
-        yield
-    finally:
-        if was_training:
-            with contextlib.suppress(NotImplementedError):
-                module.train()
 
 
 def _first_line(exc: BaseException) -> str:
