@@ -57,7 +57,7 @@ SEED = 0
 
 
 class CNN28(nn.Module):
-    """conv(16) → pool → conv(32) → pool → fc(64) → 10 logits, on [N, 1, 28, 28]; ~106K parameters."""
+    """small CNNs (conv16-pool-conv32-pool-fc64-fc10, ~106K parameters); on [N, 1, 28, 28]."""
 
     def __init__(self):
         super().__init__()
@@ -73,6 +73,15 @@ class CNN28(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class MLP28(nn.Sequential):
+    """MLPs (784-512-512-10, ~670K parameters, MatMul-bound); on [N, 1, 28, 28]."""
+
+    def __init__(self):
+        super().__init__(
+            nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+        )
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -202,15 +211,44 @@ def ratio_line(label: str, value: float, target: float, higher: bool) -> str:
 # -- the two ensembles --------------------------------------------------------------------------
 
 
-def cnn8(budget: float, tmp: Path) -> list[str]:
-    rng = np.random.default_rng(SEED)
-    X = rng.random((512, 1, 28, 28), dtype=np.float32)
+def digits28(seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits upsampled to 28x28 (MNIST's shape), scaled to [0, 1]; 75/25 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    images = torch.from_numpy(X.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    X28 = nn.functional.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False).numpy()
+    X_tr, X_te, y_tr, y_te = train_test_split(X28, y, test_size=0.25, random_state=seed, stratify=y)
+    return X_tr, X_te, y_tr, y_te
+
+
+def train(module: nn.Module, X: np.ndarray, y: np.ndarray, seed: int, epochs: int = 4) -> nn.Module:
+    """A few epochs of Adam on minibatches of 64, seeded (member diversity comes from the seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(module.parameters(), lr=2e-3)
+    xt, yt = torch.from_numpy(X), torch.from_numpy(y).long()
+    module.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return module.eval()
+
+
+def torch_ensemble(name: str, make: type[nn.Module], budget: float, tmp: Path) -> list[str]:
+    """8 members of one architecture trained on digits28: eager loop vs fused fp32 vs int8, floor."""
+    X_tr, X_te, y_tr, y_te = digits28()
+    X = np.concatenate([X_te] * 2)[:512]  # 450 test rows, repeated to fill batch 256 twice
+    t = time.perf_counter()
     modules = []
     for i in range(8):
         torch.manual_seed(SEED + i)
-        modules.append(CNN28().eval())
-    members = [load_member(m, name=f"cnn{i}", output_kind="logits") for i, m in enumerate(modules)]
-    preds = score_members(members, X[:64], progress=False)
+        modules.append(train(make(), X_tr, y_tr, seed=SEED + i))
+    print(f"\n(trained the 8 {name} members on digits28 in {time.perf_counter() - t:.1f} s)")
+    members = [load_member(m, name=f"{name}{i}", output_kind="logits") for i, m in enumerate(modules)]
+    preds = score_members(members, X_tr[:256], progress=False)
     fused = FusedModel(members, Mean().fit(preds))
 
     def eager(x):  # what torchensemble's voting and most tutorials do
@@ -218,87 +256,85 @@ def cnn8(budget: float, tmp: Path) -> list[str]:
             xt = torch.from_numpy(x)
             return torch.stack([torch.softmax(m(xt), dim=1) for m in modules]).mean(0).numpy()
 
-    graph = tmp / "cnn8.onnx"
+    def acc(scores: np.ndarray) -> float:
+        return 100 * float((scores.argmax(1) == y_te).mean())
+
+    graph = tmp / f"{name}.onnx"
     graph.write_bytes(build_fused_onnx(fused, example_input=X[:8]).SerializeToString())
-    dyn = quantize_onnx(graph, tmp / "cnn8.int8-dynamic.onnx", mode="dynamic")
-    dyn_conv = quantize_onnx(
-        graph, tmp / "cnn8.int8-dynamic-conv.onnx", mode="dynamic", op_types=("Conv", "MatMul", "Gemm")
-    )
-    static = quantize_onnx(graph, tmp / "cnn8.int8-static.onnx", mode="static", calibration=X[:256])
-    fp32, fp32_1 = OnnxExecutor(graph, providers=["cpu"]), OnnxExecutor(graph, providers=["cpu"], threads=1)
-    ref = fp32.run(X)
-
-    def agree(path):
-        s = OnnxExecutor(path, providers=["cpu"]).run(X)
-        return f"top-1 agrees with fp32 {100 * (s.argmax(1) == ref.argmax(1)).mean():.1f}%, max|dp| {np.abs(s - ref).max():.1e}"
-
+    variants = {
+        "(d) fused ONNX int8 dynamic": quantize_onnx(
+            graph, tmp / f"{name}.int8-dynamic.onnx", mode="dynamic"
+        ),
+        "    fused ONNX int8 static (QDQ)": quantize_onnx(
+            graph, tmp / f"{name}.int8-static.onnx", mode="static", calibration=X_tr[:256]
+        ),
+    }
+    if any(isinstance(layer, nn.Conv2d) for layer in modules[0].modules()):
+        variants["    int8 dynamic, Conv as ConvInteger"] = quantize_onnx(
+            graph, tmp / f"{name}.int8-convinteger.onnx", mode="dynamic", op_types=("Conv", "MatMul", "Gemm")
+        )
+    fp32 = OnnxExecutor(graph, providers=["cpu"])
+    acc32 = acc(fp32.run(X_te))
     sessions, preps, member_bytes = member_sessions(fused, X)
-    members_ex = MemberExecutor(fused)
     rows = [
-        ("(a) eager loop, 8 torch modules", measure(eager, X, budget), None, "reference"),
+        (
+            "(a) eager loop, 8 torch modules",
+            measure(eager, X, budget),
+            None,
+            f"test acc {acc(eager(X_te)):.2f}%",
+        ),
         ("    torch engine (FusedModule)", measure(TorchExecutor(fused).run, X, budget), None, ""),
         (
             "(c) fused ONNX fp32",
             measure(lambda x: fp32.run(x, batch_size=None), X, budget),
             graph.stat().st_size,
-            "",
-        ),
-        (
-            "    fused ONNX fp32, 1 ORT thread",
-            measure(lambda x: fp32_1.run(x, batch_size=None), X, budget),
-            None,
-            "",
+            f"test acc {acc32:.2f}%",
         ),
     ]
-    for label, path in (
-        ("(d) fused ONNX int8 dynamic", dyn),
-        ("    fused ONNX int8 dynamic, Conv too", dyn_conv),
-        ("    fused ONNX int8 static (QDQ)", static),
-    ):
+    deltas = {}
+    for label, path in variants.items():
         ex = OnnxExecutor(path, providers=["cpu"])
+        deltas[label] = acc(ex.run(X_te)) - acc32
         rows.append(
             (
                 label,
                 measure(lambda x, e=ex: e.run(x, batch_size=None), X, budget),
                 path.stat().st_size,
-                agree(path),
+                f"test acc {acc32 + deltas[label]:.2f}% ({deltas[label]:+.2f} pp)",
             )
         )
-    rows.append(
-        (
-            f"(e) member executor ({members_ex.max_workers} threads)",
-            measure(lambda x: members_ex.run(x, batch_size=256), X, budget),
-            None,
-            "",
+    if name == "cnn":
+        members_ex = MemberExecutor(fused)
+        rows.append(
+            (
+                f"(e) member executor ({members_ex.max_workers} threads)",
+                measure(lambda x: members_ex.run(x, batch_size=256), X, budget),
+                None,
+                "",
+            )
         )
-    )
+        members_ex.close()
     rows.append(
         ("floor: 8 member graphs alone, one by one", floor(sessions, X, preps, budget), member_bytes, "")
     )
-    members_ex.close()
-    report("cnn8: 8 small CNNs (untrained, seeded) on 28x28, 10 classes, mean", rows, rows[0][0], rows[-1][0])
-    r = {name: v for name, v, _, _ in rows}
+    report(
+        f"{name}8: 8 {make.__doc__.split(';')[0]} trained on digits28, mean", rows, rows[0][0], rows[-1][0]
+    )
+    r = {label: v for label, v, _, _ in rows}
     fused_r, a, fl = r["(c) fused ONNX fp32"], r[rows[0][0]], r[rows[-1][0]]
-    dyn_r, st_r = r["(d) fused ONNX int8 dynamic"], r["    fused ONNX int8 static (QDQ)"]
-    return [
-        ratio_line("cnn8 fused fp32 / eager loop throughput @256", fused_r[256] / a[256], 4.0, True),
-        ratio_line("cnn8 fused time / floor @256", fl[256] / fused_r[256], 1.10, False),
-        ratio_line("cnn8 int8 dynamic size reduction", graph.stat().st_size / dyn.stat().st_size, 3.5, True),
-        ratio_line("cnn8 int8 dynamic speed-up vs fp32 @256", dyn_r[256] / fused_r[256], 1.3, True),
-        ratio_line(
-            "cnn8 int8 dynamic+Conv size reduction", graph.stat().st_size / dyn_conv.stat().st_size, 3.5, True
-        ),
-        ratio_line(
-            "cnn8 int8 dynamic+Conv speed-up vs fp32 @256",
-            r["    fused ONNX int8 dynamic, Conv too"][256] / fused_r[256],
-            1.3,
-            True,
-        ),
-        ratio_line(
-            "cnn8 int8 static size reduction", graph.stat().st_size / static.stat().st_size, 3.5, True
-        ),
-        ratio_line("cnn8 int8 static speed-up vs fp32 @256", st_r[256] / fused_r[256], 1.3, True),
+    size32 = graph.stat().st_size
+    lines = [
+        ratio_line(f"{name}8 fused fp32 / eager loop throughput @256", fused_r[256] / a[256], 4.0, True),
+        ratio_line(f"{name}8 fused time / floor @256", fl[256] / fused_r[256], 1.10, False),
     ]
+    for label, path in variants.items():
+        short = label.strip().removeprefix("(d) fused ONNX ").removeprefix("fused ONNX ")
+        lines += [
+            ratio_line(f"{name}8 {short} size reduction", size32 / path.stat().st_size, 3.5, True),
+            ratio_line(f"{name}8 {short} speed-up vs fp32 @256", r[label][256] / fused_r[256], 1.3, True),
+            ratio_line(f"{name}8 {short} accuracy change (pp, >= -1)", deltas[label], -1.0, True),
+        ]
+    return lines
 
 
 def digits(budget: float, tmp: Path) -> list[str]:
@@ -449,7 +485,11 @@ def main() -> None:
     print("throughput in samples/s; 'x(a)' = throughput / engine (a)'s; '/floor' = engine time / floor time")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        lines = cnn8(budget, Path(tmp)) + digits(budget, Path(tmp))
+        lines = (
+            torch_ensemble("cnn", CNN28, budget, Path(tmp))
+            + torch_ensemble("mlp", MLP28, budget, Path(tmp))
+            + digits(budget, Path(tmp))
+        )
     print("\ntargets (issue 4):")
     print("\n".join(lines))
     print(

@@ -129,7 +129,9 @@ class OnnxMember(Member):
                 f"onnxruntime.InferenceSession, got {type(model).__name__}"
             )
         try:
-            return ort.InferenceSession(source, providers=list(providers or ["CPUExecutionProvider"]))
+            from modelfusion.runtime.session import open_session
+
+            return open_session(source, list(providers or ["CPUExecutionProvider"]))
         except Exception as exc:
             raise MemberLoadError(
                 f"onnxruntime could not load {where} as an ONNX model ({type(exc).__name__}: {exc}); "

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.runtime.errors import ExecutionProviderError
+from modelfusion.runtime.session import open_session
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _PROVIDER_ALIASES = {
@@ -57,15 +58,8 @@ class OnnxExecutor:
         *,
         threads: int | None = None,
     ):
-        import onnxruntime as ort
-
         self.providers_requested = resolve_providers(providers)
-        source = model.SerializeToString() if hasattr(model, "SerializeToString") else model
-        source = str(source) if isinstance(source, Path) else source
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(source, options, providers=self.providers_requested)
+        self.session = open_session(model, self.providers_requested, threads=threads)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = np.int64 if inp.type == "tensor(int64)" else np.float32

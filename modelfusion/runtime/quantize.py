@@ -1,8 +1,20 @@
 """Smaller, faster fused graphs: int8 (ONNX Runtime quantization) and fp16, with the accuracy change measured.
 
-Only the members' heavy operators are quantized (MatMul and Gemm; Conv too in static mode): member
-probabilities, the stacking of members and the strategy's rule stay float, so the fused
-probabilities keep their resolution. The subgraphs of scikit-learn members keep their
+Only the members' heavy operators are quantized: member probabilities, the stacking of members
+and the strategy's rule stay float, so the fused probabilities keep their resolution.
+
+- **dynamic**: MatMul and Gemm compute in int8 (activations quantized on the fly); Conv
+  weights are *stored* in int8 (one scale per output channel) and dequantized once when the
+  session loads, because ONNX Runtime's ``ConvInteger`` ran 3.5x slower than float Conv on a
+  2-core AVX2 CPU. The file shrinks like a fully quantized one; convolutions run at float speed.
+- **static**: Conv, MatMul and Gemm compute in int8 with calibrated activation ranges, and int8
+  flows on through Relu and MaxPool. Convolutions with a shallow reduction (fewer than
+  :data:`MIN_INT8_CONV_DEPTH` values: a first layer over 1-3 channels) stay float: their int8
+  kernels cost 5x the float ones here. ONNX Runtime's Q/DQ propagation is switched off for
+  these graphs (recorded in the file, see :mod:`modelfusion.runtime.session`): it moved the
+  quantization of a pooled tensor in front of the pooling and ran the pooling in slow NCHW
+  float.
+ The subgraphs of scikit-learn members keep their
 precision too (see :func:`float_nodes`): they run in double like the library scores them,
 ONNX-ML operators have no half-precision kernels, and naive Bayes log-likelihoods overflow
 half precision.
@@ -23,13 +35,20 @@ from typing import Any
 import numpy as np
 
 from modelfusion.runtime.errors import QuantizationError
+from modelfusion.runtime.session import write_settings
 
 MODES = ("dynamic", "static")
 PRECISIONS = ("int8", "fp16")
-#: Operators quantized per mode. Dynamic mode leaves Conv in float: ONNX Runtime's ConvInteger
-#: (dynamic) ran 3.5x slower than float Conv on a 2-core AVX2 CPU; static mode's QLinearConv is
-#: the int8 path for convolutions.
+#: Operators that compute in int8, per mode (dynamic mode stores Conv weights in int8 instead).
 QUANTIZED_OPS = {"dynamic": ("MatMul", "Gemm"), "static": ("Conv", "MatMul", "Gemm")}
+#: Static mode: int8 flows on through these when their input is int8.
+PASS_THROUGH_OPS = ("Relu", "MaxPool")
+#: Static mode: convolutions reducing over fewer values (input channels / groups x kernel area)
+#: stay float.
+MIN_INT8_CONV_DEPTH = 64
+#: Session settings recorded in quantized graphs (see the module docstring).
+DYNAMIC_SESSION = {"config": {"session.disable_quant_qdq": "1"}}
+STATIC_SESSION = {"disabled_optimizers": ["QDQPropagationTransformer"]}
 
 
 def quantize_onnx(
@@ -41,6 +60,7 @@ def quantize_onnx(
     *,
     op_types: Iterable[str] | None = None,
     per_channel: bool = False,
+    min_conv_depth: int = MIN_INT8_CONV_DEPTH,
 ) -> Path:
     """Quantize an ONNX graph (``int8``) or cast it to half precision (``fp16``); writes ``dst`` atomically.
 
@@ -53,8 +73,11 @@ def quantize_onnx(
         or an iterable of such batches, typically validation inputs
     precision : ``"int8"`` or ``"fp16"`` (a cast with float inputs/outputs kept; mode must be
         dynamic)
-    op_types : operators to quantize; default :data:`QUANTIZED_OPS` for the mode
+    op_types : operators that compute in int8; default :data:`QUANTIZED_OPS` for the mode. In
+        dynamic mode, Conv weights are stored in int8 unless Conv is listed here (then it
+        runs as ``ConvInteger``).
     per_channel : one scale per output channel of the weights
+    min_conv_depth : static mode: convolutions summing fewer values stay float (0: none do)
 
     Raises
     ------
@@ -78,37 +101,150 @@ def quantize_onnx(
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    exclude = float_nodes(onnx.load(str(src), load_external_data=False))
+    source = onnx.load(str(src), load_external_data=False)
+    exclude = float_nodes(source)
     op_types = list(QUANTIZED_OPS[mode] if op_types is None else op_types)
     if mode == "dynamic":
-        with _no_preprocessing_hint():
-            return _atomic(
-                dst,
-                lambda tmp: quantize_dynamic(
-                    src,
-                    tmp,
-                    weight_type=QuantType.QInt8,
-                    op_types_to_quantize=op_types,
-                    nodes_to_exclude=exclude,
-                    per_channel=per_channel,
-                ),
-            )
-    reader = _CalibrationReader(src, calibration)
-    with _no_preprocessing_hint():
-        return _atomic(
-            dst,
-            lambda tmp: quantize_static(
+
+        def write_dynamic(tmp: str) -> None:
+            quantize_dynamic(
                 src,
                 tmp,
-                reader,
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=op_types,
                 nodes_to_exclude=exclude,
                 per_channel=per_channel,
-            ),
+            )
+            if "Conv" not in op_types:
+                model = onnx.load(tmp)
+                if store_conv_weights_int8(model, exclude):
+                    write_settings(model, **DYNAMIC_SESSION)
+                onnx.save(model, tmp)
+
+        with _no_preprocessing_hint():
+            return _atomic(dst, write_dynamic)
+    reader = _CalibrationReader(src, calibration)
+    op_types, exclude = static_selection(source, op_types, exclude, min_conv_depth=min_conv_depth)
+
+    def write_static(tmp: str) -> None:
+        quantize_static(
+            src,
+            tmp,
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=op_types,
+            nodes_to_exclude=exclude,
+            per_channel=per_channel,
         )
+        model = onnx.load(tmp)
+        write_settings(model, **STATIC_SESSION)
+        onnx.save(model, tmp)
+
+    with _no_preprocessing_hint():
+        return _atomic(dst, write_static)
+
+
+def static_selection(
+    model: Any, op_types: Iterable[str], exclude: Iterable[str], *, min_conv_depth: int = MIN_INT8_CONV_DEPTH
+) -> tuple[list[str], list[str]]:
+    """The operator types and the excluded nodes to hand ONNX Runtime's static quantizer.
+
+    Adds :data:`PASS_THROUGH_OPS`, excluding each such node whose input does not come from a
+    quantized node, and excludes convolutions shallower than ``min_conv_depth``. The graph's
+    nodes are in topological order (an ONNX requirement), so one pass suffices.
+    """
+    op_types = list(op_types)
+    excluded = set(exclude)
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    quantized_outputs: set[str] = set()
+    for node in model.graph.node:
+        if node.name in excluded:
+            continue
+        if node.op_type in PASS_THROUGH_OPS:
+            if node.input and node.input[0] in quantized_outputs:
+                quantized_outputs.update(node.output)
+            else:
+                excluded.add(node.name)
+            continue
+        if node.op_type == "Conv" and _conv_depth(node, weights) < min_conv_depth:
+            excluded.add(node.name)
+            continue
+        if node.op_type in op_types:
+            quantized_outputs.update(node.output)
+    extra = [op for op in PASS_THROUGH_OPS if op not in op_types]
+    return op_types + extra, sorted(excluded)
+
+
+def store_conv_weights_int8(model: Any, exclude: Iterable[str] = ()) -> int:
+    """Store float Conv weights as int8 with one scale per output channel (symmetric), in place.
+
+    Each weight initializer is replaced by its int8 values, their scales and a
+    ``DequantizeLinear`` node: the arithmetic stays float (ONNX Runtime folds the node once the
+    session config ``session.disable_quant_qdq`` is set, see :data:`DYNAMIC_SESSION`), only the
+    file shrinks. Weights shared with other operators are left alone. Returns how many weights
+    were converted.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    skip = set(exclude)
+    inits = {init.name: init for init in model.graph.initializer}
+    users: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, set()).add(node.op_type)
+    done: set[str] = set()
+    dequantize = []
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.name in skip or len(node.input) < 2:
+            continue
+        name = node.input[1]
+        init = inits.get(name)
+        if name in done or init is None or init.data_type != TensorProto.FLOAT or users[name] != {"Conv"}:
+            continue
+        w = numpy_helper.to_array(init)
+        scale = np.abs(w.reshape(len(w), -1)).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(w / scale.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
+        model.graph.initializer.remove(init)
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{name}_int8"),
+                numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"),
+            ]
+        )
+        dequantize.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_int8", f"{name}_scale"],
+                [name],
+                name=f"{name}_dequantize",
+                axis=0,
+            )
+        )
+        done.add(name)
+    if dequantize:  # initializers feed the graph from the start: the new nodes go first
+        nodes = dequantize + list(model.graph.node)
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        _require_opset(model, 13)  # DequantizeLinear with a per-axis scale
+    return len(dequantize)
+
+
+def _conv_depth(node: Any, weights: dict[str, list[int]]) -> int:
+    """Values a Conv sums per output (in_channels / groups x kernel area), from its weight's shape."""
+    dims = weights.get(node.input[1]) if len(node.input) > 1 else None
+    return int(np.prod(dims[1:])) if dims else 0
+
+
+def _require_opset(model: Any, version: int) -> None:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version < version:
+            raise QuantizationError(
+                f"the graph uses ONNX opset {opset.version}; storing int8 weights needs opset >= {version} "
+                "(re-export the fused graph with a newer opset)"
+            )
 
 
 def quantize_bundle(

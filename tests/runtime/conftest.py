@@ -118,3 +118,37 @@ def torch_fused(digits_split):
 def digits_bundle(digits_fused, tmp_path_factory):
     """The heterogeneous fused model saved once; copy it (``shutil.copytree``) before changing it."""
     return digits_fused.save(tmp_path_factory.mktemp("bundles") / "digits")
+
+
+class WideCNN(nn.Module):
+    """A CNN whose weights are mostly in deep convolutions and linear layers: what int8 shrinks."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),  # shallow (depth 9): stays float in static mode
+            nn.ReLU(),
+            nn.Conv2d(16, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@pytest.fixture(scope="package")
+def conv_fused(digits_split):
+    """Two trained WideCNNs on reshaped digits, averaged: ~150K float weights, 98% of them in int8-able layers."""
+    d = digits_split
+    reshape = {"reshape": [1, 8, 8]}
+    members = []
+    for i in range(2):
+        torch.manual_seed(i)
+        module = _fit(WideCNN(), d["X_train"].reshape(-1, 1, 8, 8), d["y_train"], epochs=2, seed=i)
+        member = load_member(module, name=f"wide{i}", output_kind="logits", preprocess=build_preprocessor(reshape))
+        member.preprocess_spec = reshape
+        members.append(member)
+    preds = score_members(members, d["X_val"], y=d["y_val"], progress=False)
+    return FusedModel(members, Mean().fit(preds, d["y_val"]))

@@ -6,10 +6,13 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 
 from modelfusion import FusedModel
 from modelfusion.runtime import OnnxExecutor, QuantizationError, quantize_bundle, quantize_onnx
+from modelfusion.runtime.quantize import DYNAMIC_SESSION, QUANTIZED_OPS, float_nodes, static_selection
+from modelfusion.runtime.session import read_settings, write_settings
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +63,72 @@ def test_static_bundle_quantization_without_data_is_refused(digits_bundle):
 def test_bad_quantization_requests_say_what_is_accepted(fused_graph, tmp_path, kwargs, message):
     with pytest.raises(QuantizationError, match=message):
         quantize_onnx(fused_graph, tmp_path / "q.onnx", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def conv_graph(conv_fused, digits_split, tmp_path_factory):
+    graph = tmp_path_factory.mktemp("graphs") / "conv.onnx"
+    return conv_fused.export_onnx(graph, example_input=digits_split["X_val"][:8])
+
+
+def _initializer_types(path) -> dict[str, int]:
+    model = onnx.load(str(path))
+    return {init.name: init.data_type for init in model.graph.initializer}
+
+
+def test_dynamic_int8_stores_conv_weights_in_int8_and_shrinks_the_graph(conv_graph, digits_split, tmp_path):
+    small = quantize_onnx(conv_graph, tmp_path / "conv.int8.onnx", mode="dynamic")
+    assert conv_graph.stat().st_size / small.stat().st_size >= 3.5
+    model = onnx.load(str(small))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    assert len(convs) == 4 and all(n.input[1] in dequantized for n in convs)  # float Conv, int8 storage
+    assert not [n for n in model.graph.node if n.op_type == "ConvInteger"]
+    assert read_settings(small) == DYNAMIC_SESSION | {"disabled_optimizers": []}
+    X, y = digits_split["X_test"], digits_split["y_test"]
+    full, reduced = OnnxExecutor(conv_graph).run(X), OnnxExecutor(small).run(X)
+    assert np.abs(full - reduced).max() < 0.05
+    acc = [(s.argmax(1) == y).mean() for s in (full, reduced)]
+    assert acc[0] > 0.85 and abs(acc[0] - acc[1]) <= 0.01
+
+
+def test_executor_applies_the_session_settings_a_graph_records(conv_graph, tmp_path):
+    small = quantize_onnx(conv_graph, tmp_path / "conv.int8.onnx", mode="dynamic")
+    options = OnnxExecutor(small).session.get_session_options()
+    assert options.get_session_config_entry("session.disable_quant_qdq") == "1"
+    plain = OnnxExecutor(conv_graph).session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        plain.get_session_config_entry("session.disable_quant_qdq")
+
+
+def test_static_int8_keeps_shallow_convolutions_float_and_int8_flowing_through_pools(
+    conv_graph, digits_split, tmp_path
+):
+    source = onnx.load(str(conv_graph))
+    ops, excluded = static_selection(source, QUANTIZED_OPS["static"], float_nodes(source))
+    by_name = {n.name: n for n in source.graph.node}
+    excluded_ops = sorted(by_name[name].op_type for name in excluded if "features" in name)
+    # per member: the shallow first conv and the ReLU it feeds stay float; conv 2 -> ReLU -> MaxPool go int8
+    assert excluded_ops == ["Conv", "Conv", "Relu", "Relu"]
+    assert set(ops) >= {"Conv", "MatMul", "Gemm", "Relu", "MaxPool"}
+
+    X = digits_split["X_val"]
+    q = quantize_onnx(conv_graph, tmp_path / "conv.static.onnx", mode="static", calibration=X)
+    model = onnx.load(str(q))
+    convs_with_float_weights = [
+        n for n in model.graph.node if n.op_type == "Conv" and _initializer_types(q).get(n.input[1]) == 1
+    ]
+    assert len(convs_with_float_weights) == 2  # the two members' first layers
+    assert read_settings(q)["disabled_optimizers"] == ["QDQPropagationTransformer"]
+    X_test, y = digits_split["X_test"], digits_split["y_test"]
+    full, reduced = OnnxExecutor(conv_graph).run(X_test), OnnxExecutor(q).run(X_test)
+    assert abs((full.argmax(1) == y).mean() - (reduced.argmax(1) == y).mean()) <= 0.01
+
+
+def test_session_settings_round_trip_and_replace_earlier_ones(conv_graph):
+    model = onnx.load(str(conv_graph))
+    write_settings(model, config={"a": "1"})
+    write_settings(model, disabled_optimizers=["X"])
+    assert read_settings(model) == {"config": {}, "disabled_optimizers": ["X"]}
+    assert sum(p.key == "modelfusion.ort_session" for p in model.metadata_props) == 1
+    assert read_settings(conv_graph) == {}
