@@ -147,7 +147,9 @@ def conv_fused(digits_split):
     for i in range(2):
         torch.manual_seed(i)
         module = _fit(WideCNN(), d["X_train"].reshape(-1, 1, 8, 8), d["y_train"], epochs=2, seed=i)
-        member = load_member(module, name=f"wide{i}", output_kind="logits", preprocess=build_preprocessor(reshape))
+        member = load_member(
+            module, name=f"wide{i}", output_kind="logits", preprocess=build_preprocessor(reshape)
+        )
         member.preprocess_spec = reshape
         members.append(member)
     preds = score_members(members, d["X_val"], y=d["y_val"], progress=False)
