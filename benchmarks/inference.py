@@ -1,9 +1,11 @@
 """Fused inference: one ONNX graph vs the naive eager loop, scikit-learn's VotingClassifier and the members' floor.
 
-Two ensembles, one process, the same inputs for every engine:
+Three ensembles, one process, the same inputs for every engine:
 
-* **cnn8** — 8 small CNNs on 28x28 inputs (defined below, seeded, *untrained*: timing does
-  not depend on the weights; accuracy is not reported for them, agreement with fp32 is).
+* **cnn8** — 8 small CNNs (conv16-pool-conv32-pool-fc64-fc10) and **mlp8** — 8 MLPs
+  (784-512-512-10, MatMul-bound), each trained for a few seeded epochs on *digits28*
+  (scikit-learn's digits upsampled to MNIST's 28x28), fused with the mean; accuracy on the
+  450-row test split.
 * **digits** — the heterogeneous ``modelfusion demo`` members (torch CNN with a reshape,
   ONNX MLP, five scikit-learn models), trained here, fused with greedy selection.
 
@@ -15,10 +17,10 @@ executor, and the floor: every member's own ONNX graph run alone, one after anot
 ONNX Runtime (sum of their times). Printed: throughput (samples/s) at batch 1, 32, 256,
 p50/p99 latency at batch 1, peak extra memory (resident memory grown while an engine runs,
 warm-up included, weights loaded before excluded), file sizes, and ratios vs (a) and the
-floor. Each figure is the best of three rounds' median call: other processes on a shared
+floor. Each figure is the best of five rounds' median call: other processes on a shared
 machine only ever add time.
 
-``python benchmarks/inference.py [--quick]``; about 1.5 minutes on 2 CPU cores (``--quick``: under one).
+``python benchmarks/inference.py [--quick]``; about 2.5 minutes on 2 CPU cores (``--quick``: under 1.5).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def _rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(fn, X: np.ndarray, budget: float, rounds: int = 3) -> dict:
+def measure(fn, X: np.ndarray, budget: float, rounds: int = 5) -> dict:
     """Throughput per batch size, p50/p99 latency at batch 1, peak extra memory.
 
     Each batch size is timed in ``rounds`` rounds; a round's figure is its median call and the
@@ -323,8 +325,12 @@ def torch_ensemble(name: str, make: type[nn.Module], budget: float, tmp: Path) -
     r = {label: v for label, v, _, _ in rows}
     fused_r, a, fl = r["(c) fused ONNX fp32"], r[rows[0][0]], r[rows[-1][0]]
     size32 = graph.stat().st_size
+    speedup = fused_r[256] / a[256]
     lines = [
-        ratio_line(f"{name}8 fused fp32 / eager loop throughput @256", fused_r[256] / a[256], 4.0, True),
+        ratio_line(f"{name}8 fused fp32 / eager loop throughput @256", speedup, 4.0, True)
+        if name
+        == "cnn"  # the issue's 4x target is for small CNNs; MLPs are one BLAS call per layer either way
+        else f"  info {name}8 fused fp32 / eager loop throughput @256: {speedup:.2f} (no target)",
         ratio_line(f"{name}8 fused time / floor @256", fl[256] / fused_r[256], 1.10, False),
     ]
     for label, path in variants.items():

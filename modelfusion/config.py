@@ -136,6 +136,21 @@ class ReportConfig(_Strict):
     title: str | None = None
 
 
+class DeployConfig(_Strict):
+    """Serving files ``run`` also writes into the bundle, each measured on the validation split."""
+
+    onnx: bool = Field(False, description="the whole fused model as one ONNX graph, bundle/fused.onnx")
+    quantize: Literal["dynamic", "static"] | None = Field(
+        None, description="an int8 graph, bundle/fused.int8.onnx (implies onnx)"
+    )
+    fp16: bool = Field(False, description="a half-precision graph, bundle/fused.fp16.onnx (implies onnx)")
+
+    @property
+    def wanted(self) -> bool:
+        """Whether anything is to be exported."""
+        return self.onnx or self.quantize is not None or self.fp16
+
+
 class RunConfig(_Strict):
     """The whole ``fusion.yaml``."""
 
@@ -149,6 +164,7 @@ class RunConfig(_Strict):
     members: list[MemberConfig] = Field(min_length=1)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
 
     #: Folder relative paths are resolved against (the config file's folder).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

@@ -29,6 +29,8 @@ class RunResult:
     members: list[dict[str, Any]]
     strategies: list[dict[str, Any]]
     files: dict[str, Path] = field(default_factory=dict)
+    #: the ``deploy:`` section's graphs, one row each (see :func:`~modelfusion.runtime.deployment.prepare_deployment`)
+    deployment: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def best_member(self) -> dict[str, Any]:
@@ -202,8 +204,10 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
         ).model_dump(mode="json"),
     }
     bundle_dir = out / "bundle"
-    FusedModel(members, best, metadata=metadata).save(bundle_dir)
+    fused_model = FusedModel(members, best, metadata=metadata)
+    fused_model.save(bundle_dir)
     files = {"bundle": bundle_dir}
+    deployment, notes = _deploy(config, fused_model, bundle_dir, val, test, log)
     with atomic_path(out / "config.yaml") as tmp:
         Path(tmp).write_text(dump_config(config))
     files["config"] = out / "config.yaml"
@@ -226,13 +230,56 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
             strategy_scores=strategy_scores,
             fold_scores=search.fold_scores,
             config=config.model_dump(mode="json", exclude={"base_dir"}),
+            deployment=deployment,
             notes=[
                 f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
-                f"{config.fusion.cv}-fold CV on validation, evaluated once on test."
+                f"{config.fusion.cv}-fold CV on validation, evaluated once on test.",
+                *notes,
             ],
         )
         files.update(write_report(report, out))
-    return RunResult(out, bundle_dir, chosen, member_rows, strategy_rows, files)
+    return RunResult(out, bundle_dir, chosen, member_rows, strategy_rows, files, deployment)
+
+
+def _deploy(
+    config: RunConfig, model: FusedModel, bundle_dir: Path, val: Any, test: Any, log
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The ``deploy:`` section: export and quantize into the bundle, measured on test (and validation).
+
+    A model that cannot be exported (a member with no ONNX form) is not a failed run: the
+    reason is logged and shown in the report's notes.
+    """
+    from modelfusion.runtime.deployment import prepare_deployment
+    from modelfusion.runtime.errors import ExportError, QuantizationError
+
+    deploy = config.deploy
+    if not deploy.wanted:
+        return [], []
+    wanted = (
+        ["ONNX"]
+        + ([f"int8 {deploy.quantize}"] if deploy.quantize else [])
+        + (["fp16"] if deploy.fp16 else [])
+    )
+    log(f"exporting the fused model: {', '.join(wanted)}")
+    try:
+        rows = prepare_deployment(
+            model,
+            bundle_dir,
+            (val.X, val.y),
+            (test.X, test.y),
+            quantize=deploy.quantize,
+            fp16=deploy.fp16,
+            batch_size=config.batch_size,
+        )
+    except (ExportError, QuantizationError) as exc:
+        note = f"deploy: no ONNX graph was written: {exc}"
+        log(note)
+        return [], [note]
+    return rows, [
+        f"Deployment: accuracy of each exported graph on the test split; the manifest records the "
+        f"change on validation too. Latency on this machine's CPU with ONNX Runtime at batch "
+        f"{min(config.batch_size, len(test))}."
+    ]
 
 
 def _split_seed(config: RunConfig) -> int:

@@ -8,7 +8,7 @@ import typer
 import yaml
 
 from modelfusion.cli.app import State, app, console, handle_errors, log
-from modelfusion.cli.tables import results_table
+from modelfusion.cli.tables import deployment_table, results_table
 from modelfusion.errors import ConfigError
 
 _SCAFFOLD_README = """# {name}
@@ -41,6 +41,8 @@ _CONFIG_HEADER = """\
 # members:     one entry per model: path, framework (optional), preprocess, options
 # fusion:      strategies: auto | [mean, weighted, greedy, optimized, stacking, ...];
 #              metric picks the winner by cross-validation on the validation split
+# deploy:      onnx: true writes bundle/fused.onnx; quantize: dynamic|static adds an int8
+#              graph, fp16: true a half-precision one; each measured in the report
 """
 
 
@@ -120,6 +122,8 @@ def _print_result(result) -> None:
             f"{100 * best['accuracy']:.2f}% for the best member ({best['name']}); "
             f"NLL {best['nll']:.4f} → {chosen['nll']:.4f}"
         )
+    if result.deployment:
+        console.print(deployment_table(result.deployment))
     console.print(f"bundle: {result.bundle_dir}")
     if "html" in result.files:
         console.print(f"report: {result.files['html']}")

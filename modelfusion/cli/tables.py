@@ -73,3 +73,21 @@ def metrics_table(metrics: dict[str, float], title: str) -> Table:
     for k, v in metrics.items():
         table.add_row(k, _fmt(v, "pct" if k in ("accuracy", "top5") else "f"))
     return table
+
+
+def deployment_table(rows: list[dict[str, Any]]) -> Table:
+    """The exported graphs of a run: size, test accuracy (or RMSE), latency and the ratios vs fp32."""
+    table = Table(title="Exported graphs (test split, ONNX Runtime CPU)", box=box.SIMPLE_HEAD)
+    quality = ("rmse", "f", "RMSE") if any("rmse" in r for r in rows) else ("accuracy", "pct", "test acc")
+    for col in ("graph", "size", "smaller", quality[2], "ms/smp", "speed"):
+        table.add_column(col, justify="left" if col == "graph" else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r["name"],
+            _fmt(r.get("file_size"), "bytes"),
+            f"{r['size_ratio']:.2f}x",
+            _fmt(r.get(quality[0]), quality[1]),
+            _fmt(r.get("latency_ms"), "ms"),
+            f"{r['speedup']:.2f}x",
+        )
+    return table

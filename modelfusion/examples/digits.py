@@ -9,6 +9,7 @@ never see the validation or test samples.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,12 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def _train(module: nn.Module, X: np.ndarray, y: np.ndarray, *, epochs: int, seed: int) -> nn.Module:
+def _train(
+    make: Callable[[], nn.Module], X: np.ndarray, y: np.ndarray, *, epochs: int, seed: int
+) -> nn.Module:
+    """Build the module under ``seed`` (its initial weights too) and train it; same seed, same weights."""
     torch.manual_seed(seed)
+    module = make()
     opt = torch.optim.Adam(module.parameters(), lr=3e-3, weight_decay=1e-4)
     Xt, yt = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y)
     gen = torch.Generator().manual_seed(seed)
@@ -83,10 +88,10 @@ def build_digits_members(models_dir: str | Path, seed: int = 0) -> list[dict[str
     X, y = np.asarray(train.X, dtype=np.float32), np.asarray(train.y)
     rel = models_dir.name
 
-    cnn = _train(SmallCNN(), X.reshape(-1, 1, 8, 8), y, epochs=4, seed=seed)
+    cnn = _train(SmallCNN, X.reshape(-1, 1, 8, 8), y, epochs=4, seed=seed)
     save_file(cnn.state_dict(), str(models_dir / "cnn.safetensors"))
 
-    mlp = _train(MLP(), X, y, epochs=6, seed=seed + 1)
+    mlp = _train(MLP, X, y, epochs=6, seed=seed + 1)
     with warnings.catch_warnings():  # the TorchScript exporter needs no onnxscript, which core lacks
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
@@ -133,4 +138,5 @@ def digits_config(members: list[dict[str, Any]], output_dir: str = "runs/digits"
         "members": members,
         "fusion": {"strategies": "auto", "metric": "nll", "cv": 5},
         "report": {"title": "modelfusion demo: seven members on digits"},
+        "deploy": {"onnx": True, "quantize": "dynamic"},
     }

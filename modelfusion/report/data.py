@@ -45,6 +45,9 @@ class FusionReport:
     fold_scores : each strategy's validation cross-validation scores of ``metric``
     config : the configuration the run used, shown verbatim
     notes : free-text remarks shown at the end
+    deployment : one row per exported graph (fp32 ONNX, int8, fp16): ``name``, ``file``,
+        ``file_size``, ``size_ratio``, ``accuracy``, ``nll``, ``delta_pp``, ``latency_ms``,
+        ``speedup`` (see :func:`~modelfusion.runtime.deployment.prepare_deployment`)
 
     Build one from scores with :meth:`from_scores`, which fills the table rows.
     """
@@ -64,13 +67,19 @@ class FusionReport:
     fold_scores: dict[str, list[float]] = field(default_factory=dict)
     config: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    deployment: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_task(self.task)
         self.class_names = [str(c) for c in self.class_names]
         self.members = [dict(r) for r in self.members]
         self.strategies = [dict(r) for r in self.strategies]
-        for where, rows in (("members", self.members), ("strategies", self.strategies)):
+        self.deployment = [dict(r) for r in self.deployment]
+        for where, rows in (
+            ("members", self.members),
+            ("strategies", self.strategies),
+            ("deployment", self.deployment),
+        ):
             for i, row in enumerate(rows):
                 if "name" not in row:
                     raise ValueError(f"FusionReport.{where}[{i}] has no 'name': {sorted(row)}")
@@ -211,6 +220,7 @@ class FusionReport:
         title: str = "Fusion report",
         config: dict[str, Any] | None = None,
         notes: Sequence[str] = (),
+        deployment: Sequence[Mapping[str, Any]] = (),
     ) -> FusionReport:
         """Build a report from test scores, computing every table row's metrics.
 
@@ -221,6 +231,7 @@ class FusionReport:
         strategy_info : per strategy extras, e.g. ``{"stacking": {"latency_ms": 1.9,
             "n_members_used": 3}}``; ``n_members_used`` of the chosen strategy defaults to
             its number of non-zero weights
+        deployment : rows of exported graphs, as :attr:`deployment`
         """
         check_task(task)
         member_scores = np.asarray(member_scores)
@@ -287,4 +298,5 @@ class FusionReport:
             fold_scores=fold_scores,
             config=config,
             notes=list(notes),
+            deployment=[dict(r) for r in deployment],
         )

@@ -25,6 +25,7 @@ from modelfusion.report.data import FusionReport
 __all__ = [
     "bootstrap_ci",
     "cv_figure",
+    "deployment_figure",
     "error_correlation_figure",
     "plot_fusion_comparison",
     "reliability_figure",
@@ -379,4 +380,37 @@ def weights_figure(report: FusionReport) -> Figure | None:
     ax.set_title(_label(f"Member weights of {report.chosen}"))
     ax.grid(axis="y", alpha=0.3, zorder=0)
     ax.set_axisbelow(True)
+    return fig
+
+
+def deployment_figure(report: FusionReport) -> Figure | None:
+    """File size and CPU throughput of each exported graph, labelled with its accuracy (None without any)."""
+    rows = [r for r in report.deployment if r.get("file_size") and r.get("latency_ms")]
+    if not rows:
+        return None
+    names = [str(r["name"]) for r in rows]
+    size_mb = np.array([r["file_size"] / 2**20 for r in rows])
+    throughput = np.array([1000.0 / r["latency_ms"] for r in rows])
+    colors = [MEMBER_COLOR] + [CHOSEN_COLOR] * (len(rows) - 1)
+    fig = Figure(figsize=(max(7.0, 1.6 * len(rows) + 4.0), 3.4), layout="constrained")
+    size_ax, speed_ax = fig.subplots(1, 2)
+    x = np.arange(len(rows))
+    for ax, values, unit, title in (
+        (size_ax, size_mb, "MB", "File size (smaller is better)"),
+        (speed_ax, throughput, "samples/s", "CPU throughput (higher is better)"),
+    ):
+        ax.bar(x, values, color=colors, width=0.6, zorder=2)
+        for i, v in enumerate(values):
+            label = f"{v:.2f}" if unit == "MB" else f"{v:,.0f}"
+            ax.text(x[i], v, label, ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x)
+        ax.set_xticklabels([_label(n) for n in names])
+        ax.set_ylabel(unit)
+        ax.set_ylim(0, values.max() * 1.2)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3, zorder=0)
+        ax.set_axisbelow(True)
+    accuracy = [r.get("accuracy") for r in rows]
+    if all(a is not None for a in accuracy):
+        speed_ax.set_xticklabels([f"{_label(n)}\n{100 * a:.2f}%" for n, a in zip(names, accuracy)])
     return fig

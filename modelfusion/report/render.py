@@ -50,6 +50,11 @@ HEADERS = {
     "file_size": "size",
     "n_members_used": "members used",
     "weight": "weight",
+    "file": "file",
+    "size_ratio": "smaller by",
+    "delta_pp": "accuracy change",
+    "delta_pp_validation": "change on validation",
+    "speedup": "speed vs fp32",
 }
 _MEMBER_ORDER = [
     "name",
@@ -84,6 +89,19 @@ _STRATEGY_ORDER = [
     "latency_ms",
     "n_members_used",
 ]
+_DEPLOYMENT_ORDER = [
+    "name",
+    "file",
+    "file_size",
+    "size_ratio",
+    "accuracy",
+    "delta_pp",
+    "delta_pp_validation",
+    "nll",
+    "rmse",
+    "latency_ms",
+    "speedup",
+]
 _HIDDEN = {"kind", "status"}  # bookkeeping columns of search rows, the same in every row
 # (key, caption) in the order the figures appear
 FIGURES = [
@@ -92,6 +110,7 @@ FIGURES = [
     ("reliability", "Reliability diagram: best member vs the chosen fused model"),
     ("error_correlation", "How correlated the members' errors are on the test split"),
     ("weights", "Weights of the chosen strategy"),
+    ("deployment", "Exported graphs: file size and CPU throughput (ONNX Runtime), test accuracy"),
 ]
 _FIGURE_FUNCTIONS = {
     "strategy_comparison": plots.strategy_comparison_figure,
@@ -99,6 +118,7 @@ _FIGURE_FUNCTIONS = {
     "reliability": plots.reliability_figure,
     "error_correlation": plots.error_correlation_figure,
     "weights": plots.weights_figure,
+    "deployment": plots.deployment_figure,
 }
 
 
@@ -156,6 +176,10 @@ def format_value(key: str, value: Any, *, metric: str | None = None) -> str:
         return _format_count(value)
     if key == "file_size":
         return _format_bytes(value)
+    if key in ("size_ratio", "speedup"):
+        return f"{value:.2f}×"
+    if key in ("delta_pp", "delta_pp_validation"):
+        return f"{value:+.2f} pp"
     if isinstance(value, int):
         return str(value)
     return f"{value:.4g}"
@@ -321,6 +345,7 @@ def _metrics_document(report: FusionReport, diversity: dict[str, Any] | None) ->
             "diversity": diversity,
             "class_names": report.class_names,
             "n_test_samples": None if report.y_test is None else len(report.y_test),
+            "deployment": report.deployment,
             "notes": report.notes,
             "config": report.config,
         }
@@ -423,6 +448,15 @@ def _render_html(
             parts.append(f"<p>{e(_diversity_sentence(diversity))}</p>")
         if "error_correlation" in figs:
             parts.append(_html_figure(figs["error_correlation"][1], figs["error_correlation"][0]))
+    if report.deployment:
+        parts += [
+            "<h2>Deployment</h2>",
+            _html_table(
+                report.deployment, _columns(report.deployment, _DEPLOYMENT_ORDER), metric=report.metric
+            ),
+        ]
+        if "deployment" in figs:
+            parts.append(_html_figure(figs["deployment"][1], figs["deployment"][0]))
     if report.notes:
         parts += ["<h2>Notes</h2>", "<ul>", *(f"<li>{e(str(n))}</li>" for n in report.notes), "</ul>"]
     if report.config is not None:
@@ -492,6 +526,15 @@ def _render_markdown(
         if diversity is not None:
             lines += [_diversity_sentence(diversity), ""]
         lines += figure("error_correlation")
+    if report.deployment:
+        columns = _columns(report.deployment, _DEPLOYMENT_ORDER)
+        lines += [
+            "## Deployment",
+            "",
+            render_markdown_table(report.deployment, columns, metric=report.metric),
+            "",
+        ]
+        lines += figure("deployment")
     if report.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
     if report.config is not None:

@@ -443,8 +443,11 @@ def _bundle_graph(bundle: Path, X: np.ndarray | None, trust: bool) -> Path:
     return record_bundle_graph(bundle, proto.SerializeToString(), proto)
 
 
-def _quality(graph: Path, y: Any, s32: np.ndarray, sq: np.ndarray) -> dict[str, float]:
-    """Accuracy and NLL (classification) or RMSE (regression) of both graphs; delta in percentage points."""
+def graph_quality(graph: Path, y: Any, scores: np.ndarray) -> dict[str, float]:
+    """Accuracy and NLL (classification) or RMSE (regression) of a fused graph's ``scores`` against ``y``.
+
+    The task and class order are read from the graph's metadata (written at export).
+    """
     import onnx
 
     from modelfusion.evaluation import evaluate
@@ -454,11 +457,17 @@ def _quality(graph: Path, y: Any, s32: np.ndarray, sq: np.ndarray) -> dict[str, 
     task = props.get("modelfusion.task", "classification")
     classes = json.loads(props.get("modelfusion.classes", "null"))
     kind = "values" if task == "regression" else "proba"
-    y_enc = PredictionSet(s32[None], names=["fused"], classes=classes, task=task, kind=kind).encode_labels(y)
-    if task == "regression":
-        a, b = evaluate(y_enc, s32, task, ["rmse"]), evaluate(y_enc, sq, task, ["rmse"])
+    y_enc = PredictionSet(scores[None], names=["fused"], classes=classes, task=task, kind=kind).encode_labels(
+        y
+    )
+    return evaluate(y_enc, scores, task, ["rmse"] if task == "regression" else ["accuracy", "nll"])
+
+
+def _quality(graph: Path, y: Any, s32: np.ndarray, sq: np.ndarray) -> dict[str, float]:
+    """Both graphs' quality (see :func:`graph_quality`); the accuracy change in percentage points."""
+    a, b = graph_quality(graph, y, s32), graph_quality(graph, y, sq)
+    if "rmse" in a:
         return {"rmse_fp32": a["rmse"], "rmse_quantized": b["rmse"]}
-    a, b = evaluate(y_enc, s32, task, ["accuracy", "nll"]), evaluate(y_enc, sq, task, ["accuracy", "nll"])
     return {
         "accuracy_fp32": a["accuracy"],
         "accuracy_quantized": b["accuracy"],

@@ -70,6 +70,26 @@ def test_rerun_of_the_demo_config_reads_the_cache_and_gives_the_same_numbers(dem
 
 
 @pytest.mark.slow
+def test_demo_exports_and_quantizes_into_the_bundle_and_reports_it(demo_run):
+    results = demo_run / "results"
+    manifest = json.loads((results / "bundle" / "manifest.json").read_text())
+    assert {"fused.onnx", "fused.int8.onnx"} <= set(manifest["checksums"])
+    record = manifest["metadata"]["runtime"]["quantized"]["int8"]
+    assert record["mode"] == "dynamic" and abs(record["delta_pp"]) <= 1.0  # measured on validation
+    metrics = json.loads((results / "metrics.json").read_text())
+    rows = {r["name"]: r for r in metrics["deployment"]}
+    assert list(rows) == ["ONNX fp32", "int8 (dynamic)"]
+    chosen = next(s for s in metrics["strategies"] if s["name"] == metrics["chosen"])
+    assert rows["ONNX fp32"]["accuracy"] == pytest.approx(
+        chosen["accuracy"], abs=0.005
+    )  # one graph, same model
+    assert abs(rows["int8 (dynamic)"]["delta_pp"]) <= 1.0  # on test
+    assert rows["int8 (dynamic)"]["file_size"] == (results / "bundle" / "fused.int8.onnx").stat().st_size
+    assert (results / "figures" / "deployment.png").is_file()
+    assert "<h2>Deployment</h2>" in (results / "report.html").read_text()
+
+
+@pytest.mark.slow
 def test_evaluate_prints_metrics_of_a_saved_bundle(demo_run):
     result = invoke(
         "evaluate", demo_run / "results" / "bundle", "--data", "builtin:digits", "--split", "test", "--json"
@@ -200,3 +220,28 @@ def test_labels_outside_the_members_classes_exit_2_listing_them(tmp_path, digits
     result = invoke("run", path)
     assert result.exit_code == 2
     assert "not among the members' classes" in result.output
+
+
+def test_a_member_with_no_onnx_form_skips_the_export_and_says_why(tmp_path, digits_member_file):
+    import skops.io
+    from sklearn.datasets import load_digits
+    from sklearn.semi_supervised import LabelSpreading
+
+    X, y = load_digits(return_X_y=True)
+    spreading = tmp_path / "spreading.skops"
+    skops.io.dump(LabelSpreading().fit(X / 16.0, y), spreading)
+    members = [{"path": str(digits_member_file)}, {"path": str(spreading)}]
+    path = _config(tmp_path, members=members, deploy={"onnx": True}, cache_dir=None)
+    result = invoke("run", path)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["deployment"] == []
+    assert any("skl2onnx cannot convert LabelSpreading" in n for n in metrics["notes"])
+    assert not (tmp_path / "out" / "bundle" / "fused.onnx").exists()
+
+
+def test_unknown_quantization_mode_in_the_config_exits_2_naming_the_field(tmp_path, digits_member_file):
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], deploy={"quantize": "weekly"})
+    result = invoke("run", path)
+    assert result.exit_code == 2
+    assert "deploy.quantize" in result.output and "dynamic" in result.output

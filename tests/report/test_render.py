@@ -174,3 +174,29 @@ def test_cv_columns_follow_the_selection_metric():
 def test_render_markdown_table_aligns_numbers_and_escapes_pipes():
     table = render_markdown_table([{"name": "a|b", "accuracy": 0.5}], ["name", ("accuracy", "acc")])
     assert table.splitlines() == ["| name | acc |", "| :--- | ---: |", "| a\\|b | 50.00% |"]
+
+
+DEPLOYMENT = [
+    {"name": "ONNX fp32", "file": "fused.onnx", "file_size": 3_400_000, "size_ratio": 1.0,
+     "accuracy": 0.9577, "nll": 0.15, "latency_ms": 0.16, "speedup": 1.0},
+    {"name": "int8 (dynamic)", "file": "fused.int8.onnx", "file_size": 906_000, "size_ratio": 3.75,
+     "accuracy": 0.9555, "delta_pp": -0.22, "delta_pp_validation": 0.0, "nll": 0.151,
+     "latency_ms": 0.12, "speedup": 1.33},
+]  # fmt: skip
+
+
+def test_deployment_rows_get_a_table_a_figure_and_a_json_entry(make_report, tmp_path):
+    paths = write_report(make_report(deployment=DEPLOYMENT), tmp_path)
+    page = paths["html"].read_text()
+    assert "<h2>Deployment</h2>" in page
+    for cell in ("fused.int8.onnx", "3.75×", "-0.22 pp", "1.33×", "3.2 MB"):
+        assert cell in page
+    assert (tmp_path / "figures" / "deployment.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "## Deployment" in paths["markdown"].read_text()
+    assert json.loads(paths["metrics"].read_text())["deployment"][1]["size_ratio"] == 3.75
+
+
+def test_report_without_deployment_has_no_such_section(written):
+    _, paths = written
+    assert "Deployment" not in paths["html"].read_text()
+    assert "figure_deployment" not in paths
