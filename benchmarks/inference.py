@@ -17,8 +17,9 @@ executor, and the floor: every member's own ONNX graph run alone, one after anot
 ONNX Runtime (sum of their times). Printed: throughput (samples/s) at batch 1, 32, 256,
 p50/p99 latency at batch 1, peak extra memory (resident memory grown while an engine runs,
 warm-up included, weights loaded before excluded), file sizes, and ratios vs (a) and the
-floor. Each figure is the best of five rounds' median call: other processes on a shared
-machine only ever add time.
+floor. Engines are timed round-robin (every engine once per round, five rounds) and each keeps
+its best round's median call: other processes on a shared machine only ever add time, and a
+noisy moment hits every engine alike.
 
 ``python benchmarks/inference.py [--quick]``; about 2.5 minutes on 2 CPU cores (``--quick``: under 1.5).
 """
@@ -121,50 +122,81 @@ def _rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(fn, X: np.ndarray, budget: float, rounds: int = 5) -> dict:
-    """Throughput per batch size, p50/p99 latency at batch 1, peak extra memory.
+class Interleaved:
+    """Times engines round-robin: a noisy moment on a shared machine hits every engine alike.
 
-    Each batch size is timed in ``rounds`` rounds; a round's figure is its median call and the
-    best round is kept (as ``timeit`` keeps the minimum): other processes on a shared machine
-    only ever add time.
+    :meth:`add` registers an engine and returns the dict :meth:`run` fills: throughput per
+    batch size, p50/p99 latency at batch 1 and peak extra memory (during warm-up, when buffers
+    are allocated). In each of ``rounds`` rounds every engine is timed at every batch size;
+    a round's figure is its median call and each engine keeps its best round (as ``timeit``
+    keeps the minimum): other processes only ever add time.
     """
-    out = {}
-    for b in BATCHES:
-        x = np.ascontiguousarray(X[:b])
-        medians, batch1 = [], []
-        with PeakRSS() as mem:  # warm-up included: that is when buffers for this batch size are allocated
-            for _ in range(3):
-                fn(x)
-            for _ in range(rounds):
-                times, start = [], time.perf_counter()
-                min_calls = 100 if b == 1 else 5
-                while len(times) < min_calls or time.perf_counter() - start < budget / rounds:
-                    t = time.perf_counter()
-                    fn(x)
-                    times.append(time.perf_counter() - t)
-                    if time.perf_counter() - start > 6 * budget / rounds:
-                        break
-                medians.append(float(np.median(times)))
-                batch1 += times
-        out[b] = b / min(medians)
-        if b == 1:
-            out["p50"], out["p99"] = np.percentile(batch1, 50) * 1e3, np.percentile(batch1, 99) * 1e3
-        out["mem"] = max(out.get("mem", 0.0), mem.extra_mb)
-    return out
+
+    def __init__(self, budget: float, rounds: int = 5):
+        self.budget, self.rounds = budget, rounds
+        self.jobs: list[tuple] = []
+        self.finish: list = []
+
+    def add(self, fn, X: np.ndarray) -> dict:
+        result: dict = {}
+        self.jobs.append((fn, X, result))
+        return result
+
+    def add_sum(self, parts: list[tuple]) -> dict:
+        """One figure for several engines run one after another (their times add up)."""
+        results = [self.add(fn, X) for fn, X in parts]
+        total: dict = {}
+
+        def combine() -> None:
+            total.update({b: b / sum(b / r[b] for r in results) for b in BATCHES})
+            total["p50"] = sum(r["p50"] for r in results)
+            total["p99"] = sum(r["p99"] for r in results)
+            total["mem"] = max(r["mem"] for r in results)
+
+        self.finish.append(combine)
+        return total
+
+    def run(self) -> None:
+        medians = {(i, b): [] for i in range(len(self.jobs)) for b in BATCHES}
+        batch1: dict[int, list] = {i: [] for i in range(len(self.jobs))}
+        for fn, X, result in self.jobs:
+            for b in BATCHES:
+                x = np.ascontiguousarray(X[:b])
+                with PeakRSS() as mem:
+                    for _ in range(3):
+                        fn(x)
+                result["mem"] = max(result.get("mem", 0.0), mem.extra_mb)
+        share = self.budget / self.rounds
+        for _ in range(self.rounds):
+            for i, (fn, X, _) in enumerate(self.jobs):
+                for b in BATCHES:
+                    x = np.ascontiguousarray(X[:b])
+                    times, start = [], time.perf_counter()
+                    min_calls = 100 if b == 1 else 5
+                    while len(times) < min_calls or time.perf_counter() - start < share:
+                        t = time.perf_counter()
+                        fn(x)
+                        times.append(time.perf_counter() - t)
+                        if time.perf_counter() - start > 6 * share:
+                            break
+                    medians[(i, b)].append(float(np.median(times)))
+                    if b == 1:
+                        batch1[i] += times
+        for i, (_, _, result) in enumerate(self.jobs):
+            result.update({b: b / min(medians[(i, b)]) for b in BATCHES})
+            result["p50"] = float(np.percentile(batch1[i], 50) * 1e3)
+            result["p99"] = float(np.percentile(batch1[i], 99) * 1e3)
+        for combine in self.finish:
+            combine()
 
 
-def floor(sessions: list[ort.InferenceSession], X: np.ndarray, member_inputs, budget: float) -> dict:
+def floor(timer: Interleaved, sessions: list[ort.InferenceSession], X: np.ndarray, member_inputs) -> dict:
     """Every member's own graph alone: per batch size, the sum of the members' times."""
-    per_member = []
+    parts = []
     for session, prep in zip(sessions, member_inputs):
         name = session.get_inputs()[0].name
-        xp = prep(X)
-        per_member.append(measure(lambda x, s=session, n=name: s.run(None, {n: x}), xp, budget / 2))
-    result = {b: b / sum(b / m[b] for m in per_member) for b in BATCHES}
-    result["p50"] = sum(m["p50"] for m in per_member)
-    result["p99"] = sum(m["p99"] for m in per_member)
-    result["mem"] = max(m["mem"] for m in per_member)
-    return result
+        parts.append((lambda x, s=session, n=name: s.run(None, {n: x}), prep(X)))
+    return timer.add_sum(parts)
 
 
 def member_sessions(model: FusedModel, X: np.ndarray) -> tuple[list, list, int]:
@@ -278,17 +310,18 @@ def torch_ensemble(name: str, make: type[nn.Module], budget: float, tmp: Path) -
     fp32 = OnnxExecutor(graph, providers=["cpu"])
     acc32 = acc(fp32.run(X_te))
     sessions, preps, member_bytes = member_sessions(fused, X)
+    timer = Interleaved(budget)
     rows = [
         (
             "(a) eager loop, 8 torch modules",
-            measure(eager, X, budget),
+            timer.add(eager, X),
             None,
             f"test acc {acc(eager(X_te)):.2f}%",
         ),
-        ("    torch engine (FusedModule)", measure(TorchExecutor(fused).run, X, budget), None, ""),
+        ("    torch engine (FusedModule)", timer.add(TorchExecutor(fused).run, X), None, ""),
         (
             "(c) fused ONNX fp32",
-            measure(lambda x: fp32.run(x, batch_size=None), X, budget),
+            timer.add(lambda x: fp32.run(x, batch_size=None), X),
             graph.stat().st_size,
             f"test acc {acc32:.2f}%",
         ),
@@ -300,25 +333,27 @@ def torch_ensemble(name: str, make: type[nn.Module], budget: float, tmp: Path) -
         rows.append(
             (
                 label,
-                measure(lambda x, e=ex: e.run(x, batch_size=None), X, budget),
+                timer.add(lambda x, e=ex: e.run(x, batch_size=None), X),
                 path.stat().st_size,
                 f"test acc {acc32 + deltas[label]:.2f}% ({deltas[label]:+.2f} pp)",
             )
         )
-    if name == "cnn":
-        members_ex = MemberExecutor(fused)
+    members_ex = MemberExecutor(fused) if name == "cnn" else None
+    if members_ex is not None:
         rows.append(
             (
                 f"(e) member executor ({members_ex.max_workers} threads)",
-                measure(lambda x: members_ex.run(x, batch_size=256), X, budget),
+                timer.add(lambda x: members_ex.run(x, batch_size=256), X),
                 None,
                 "",
             )
         )
-        members_ex.close()
     rows.append(
-        ("floor: 8 member graphs alone, one by one", floor(sessions, X, preps, budget), member_bytes, "")
+        ("floor: 8 member graphs alone, one by one", floor(timer, sessions, X, preps), member_bytes, "")
     )
+    timer.run()
+    if members_ex is not None:
+        members_ex.close()
     report(
         f"{name}8: 8 {make.__doc__.split(';')[0]} trained on digits28, mean", rows, rows[0][0], rows[-1][0]
     )
@@ -393,34 +428,35 @@ def digits(budget: float, tmp: Path) -> list[str]:
     serial, concurrent = MemberExecutor(fused, max_workers=1), MemberExecutor(fused)
     sessions, preps, member_bytes = member_sessions(fused, X)
     member_bytes_disk = sum(m.file_size or 0 for m in members)
+    timer = Interleaved(budget)
     rows = [
         (
             "(a) eager loop over the 7 members (serial)",
-            measure(lambda x: serial.run(x, batch_size=256), X_big, budget),
+            timer.add(lambda x: serial.run(x, batch_size=256), X_big),
             member_bytes_disk,
             acc(serial.run(X)),
         ),
         (
             "(b) sklearn VotingClassifier soft (5 sklearn)",
-            measure(lambda x: voting.predict_proba(x.astype(np.float64)), X_big, budget),
+            timer.add(lambda x: voting.predict_proba(x.astype(np.float64)), X_big),
             None,
             f"test acc {100 * (voting.predict(X.astype(np.float64)) == y).mean():.2f}%",
         ),
         (
             "    fused ONNX of the same 5 sklearn, mean",
-            measure(lambda x: sk_ex.run(x, batch_size=None), X_big, budget),
+            timer.add(lambda x: sk_ex.run(x, batch_size=None), X_big),
             sk_graph.stat().st_size,
             acc(sk_ex.run(X)),
         ),
         (
             "(c) fused ONNX fp32 (7 members)",
-            measure(lambda x: fp32.run(x, batch_size=None), X_big, budget),
+            timer.add(lambda x: fp32.run(x, batch_size=None), X_big),
             graph.stat().st_size,
             acc(fp32.run(X)),
         ),
         (
             "    fused ONNX fp32, 1 ORT thread",
-            measure(lambda x: fp32_1.run(x, batch_size=None), X_big, budget),
+            timer.add(lambda x: fp32_1.run(x, batch_size=None), X_big),
             None,
             "",
         ),
@@ -430,7 +466,7 @@ def digits(budget: float, tmp: Path) -> list[str]:
         rows.append(
             (
                 label,
-                measure(lambda x, e=ex: e.run(x, batch_size=None), X_big, budget),
+                timer.add(lambda x, e=ex: e.run(x, batch_size=None), X_big),
                 path.stat().st_size,
                 acc(ex.run(X)),
             )
@@ -438,14 +474,15 @@ def digits(budget: float, tmp: Path) -> list[str]:
     rows.append(
         (
             f"(e) member executor ({concurrent.max_workers} threads)",
-            measure(lambda x: concurrent.run(x, batch_size=256), X_big, budget),
+            timer.add(lambda x: concurrent.run(x, batch_size=256), X_big),
             None,
             acc(concurrent.run(X)),
         )
     )
     rows.append(
-        ("floor: 7 member graphs alone, one by one", floor(sessions, X_big, preps, budget), member_bytes, "")
+        ("floor: 7 member graphs alone, one by one", floor(timer, sessions, X_big, preps), member_bytes, "")
     )
+    timer.run()
     concurrent.close()
     report(
         "digits demo: torch CNN + ONNX MLP + 5 scikit-learn, greedy selection (test split, 450 rows)",
