@@ -14,10 +14,13 @@ and the strategy's rule stay float, so the fused probabilities keep their resolu
   these graphs (recorded in the file, see :mod:`modelfusion.runtime.session`): it moved the
   quantization of a pooled tensor in front of the pooling and ran the pooling in slow NCHW
   float.
- The subgraphs of scikit-learn members keep their
-precision too (see :func:`float_nodes`): they run in double like the library scores them,
-ONNX-ML operators have no half-precision kernels, and naive Bayes log-likelihoods overflow
-half precision.
+
+The subgraphs of scikit-learn members keep their precision too (see :func:`float_nodes`): they
+run in double like the library scores them, ONNX-ML operators have no half-precision kernels,
+and naive Bayes log-likelihoods overflow half precision. In both int8 modes, large tensors
+whose values lie on a grid of at most 256 points (k-NN's stored training set of pixel
+intensities, class indices) are stored in one byte per value and restored when the session
+loads: lossless, see :func:`store_grid_tensors_uint8`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ PASS_THROUGH_OPS = ("Relu", "MaxPool")
 #: Static mode: convolutions reducing over fewer values (input channels / groups x kernel area)
 #: stay float.
 MIN_INT8_CONV_DEPTH = 64
+#: Tensors with fewer values are not worth a Cast node (see :func:`store_grid_tensors_uint8`).
+MIN_GRID_TENSOR_SIZE = 1024
 #: Session settings recorded in quantized graphs (see the module docstring).
 DYNAMIC_SESSION = {"config": {"session.disable_quant_qdq": "1"}}
 STATIC_SESSION = {"disabled_optimizers": ["QDQPropagationTransformer"]}
@@ -115,11 +120,11 @@ def quantize_onnx(
                 nodes_to_exclude=exclude,
                 per_channel=per_channel,
             )
-            if "Conv" not in op_types:
-                model = onnx.load(tmp)
-                if store_conv_weights_int8(model, exclude):
-                    write_settings(model, **DYNAMIC_SESSION)
-                onnx.save(model, tmp)
+            model = onnx.load(tmp)
+            if "Conv" not in op_types and store_conv_weights_int8(model, exclude):
+                write_settings(model, **DYNAMIC_SESSION)
+            store_grid_tensors_uint8(model)
+            onnx.save(model, tmp)
 
         with _no_preprocessing_hint():
             return _atomic(dst, write_dynamic)
@@ -140,6 +145,7 @@ def quantize_onnx(
         )
         model = onnx.load(tmp)
         write_settings(model, **STATIC_SESSION)
+        store_grid_tensors_uint8(model)
         onnx.save(model, tmp)
 
     with _no_preprocessing_hint():
@@ -230,6 +236,89 @@ def store_conv_weights_int8(model: Any, exclude: Iterable[str] = ()) -> int:
         model.graph.node.extend(nodes)
         _require_opset(model, 13)  # DequantizeLinear with a per-axis scale
     return len(dequantize)
+
+
+def store_grid_tensors_uint8(model: Any, min_size: int = MIN_GRID_TENSOR_SIZE) -> int:
+    """Store numeric initializers whose values lie on a grid of at most 256 points in one byte per value, in place.
+
+    Lossless: a tensor (at least ``min_size`` values; float, double or integer) whose values are
+    all ``low + k * step`` for whole ``k`` in 0..255, reproduced exactly in its own precision,
+    becomes a uint8 initializer and ``Cast`` (``Mul``, ``Add``) nodes back to its values, which
+    ONNX Runtime folds into a constant when the session loads: the graph computes exactly as
+    before. Typical hits: a k-NN member's stored training set (pixel intensities, counts, one-hot
+    features) and class-index tables. Returns how many tensors were converted.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    wide = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.INT64, TensorProto.INT32)
+    # Quantization operators' own operands (scales, int32 biases) must stay plain initializers:
+    # ONNX Runtime's Q/DQ fusions only match those.
+    keep = {i.name for i in model.graph.input}
+    for node in model.graph.node:
+        if (
+            "Quant" in node.op_type
+            or "Integer" in node.op_type
+            or node.op_type.startswith(("QLinear", "QGemm"))
+        ):
+            keep.update(node.input)
+    added: list[Any] = []
+    for init in list(model.graph.initializer):
+        if (
+            init.data_type not in wide
+            or int(np.prod(init.dims)) < min_size
+            or init.data_location == TensorProto.EXTERNAL
+            or init.name in keep
+        ):
+            continue
+        values = numpy_helper.to_array(init)
+        grid = _grid(values)
+        if grid is None:
+            continue
+        codes, low, step = grid
+        name = init.name
+        model.graph.initializer.remove(init)
+        model.graph.initializer.append(numpy_helper.from_array(codes, f"{name}_uint8"))
+        steps = [(f"{name}_uint8", "Cast", None)]
+        if step != 1:
+            steps.append((f"{name}_scaled", "Mul", step))
+        if low != 0:
+            steps.append((f"{name}_shifted", "Add", low))
+        for i, (source, op, constant) in enumerate(steps):
+            target = steps[i + 1][0] if i + 1 < len(steps) else name
+            if op == "Cast":
+                added.append(
+                    helper.make_node("Cast", [source], [target], name=f"{name}_cast", to=init.data_type)
+                )
+                continue
+            model.graph.initializer.append(
+                numpy_helper.from_array(np.asarray(constant, values.dtype), f"{source}_k")
+            )
+            added.append(
+                helper.make_node(op, [source, f"{source}_k"], [target], name=f"{source}_{op.lower()}")
+            )
+    if added:  # initializers feed the graph from the start: the new nodes go first
+        nodes = added + list(model.graph.node)
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return sum(node.op_type == "Cast" for node in added)
+
+
+def _grid(values: np.ndarray) -> tuple[np.ndarray, Any, Any] | None:
+    """``(codes, low, step)`` with ``low + codes * step == values`` exactly, codes uint8; None if there is none."""
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        return None
+    points = np.unique(values)
+    if len(points) > 256:
+        return None
+    low = points[0]
+    step = np.diff(points).min() if len(points) > 1 else values.dtype.type(1)
+    codes = np.rint((values - low) / step) if values.dtype.kind == "f" else (values - low) // step
+    if codes.max() > 255:
+        return None
+    codes = codes.astype(np.uint8)
+    if not np.array_equal(codes.astype(values.dtype) * step + low, values):
+        return None
+    return codes, low, step
 
 
 def _conv_depth(node: Any, weights: dict[str, list[int]]) -> int:
