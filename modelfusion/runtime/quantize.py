@@ -17,7 +17,7 @@ and the strategy's rule stay float, so the fused probabilities keep their resolu
 
 The subgraphs of scikit-learn members keep their precision too (see :func:`float_nodes`): they
 run in double like the library scores them, ONNX-ML operators have no half-precision kernels,
-and naive Bayes log-likelihoods overflow half precision. In both int8 modes, large tensors
+and naive Bayes log-likelihoods overflow half precision. In both int8 modes, their large tensors
 whose values lie on a grid of at most 256 points (k-NN's stored training set of pixel
 intensities, class indices) are stored in one byte per value and restored when the session
 loads: lossless, see :func:`store_grid_tensors_uint8`.
@@ -107,7 +107,7 @@ def quantize_onnx(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     source = onnx.load(str(src), load_external_data=False)
-    exclude = float_nodes(source)
+    exclude = full_precision = float_nodes(source)
     op_types = list(QUANTIZED_OPS[mode] if op_types is None else op_types)
     if mode == "dynamic":
 
@@ -123,7 +123,7 @@ def quantize_onnx(
             model = onnx.load(tmp)
             if "Conv" not in op_types and store_conv_weights_int8(model, exclude):
                 write_settings(model, **DYNAMIC_SESSION)
-            store_grid_tensors_uint8(model)
+            store_grid_tensors_uint8(model, full_precision)
             onnx.save(model, tmp)
 
         with _no_preprocessing_hint():
@@ -145,7 +145,7 @@ def quantize_onnx(
         )
         model = onnx.load(tmp)
         write_settings(model, **STATIC_SESSION)
-        store_grid_tensors_uint8(model)
+        store_grid_tensors_uint8(model, full_precision)
         onnx.save(model, tmp)
 
     with _no_preprocessing_hint():
@@ -238,36 +238,41 @@ def store_conv_weights_int8(model: Any, exclude: Iterable[str] = ()) -> int:
     return len(dequantize)
 
 
-def store_grid_tensors_uint8(model: Any, min_size: int = MIN_GRID_TENSOR_SIZE) -> int:
-    """Store numeric initializers whose values lie on a grid of at most 256 points in one byte per value, in place.
+def store_grid_tensors_uint8(model: Any, nodes: Iterable[str], min_size: int = MIN_GRID_TENSOR_SIZE) -> int:
+    """Store the initializers of ``nodes`` whose values lie on a grid of at most 256 points in one byte per value, in place.
 
-    Lossless: a tensor (at least ``min_size`` values; float, double or integer) whose values are
-    all ``low + k * step`` for whole ``k`` in 0..255, reproduced exactly in its own precision,
-    becomes a uint8 initializer and ``Cast`` (``Mul``, ``Add``) nodes back to its values, which
-    ONNX Runtime folds into a constant when the session loads: the graph computes exactly as
-    before. Typical hits: a k-NN member's stored training set (pixel intensities, counts, one-hot
-    features) and class-index tables. Returns how many tensors were converted.
+    For the subgraphs int8 arithmetic leaves alone (``nodes``: :func:`float_nodes`, the
+    scikit-learn members and the rule), only initializers read by nothing else are touched.
+    Lossless: a float32, float64, int32 or int64 tensor of at least ``min_size`` values that
+    is exactly ``low + k * step`` (whole ``k`` in 0..255, ``step`` the smallest gap between
+    its values, or their greatest common divisor for integers; bit for bit, signed zeros
+    included) becomes uint8 codes and ``Cast`` (``Mul``, ``Add``) nodes that rebuild it in its
+    own precision; ONNX Runtime folds them into a constant when the session loads (graph
+    optimizations on, the default). Typical hits: a k-NN member's stored training set (pixel
+    intensities, counts, one-hot features) and class-index tables. Returns how many tensors
+    were converted; graphs below opset 13 are left as they are.
     """
     from onnx import TensorProto, helper, numpy_helper
 
-    wide = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.INT64, TensorProto.INT32)
-    # Quantization operators' own operands (scales, int32 biases) must stay plain initializers:
-    # ONNX Runtime's Q/DQ fusions only match those.
-    keep = {i.name for i in model.graph.input}
+    if _default_opset(model) < 13:
+        return 0
+    allowed = set(nodes)
+    wide = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64, TensorProto.INT32)
+    readers: dict[str, set[str]] = {}
     for node in model.graph.node:
-        if (
-            "Quant" in node.op_type
-            or "Integer" in node.op_type
-            or node.op_type.startswith(("QLinear", "QGemm"))
-        ):
-            keep.update(node.input)
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.name)
+    outputs = {o.name for o in model.graph.output}
+    names = _all_names(model.graph)
     added: list[Any] = []
     for init in list(model.graph.initializer):
         if (
             init.data_type not in wide
             or int(np.prod(init.dims)) < min_size
             or init.data_location == TensorProto.EXTERNAL
-            or init.name in keep
+            or init.name in outputs
+            or not readers.get(init.name)
+            or not readers[init.name] <= allowed
         ):
             continue
         values = numpy_helper.to_array(init)
@@ -275,50 +280,84 @@ def store_grid_tensors_uint8(model: Any, min_size: int = MIN_GRID_TENSOR_SIZE) -
         if grid is None:
             continue
         codes, low, step = grid
-        name = init.name
+
+        def fresh(suffix: str, base: str = init.name) -> str:
+            name, i = f"{base}_{suffix}", 1
+            while name in names:
+                name, i = f"{base}_{suffix}{i}", i + 1
+            names.add(name)
+            return name
+
         model.graph.initializer.remove(init)
-        model.graph.initializer.append(numpy_helper.from_array(codes, f"{name}_uint8"))
-        steps = [(f"{name}_uint8", "Cast", None)]
-        if step != 1:
-            steps.append((f"{name}_scaled", "Mul", step))
-        if low != 0:
-            steps.append((f"{name}_shifted", "Add", low))
-        for i, (source, op, constant) in enumerate(steps):
-            target = steps[i + 1][0] if i + 1 < len(steps) else name
+        code_name = fresh("uint8")
+        model.graph.initializer.append(numpy_helper.from_array(codes, code_name))
+        ops = [("Cast", None)] + ([("Mul", step)] if step != 1 else []) + ([("Add", low)] if low != 0 else [])
+        source = code_name
+        for i, (op, constant) in enumerate(ops):
+            target = init.name if i == len(ops) - 1 else fresh(op.lower())
             if op == "Cast":
                 added.append(
-                    helper.make_node("Cast", [source], [target], name=f"{name}_cast", to=init.data_type)
+                    helper.make_node("Cast", [source], [target], name=fresh("cast"), to=init.data_type)
                 )
-                continue
-            model.graph.initializer.append(
-                numpy_helper.from_array(np.asarray(constant, values.dtype), f"{source}_k")
-            )
-            added.append(
-                helper.make_node(op, [source, f"{source}_k"], [target], name=f"{source}_{op.lower()}")
-            )
+            else:
+                k = fresh(f"{op.lower()}_k")
+                model.graph.initializer.append(numpy_helper.from_array(np.asarray(constant, values.dtype), k))
+                added.append(helper.make_node(op, [source, k], [target], name=fresh(op.lower())))
+            source = target
     if added:  # initializers feed the graph from the start: the new nodes go first
-        nodes = added + list(model.graph.node)
+        ordered = added + list(model.graph.node)
         del model.graph.node[:]
-        model.graph.node.extend(nodes)
+        model.graph.node.extend(ordered)
     return sum(node.op_type == "Cast" for node in added)
 
 
 def _grid(values: np.ndarray) -> tuple[np.ndarray, Any, Any] | None:
-    """``(codes, low, step)`` with ``low + codes * step == values`` exactly, codes uint8; None if there is none."""
-    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+    """``(codes, low, step)`` with ``low + codes * step`` bit-identical to ``values``, codes uint8; else None."""
+    if values.size == 0 or (values.dtype.kind == "f" and not np.all(np.isfinite(values))):
         return None
     points = np.unique(values)
     if len(points) > 256:
         return None
     low = points[0]
-    step = np.diff(points).min() if len(points) > 1 else values.dtype.type(1)
-    codes = np.rint((values - low) / step) if values.dtype.kind == "f" else (values - low) // step
-    if codes.max() > 255:
-        return None
-    codes = codes.astype(np.uint8)
-    if not np.array_equal(codes.astype(values.dtype) * step + low, values):
+    with np.errstate(all="ignore"):
+        if len(points) == 1:
+            step = values.dtype.type(1)
+        elif values.dtype.kind == "f":
+            step = np.diff(points).min()
+        else:
+            step = np.gcd.reduce(np.diff(points))
+        if not step > 0:  # integer overflow of the gaps
+            return None
+        codes = np.rint((values - low) / step)
+        if codes.max() > 255:
+            return None
+        codes = codes.astype(np.uint8)
+        rebuilt = codes.astype(values.dtype) * step + low
+    bits = f"u{values.dtype.itemsize}"  # bitwise: -0.0 must stay -0.0
+    if not np.array_equal(rebuilt.view(bits), values.view(bits)):
         return None
     return codes, low, step
+
+
+def _default_opset(model: Any) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _all_names(graph: Any) -> set[str]:
+    """Every tensor and node name in a graph and its subgraphs."""
+    from onnx import AttributeProto
+
+    names = {t.name for t in graph.initializer} | {
+        v.name for v in (*graph.input, *graph.output, *graph.value_info)
+    }
+    for node in graph.node:
+        names.update([node.name, *node.input, *node.output])
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                names |= _all_names(attr.g)
+            for sub in attr.graphs:
+                names |= _all_names(sub)
+    return names
 
 
 def _conv_depth(node: Any, weights: dict[str, list[int]]) -> int:

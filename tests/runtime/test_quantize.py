@@ -140,50 +140,70 @@ def test_session_settings_round_trip_and_replace_earlier_ones(conv_graph):
     assert read_settings(conv_graph) == {}
 
 
-def test_grid_valued_tensors_are_stored_in_one_byte_and_restored_exactly(digits_split):
-    from onnx import TensorProto, helper, numpy_helper
+def _grid_graph(tensors: dict[str, np.ndarray], *, reader_names: dict[str, str] | None = None):
+    """A graph returning each tensor through Identity (node named ``reader_names[name]``, default ``read_NAME``)."""
+    from onnx import helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    train = digits_split["X_train"].astype(np.float64)  # pixel intensities: multiples of 1/16
-    labels = rng.integers(0, 10, size=2048).astype(np.int64)
-    noise = rng.normal(size=(64, 32))  # no grid: stays as it is
-    graph = helper.make_graph(
-        [
-            helper.make_node("Cast", ["x"], ["xd"], to=TensorProto.DOUBLE),
-            helper.make_node("MatMul", ["xd", "train_t"], ["sim"]),
-            helper.make_node("MatMul", ["xd", "noise"], ["proj"]),
-            helper.make_node("ReduceSum", ["labels"], ["total"], keepdims=0),
-        ],
-        "grid",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
-        [
-            helper.make_tensor_value_info("sim", TensorProto.DOUBLE, ["n", len(train)]),
-            helper.make_tensor_value_info("proj", TensorProto.DOUBLE, ["n", 32]),
-            helper.make_tensor_value_info("total", TensorProto.INT64, []),
-        ],
-        [
-            numpy_helper.from_array(train.T.copy(), "train_t"),
-            numpy_helper.from_array(noise, "noise"),
-            numpy_helper.from_array(labels, "labels"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    before = model.SerializeToString()
-    assert store_grid_tensors_uint8(model) == 2
-    assert len(model.SerializeToString()) < len(before) / 4
-    stored = {init.name: init.data_type for init in model.graph.initializer}
-    assert stored["train_t_uint8"] == stored["labels_uint8"] == TensorProto.UINT8
-    assert stored["noise"] == TensorProto.DOUBLE and "train_t" not in stored
+    reader_names = reader_names or {}
+    nodes = [
+        helper.make_node("Identity", [name], [f"out_{name}"], name=reader_names.get(name, f"read_{name}"))
+        for name in tensors
+    ]
+    outputs = [
+        helper.make_tensor_value_info(f"out_{name}", helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+        for name, v in tensors.items()
+    ]
+    inits = [numpy_helper.from_array(v, name) for name, v in tensors.items()]
+    graph = helper.make_graph(nodes, "grid", [], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
+
+def _run_bytes(model) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    X = digits_split["X_test"]
-    old, new = (
-        ort.InferenceSession(m, providers=["CPUExecutionProvider"])
-        for m in (before, model.SerializeToString())
-    )
-    for a, b in zip(old.run(None, {"x": X}), new.run(None, {"x": X}), strict=True):
-        np.testing.assert_array_equal(a, b)  # lossless, not merely close
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {})
+
+
+def test_grid_valued_tensors_are_stored_in_one_byte_and_restored_bit_for_bit(digits_split):
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "pixels": digits_split["X_train"].astype(np.float64),  # multiples of 1/16
+        "pixels32": digits_split["X_train"][:200],
+        "labels": rng.integers(0, 10, size=2048).astype(np.int64),
+        "evens": rng.choice(np.array([-40, 0, 6, 10], np.int32), size=2048),  # gcd 2, smallest gap 4
+        "noise": rng.normal(size=(64, 32)),  # no grid
+        "signed_zero": np.tile(np.array([-0.0, 0.0, 1.0, 2.0]), 512),  # -0.0 would come back as 0.0
+        "wraps": np.tile(np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max]), 1024),
+    }
+    model = _grid_graph(tensors)
+    before = _run_bytes(model)
+    size = model.ByteSize()
+    assert store_grid_tensors_uint8(model, [f"read_{name}" for name in tensors]) == 4
+    stored = {init.name: init.data_type for init in model.graph.initializer}
+    for name in ("pixels", "pixels32", "labels", "evens"):
+        assert stored[f"{name}_uint8"] == TensorProto.UINT8 and name not in stored
+    for name in ("noise", "signed_zero", "wraps"):
+        assert name in stored
+    assert model.ByteSize() < size / 2
+    onnx.checker.check_model(model, full_check=True)
+    for a, b in zip(before, _run_bytes(model), strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()  # lossless, not merely close
+
+
+def test_grid_storage_touches_only_the_given_nodes_tensors_and_avoids_name_clashes():
+    codes = np.tile(np.arange(4, dtype=np.float32), 512)
+    tensors = {"mine": codes, "mine_uint8": codes + 1, "theirs": codes}
+    model = _grid_graph(tensors, reader_names={"mine_uint8": "mine_cast"})
+    before = _run_bytes(model)
+    # "theirs" is read by a node outside the set: left alone; the others get names that clash with nothing
+    assert store_grid_tensors_uint8(model, ["read_mine", "mine_cast"]) == 2
+    assert "theirs" in {init.name for init in model.graph.initializer}
+    onnx.checker.check_model(model, full_check=True)
+    for a, b in zip(before, _run_bytes(model), strict=True):
+        assert a.tobytes() == b.tobytes()
 
 
 def test_int8_shrinks_a_graph_dominated_by_a_knn_training_set(fused_graph, digits_split, tmp_path):
