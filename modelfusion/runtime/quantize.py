@@ -230,10 +230,8 @@ def store_conv_weights_int8(model: Any, exclude: Iterable[str] = ()) -> int:
             )
         )
         done.add(name)
-    if dequantize:  # initializers feed the graph from the start: the new nodes go first
-        nodes = dequantize + list(model.graph.node)
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
+    if dequantize:
+        _prepend(model, dequantize)
         _require_opset(model, 13)  # DequantizeLinear with a per-axis scale
     return len(dequantize)
 
@@ -304,10 +302,7 @@ def store_grid_tensors_uint8(model: Any, nodes: Iterable[str], min_size: int = M
                 model.graph.initializer.append(numpy_helper.from_array(np.asarray(constant, values.dtype), k))
                 added.append(helper.make_node(op, [source, k], [target], name=fresh(op.lower())))
             source = target
-    if added:  # initializers feed the graph from the start: the new nodes go first
-        ordered = added + list(model.graph.node)
-        del model.graph.node[:]
-        model.graph.node.extend(ordered)
+    _prepend(model, added)
     return sum(node.op_type == "Cast" for node in added)
 
 
@@ -337,6 +332,14 @@ def _grid(values: np.ndarray) -> tuple[np.ndarray, Any, Any] | None:
     if not np.array_equal(rebuilt.view(bits), values.view(bits)):
         return None
     return codes, low, step
+
+
+def _prepend(model: Any, nodes: list[Any]) -> None:
+    """Put ``nodes`` first in the graph: they read only initializers, and ONNX wants topological order."""
+    if nodes:
+        ordered = nodes + list(model.graph.node)
+        del model.graph.node[:]
+        model.graph.node.extend(ordered)
 
 
 def _default_opset(model: Any) -> int:
