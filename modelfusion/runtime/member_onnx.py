@@ -20,6 +20,7 @@ import numpy as np
 
 from modelfusion.members.torch import eval_mode
 from modelfusion.runtime.errors import ExportError, ExportWarning
+from modelfusion.runtime.trees import compact_tree_ensembles
 
 
 @dataclass
@@ -239,6 +240,7 @@ def _sklearn(member: Any, example: np.ndarray, opset: int) -> MemberGraph:
             f"member {member.name!r}: skl2onnx cannot convert {type(member.estimator).__name__} "
             f"({type(failure).__name__}: {_first_line(failure)})"
         ) from failure
+    compact_tree_ensembles(proto)
     outputs = [o.name for o in proto.graph.output]
     # Classifiers emit (label, probabilities or raw scores); regressors emit (variable,).
     chosen = outputs[0] if member.task == "regression" else outputs[-1]
