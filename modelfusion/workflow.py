@@ -275,6 +275,13 @@ def _deploy(
         note = f"deploy: no ONNX graph was written: {exc}"
         log(note)
         return [], [note]
+    except Exception as exc:  # a converter or ONNX Runtime failing must not fail the fusion run
+        note = (
+            f"deploy: stopped ({type(exc).__name__}: {exc}); graphs written before the failure are "
+            "in the bundle's manifest"
+        )
+        log(note)
+        return [], [note]
     return rows, [
         f"Deployment: accuracy of each exported graph on the test split; the manifest records the "
         f"change on validation too. Latency on this machine's CPU with ONNX Runtime at batch "

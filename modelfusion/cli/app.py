@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from modelfusion.errors import ConfigError, ModelFusionError
 
@@ -34,7 +35,7 @@ class State:
 def log(message: str) -> None:
     """Progress messages, silenced by --quiet."""
     if not State.quiet:
-        err_console.print(f"[dim]{message}[/dim]")
+        err_console.print(f"[dim]{escape(message)}[/dim]")  # messages quote user text: no markup
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -245,3 +245,21 @@ def test_unknown_quantization_mode_in_the_config_exits_2_naming_the_field(tmp_pa
     result = invoke("run", path)
     assert result.exit_code == 2
     assert "deploy.quantize" in result.output and "dynamic" in result.output
+
+
+def test_a_runtime_failing_while_deploying_leaves_a_note_not_a_failed_run(
+    tmp_path, digits_member_file, monkeypatch
+):
+    import modelfusion.runtime.deployment as deployment
+
+    def broken(*args, **kwargs):  # what an onnxruntime.capi Fail or a converter bug looks like from here
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : kernel [/x] missing")
+
+    monkeypatch.setattr(deployment, "prepare_deployment", broken)
+    path = _config(
+        tmp_path, members=[{"path": str(digits_member_file)}], deploy={"onnx": True}, cache_dir=None
+    )
+    result = invoke("run", path)
+    assert result.exit_code == 0, result.output
+    notes = json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"]
+    assert any(n.startswith("deploy: stopped (RuntimeError") and "[/x]" in n for n in notes)
