@@ -26,6 +26,11 @@ def _outputs(proto, X) -> list[np.ndarray]:
     return session.run(None, {session.get_inputs()[0].name: X})
 
 
+def _assert_bit_identical(before: list[np.ndarray], after: list[np.ndarray]) -> None:
+    for a, b in zip(before, after, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
 def _attribute_lengths(proto) -> dict[str, int]:
     (node,) = [n for n in proto.graph.node if n.op_type.startswith("TreeEnsemble")]
     return {a.name: len(a.floats) or len(a.ints) for a in node.attribute}
@@ -43,8 +48,7 @@ def test_multiclass_forest_drops_zero_class_weights_and_shrinks_without_changing
     assert after["class_weights"] == after["class_ids"] == after["class_nodeids"] < leaves / 2
     assert "nodes_hitrates" not in after
     assert proto.ByteSize() < size / 2
-    for a, b in zip(before, _outputs(proto, X), strict=True):
-        assert a.tobytes() == b.tobytes()
+    _assert_bit_identical(before, _outputs(proto, X))
 
 
 def test_binary_forest_keeps_every_class_weight():
@@ -56,8 +60,7 @@ def test_binary_forest_keeps_every_class_weight():
     assert (
         _attribute_lengths(proto)["class_weights"] == weights
     )  # ORT reads binary weights by which ids appear
-    for a, b in zip(before, _outputs(proto, X), strict=True):
-        assert a.tobytes() == b.tobytes()
+    _assert_bit_identical(before, _outputs(proto, X))
 
 
 def test_regressor_drops_default_node_attributes():
@@ -67,5 +70,4 @@ def test_regressor_drops_default_node_attributes():
     before = _outputs(proto, X)
     assert compact_tree_ensembles(proto) > 0
     assert "nodes_hitrates" not in _attribute_lengths(proto)
-    for a, b in zip(before, _outputs(proto, X), strict=True):
-        assert a.tobytes() == b.tobytes()
+    _assert_bit_identical(before, _outputs(proto, X))
