@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelfusion.errors import BundleError
+from modelfusion.files import atomic_path, current_umask, defer_interrupts, replace_dir, write_text_atomic
 from modelfusion.members.base import sha256_file
-from modelfusion.predictions import current_umask
 from modelfusion.serialization import load_strategy, save_strategy
 
 if TYPE_CHECKING:
@@ -41,10 +41,7 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
     path = Path(path)
     if path.exists() and not overwrite:
         raise BundleError(f"{path} already exists; pass overwrite=True to replace it")
-    if path.exists() and not _is_bundle(path):
-        raise BundleError(
-            f"{path} exists and is not a modelfusion bundle; refusing to replace it (choose another path)"
-        )
+    check_bundle_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a bundle is shared like any folder
@@ -70,7 +67,7 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
             "checksums": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
-        _replace_dir(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -146,15 +143,44 @@ def update_manifest(
         if not (path / rel).is_file():
             raise BundleError(f"cannot record {rel} in {path / MANIFEST}: the file does not exist")
         checksums[rel] = sha256_file(path / rel)
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=path)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(manifest, indent=2, default=_json_default))
-        os.replace(tmp, path / MANIFEST)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_text_atomic(path / MANIFEST, json.dumps(manifest, indent=2, default=_json_default))
+
+
+class staged_bundle_file:
+    """A new file for a saved bundle, written under a temporary name and added with its record.
+
+    On success the file is renamed to ``rel`` and its checksum recorded, together with
+    :attr:`metadata` when the block set it (the manifest's ``metadata``), with Ctrl-C held
+    until both are done (:func:`~modelfusion.files.defer_interrupts`): the bundle always
+    verifies, holding the old file and record or the new ones. On error or interrupt
+    the temporary file is removed and the bundle is as it was.
+
+    Examples
+    --------
+    >>> with staged_bundle_file(bundle, "fused.int8.onnx") as staged:
+    ...     quantize_onnx(bundle / "fused.onnx", staged.path)
+    ...     staged.metadata = {**old_metadata, "runtime": {...}}
+    """
+
+    def __init__(self, bundle: str | Path, rel: str):
+        self.bundle, self.rel = Path(bundle), rel
+        self.metadata: dict[str, Any] | None = None
+        self._tmp = atomic_path(self.bundle / rel, suffix=".tmp" + Path(rel).suffix)
+
+    def __enter__(self) -> staged_bundle_file:
+        read_manifest(self.bundle)  # a clear error before any work when it is not a bundle
+        self.path = Path(self._tmp.__enter__())
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._tmp.__exit__(exc_type, exc, tb)
+            return
+        with defer_interrupts():
+            self._tmp.__exit__(None, None, None)
+            manifest, _ = read_manifest(self.bundle)
+            value = manifest.get("metadata") if self.metadata is None else self.metadata
+            update_manifest(self.bundle, "metadata", value, new_files=[self.rel])
 
 
 def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
@@ -185,6 +211,14 @@ def _check_architecture(spec: dict[str, Any], trust: bool) -> None:
     )
 
 
+def check_bundle_target(path: Path) -> None:
+    """Raise BundleError when ``path`` exists and is not a bundle (a bundle is only ever replaced by a bundle)."""
+    if path.exists() and not _is_bundle(path):
+        raise BundleError(
+            f"{path} exists and is not a modelfusion bundle; refusing to replace it (choose another path)"
+        )
+
+
 def _is_bundle(path: Path) -> bool:
     try:
         return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
@@ -202,20 +236,6 @@ def _preprocess_spec(member: Any) -> Any:
             "and set member.preprocess_spec, or bake the preprocessing into the model"
         )
     return spec
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    backup = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    os.replace(dst, backup)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.replace(backup, dst)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def _versions() -> dict[str, str]:

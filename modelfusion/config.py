@@ -137,7 +137,11 @@ class ReportConfig(_Strict):
 
 
 class DeployConfig(_Strict):
-    """Serving files ``run`` also writes into the bundle, each measured on the validation split."""
+    """Serving files ``run`` also writes into the bundle.
+
+    Each graph is measured on the test split (size, accuracy, latency) and its accuracy change
+    against the fp32 graph on validation is recorded in the manifest.
+    """
 
     onnx: bool = Field(False, description="the whole fused model as one ONNX graph, bundle/fused.onnx")
     quantize: Literal["dynamic", "static"] | None = Field(

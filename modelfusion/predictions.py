@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.errors import PredictionError
+from modelfusion.files import atomic_path
 from modelfusion.members.base import Member, sha256_arrays
 from modelfusion.outputs import EPS, check_kind, check_task, to_log_proba, to_proba
 from modelfusion.progress import progress_bar
@@ -591,33 +592,3 @@ def data_fingerprint(data: Any) -> str | None:
         except (ValueError, TypeError):
             return None
     return None
-
-
-class atomic_path:
-    """Context manager yielding a temporary path that is renamed onto ``path`` on success.
-
-    Nothing is left at ``path`` if the block raises (or is interrupted).
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual mode
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
-
-
-def current_umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.bundle import check_bundle_target
 from modelfusion.config import RunConfig, dump_config
-from modelfusion.errors import ConfigError, PredictionError
+from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
+from modelfusion.files import replace_dir, write_text_atomic
 from modelfusion.fused import FusedModel
 from modelfusion.members.base import Member
-from modelfusion.predictions import PredictionSet, atomic_path, score_members
+from modelfusion.predictions import PredictionSet, score_members
 
 
 @dataclass
@@ -31,6 +36,8 @@ class RunResult:
     files: dict[str, Path] = field(default_factory=dict)
     #: the ``deploy:`` section's graphs, one row each (see :func:`~modelfusion.runtime.deployment.prepare_deployment`)
     deployment: list[dict[str, Any]] = field(default_factory=list)
+    #: what went wrong without failing the run (a deploy step that could not write its graph)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def best_member(self) -> dict[str, Any]:
@@ -105,11 +112,18 @@ def _strategies(config: RunConfig) -> Any:
     ]
 
 
-def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) -> RunResult:
+def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print, warn=None) -> RunResult:
     """Run the whole job a config describes and write bundle, report and metrics.
+
+    ``log`` receives progress messages, ``warn`` (default: ``log``) what went wrong without
+    failing the run (a graph the ``deploy:`` section could not write); both are also in
+    :attr:`RunResult.warnings` and the report. The bundle, report and config are staged and
+    moved into ``output_dir`` together at the end, so an interrupted run leaves the previous
+    run's files as they were.
 
     Returns a :class:`RunResult`; raises ModelFusionError subclasses for user errors.
     """
+    warn = log if warn is None else warn
     from modelfusion.evaluation import evaluate
     from modelfusion.strategies import search_strategies
 
@@ -203,66 +217,85 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print) ->
             update={"split": config.data.split.model_copy(update={"seed": _split_seed(config)})}
         ).model_dump(mode="json"),
     }
-    bundle_dir = out / "bundle"
     fused_model = FusedModel(members, best, metadata=metadata)
-    fused_model.save(bundle_dir)
-    files = {"bundle": bundle_dir}
-    deployment, notes = _deploy(config, fused_model, bundle_dir, val, test, log)
-    with atomic_path(out / "config.yaml") as tmp:
-        Path(tmp).write_text(dump_config(config))
-    files["config"] = out / "config.yaml"
+    bundle_dir = out / "bundle"
+    check_bundle_target(bundle_dir)
+    # Everything this run writes is staged in one hidden folder and moved into place at the
+    # end: an interrupted or failed run leaves the previous run's bundle and report together.
+    stage = Path(tempfile.mkdtemp(prefix=".run-", suffix=".tmp", dir=out))
+    try:
+        fused_model.save(stage / "bundle")
+        deployment, notes, warnings = _deploy(config, fused_model, stage / "bundle", val, test, log)
+        for message in warnings:
+            warn(message)
+        write_text_atomic(stage / "config.yaml", dump_config(config))
+        staged = {"bundle": stage / "bundle", "config": stage / "config.yaml"}
+        if config.report.enabled:
+            from modelfusion.report import FusionReport, write_report
 
-    if config.report.enabled:
-        from modelfusion.report import FusionReport, write_report
+            report = FusionReport(
+                title=config.report.title or f"modelfusion: {config.name}",
+                task=val_preds.task,
+                metric=config.fusion.metric,
+                class_names=[str(c) for c in (val_preds.classes if val_preds.classes is not None else [])],
+                members=member_rows,
+                strategies=strategy_rows,
+                chosen=chosen,
+                weights=weight_map,
+                y_test=y_test,
+                member_scores=np.asarray(test_preds.scores),
+                member_names=list(val_preds.names),
+                strategy_scores=strategy_scores,
+                fold_scores=search.fold_scores,
+                config=config.model_dump(mode="json", exclude={"base_dir"}),
+                deployment=deployment,
+                notes=[
+                    f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
+                    f"{config.fusion.cv}-fold CV on validation, evaluated once on test.",
+                    *notes,
+                    *warnings,
+                ],
+            )
+            staged.update(write_report(report, stage))
+        _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    fused_model.bundle_dir = bundle_dir
+    files = {key: out / path.relative_to(stage) for key, path in staged.items()}
+    return RunResult(out, bundle_dir, chosen, member_rows, strategy_rows, files, deployment, warnings)
 
-        report = FusionReport(
-            title=config.report.title or f"modelfusion: {config.name}",
-            task=val_preds.task,
-            metric=config.fusion.metric,
-            class_names=[str(c) for c in (val_preds.classes if val_preds.classes is not None else [])],
-            members=member_rows,
-            strategies=strategy_rows,
-            chosen=chosen,
-            weights=weight_map,
-            y_test=y_test,
-            member_scores=np.asarray(test_preds.scores),
-            member_names=list(val_preds.names),
-            strategy_scores=strategy_scores,
-            fold_scores=search.fold_scores,
-            config=config.model_dump(mode="json", exclude={"base_dir"}),
-            deployment=deployment,
-            notes=[
-                f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
-                f"{config.fusion.cv}-fold CV on validation, evaluated once on test.",
-                *notes,
-            ],
-        )
-        files.update(write_report(report, out))
-    return RunResult(out, bundle_dir, chosen, member_rows, strategy_rows, files, deployment)
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move every file and folder of ``stage`` into ``out`` (folders replace folders whole)."""
+    for entry in sorted(stage.iterdir()):
+        target = out / entry.name
+        if entry.is_dir():
+            replace_dir(entry, target)
+        else:
+            os.replace(entry, target)
 
 
 def _deploy(
     config: RunConfig, model: FusedModel, bundle_dir: Path, val: Any, test: Any, log
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """The ``deploy:`` section: export and quantize into the bundle, measured on test (and validation).
 
-    A model that cannot be exported (a member with no ONNX form) is not a failed run: the
-    reason is logged and shown in the report's notes.
+    Returns the rows, the report's notes and warnings. A graph that cannot be written (a
+    member with no ONNX form, a converter or ONNX Runtime failing) is not a failed run: the
+    rows measured before it are kept and a warning says which step failed, why, and which
+    graphs the bundle holds.
     """
-    from modelfusion.runtime.deployment import prepare_deployment
-    from modelfusion.runtime.errors import ExportError, QuantizationError
+    from modelfusion.bundle import read_manifest
+    from modelfusion.runtime.deployment import deployment_steps, iter_deployment
 
     deploy = config.deploy
     if not deploy.wanted:
-        return [], []
-    wanted = (
-        ["ONNX"]
-        + ([f"int8 {deploy.quantize}"] if deploy.quantize else [])
-        + (["fp16"] if deploy.fp16 else [])
-    )
-    log(f"exporting the fused model: {', '.join(wanted)}")
+        return [], [], []
+    steps = deployment_steps(deploy.quantize, deploy.fp16)
+    log(f"exporting the fused model: {', '.join(steps)}")
+    rows: list[dict[str, Any]] = []
     try:
-        rows = prepare_deployment(
+        for row in iter_deployment(
             model,
             bundle_dir,
             (val.X, val.y),
@@ -270,23 +303,24 @@ def _deploy(
             quantize=deploy.quantize,
             fp16=deploy.fp16,
             batch_size=config.batch_size,
-        )
-    except (ExportError, QuantizationError) as exc:
-        note = f"deploy: no ONNX graph was written: {exc}"
-        log(note)
-        return [], [note]
+        ):
+            rows.append(row)
     except Exception as exc:  # a converter or ONNX Runtime failing must not fail the fusion run
-        note = (
-            f"deploy: stopped ({type(exc).__name__}: {exc}); graphs written before the failure are "
-            "in the bundle's manifest"
+        graphs = sorted(
+            f for f in read_manifest(bundle_dir)[0].get("checksums", {}) if f.startswith("fused.")
         )
-        log(note)
-        return [], [note]
-    return rows, [
+        held = f"the bundle holds {', '.join(graphs)}" if graphs else "no ONNX graph was written"
+        reason = str(exc) if isinstance(exc, ModelFusionError) else f"{type(exc).__name__}: {exc}"
+        return rows, [], [f"deploy: {steps[len(rows)]} failed: {reason}; {held}"]
+    notes = [
         f"Deployment: accuracy of each exported graph on the test split; the manifest records the "
         f"change on validation too. Latency on this machine's CPU with ONNX Runtime at batch "
         f"{min(config.batch_size, len(test))}."
     ]
+    grown = [r["name"] for r in rows if r.get("size_ratio", 1.0) < 1.0]
+    if grown:
+        notes.append(f"Deployment: {', '.join(grown)} came out larger than the fp32 graph.")
+    return rows, notes, []
 
 
 def _split_seed(config: RunConfig) -> int:

@@ -38,6 +38,11 @@ def log(message: str) -> None:
         err_console.print(f"[dim]{escape(message)}[/dim]")  # messages quote user text: no markup
 
 
+def warn(message: str) -> None:
+    """What went wrong without failing the command; printed even with --quiet."""
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn user errors into one red line and exit code 2 (tracebacks only with --verbose)."""
 

@@ -82,8 +82,8 @@ def predict(
 ) -> None:
     """Predict with a saved fused model; writes a CSV (atomically) or prints the first rows."""
     from modelfusion.data import load_dataset
+    from modelfusion.files import atomic_path
     from modelfusion.fused import FusedModel
-    from modelfusion.predictions import atomic_path
 
     model = FusedModel.load(bundle, trust=trust)
     ds = load_dataset(input, base_dir=Path.cwd())

@@ -57,7 +57,7 @@ def export(
     if output is None:
         target = record_bundle_graph(bundle, payload, proto)
     else:
-        from modelfusion.predictions import atomic_path
+        from modelfusion.files import atomic_path
 
         target = output
         with atomic_path(target) as tmp:

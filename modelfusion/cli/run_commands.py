@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from modelfusion.cli.app import State, app, console, handle_errors, log
+from modelfusion.cli.app import State, app, console, handle_errors, log, warn
 from modelfusion.cli.tables import deployment_table, results_table
 from modelfusion.errors import ConfigError
 
@@ -87,7 +87,7 @@ def run(config: Path = typer.Argument(..., help="A fusion.yaml file.")) -> None:
     from modelfusion.workflow import run_fusion
 
     cfg = load_config(config)
-    result = run_fusion(cfg, log=log)
+    result = run_fusion(cfg, log=log, warn=warn)
     _print_result(result)
 
 
@@ -108,7 +108,9 @@ def demo(
     (output / "fusion.yaml").write_text(_CONFIG_HEADER.format() + "\n" + yaml.safe_dump(raw, sort_keys=False))
     log(f"wrote {output / 'fusion.yaml'} (copy it to start your own)")
     result = run_fusion(
-        parse_config(raw, base_dir=output.resolve(), source=str(output / "fusion.yaml")), log=log
+        parse_config(raw, base_dir=output.resolve(), source=str(output / "fusion.yaml")),
+        log=log,
+        warn=warn,
     )
     _print_result(result)
 

@@ -85,7 +85,7 @@ def deployment_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             r["name"],
             _fmt(r.get("file_size"), "bytes"),
-            f"{r['size_ratio']:.2f}x",
+            f"{r['size_ratio']:.2f}x" + (" (larger)" if r["size_ratio"] < 1.0 else ""),
             _fmt(r.get(quality[0]), quality[1]),
             _fmt(r.get("latency_ms"), "ms"),
             f"{r['speedup']:.2f}x",

@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 
 from modelfusion.evaluation.diversity import diversity_summary
 from modelfusion.evaluation.metrics import get_metric
+from modelfusion.files import write_bytes_atomic
 from modelfusion.report import plots
 from modelfusion.report.data import FusionReport
 
@@ -176,6 +176,8 @@ def format_value(key: str, value: Any, *, metric: str | None = None) -> str:
         return _format_count(value)
     if key == "file_size":
         return _format_bytes(value)
+    if key == "size_ratio" and value < 1.0:
+        return f"{value:.2f}× (larger)"
     if key in ("size_ratio", "speedup"):
         return f"{value:.2f}×"
     if key in ("delta_pp", "delta_pp_validation"):
@@ -550,20 +552,6 @@ def _render_markdown(
 
 
 # -- files ----------------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def write_report(report: FusionReport, output_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -600,7 +588,7 @@ def write_report(report: FusionReport, output_dir: str | os.PathLike[str]) -> di
     produced = set()
     for key, caption, png in figures:
         rel = f"figures/{key}.png"
-        paths[f"figure_{key}"] = _write_atomic(out / rel, png)
+        paths[f"figure_{key}"] = write_bytes_atomic(out / rel, png)
         figure_files.append((key, caption, rel))
         produced.add(key)
     for key, _ in FIGURES:  # a figure from an earlier run that this report no longer has
@@ -608,12 +596,12 @@ def write_report(report: FusionReport, output_dir: str | os.PathLike[str]) -> di
         if key not in produced and stale.exists():
             stale.unlink()
 
-    paths["html"] = _write_atomic(
+    paths["html"] = write_bytes_atomic(
         out / "report.html", _render_html(report, figures, diversity).encode("utf-8")
     )
-    paths["markdown"] = _write_atomic(
+    paths["markdown"] = write_bytes_atomic(
         out / "report.md", _render_markdown(report, figure_files, diversity).encode("utf-8")
     )
     document = json.dumps(_metrics_document(report, diversity), indent=2, allow_nan=False)
-    paths["metrics"] = _write_atomic(out / "metrics.json", (document + "\n").encode("utf-8"))
+    paths["metrics"] = write_bytes_atomic(out / "metrics.json", (document + "\n").encode("utf-8"))
     return paths

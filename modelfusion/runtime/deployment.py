@@ -7,12 +7,24 @@ section; the rows it returns are the report's "Deployment" table.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from modelfusion.runtime.quantize import _split_data, check_request, graph_quality, quantize_bundle
+
+
+def deployment_steps(quantize: str | None = None, fp16: bool = False) -> list[str]:
+    """The rows :func:`prepare_deployment` makes, in order, by name.
+
+    Examples
+    --------
+    >>> deployment_steps("dynamic", fp16=True)
+    ['ONNX fp32', 'int8 (dynamic)', 'fp16']
+    """
+    return ["ONNX fp32"] + ([f"int8 ({quantize})"] if quantize else []) + (["fp16"] if fp16 else [])
 
 
 def prepare_deployment(
@@ -30,15 +42,18 @@ def prepare_deployment(
 
     Writes ``fused.onnx``, then ``fused.int8.onnx`` (``quantize="dynamic"|"static"``) and
     ``fused.fp16.onnx`` (``fp16=True``), each recorded in the manifest with its accuracy change
-    on ``validation`` (see :func:`~modelfusion.runtime.quantize_bundle`), which also
-    calibrates static int8. Both data arguments are ``(X, y)``.
+    on ``validation`` against the fp32 graph (see :func:`~modelfusion.runtime.quantize_bundle`),
+    which also calibrates static int8. Both data arguments are ``(X, y)``.
 
-    Returns one row per graph, measured on ``test`` (``validation`` when there is none — a
-    strategy fitted on validation scores it in-sample): ``name``, ``file``, ``file_size``,
-    ``size_ratio`` (fp32 size / this size), ``accuracy`` and ``nll`` (``rmse`` for
-    regression), ``delta_pp`` (accuracy change vs fp32, percentage points),
+    Returns one row per graph (:func:`deployment_steps` names them), measured on ``test``
+    (``validation`` when there is none — a strategy fitted on validation scores it
+    in-sample): ``name``, ``file``, ``file_size``, ``size_ratio`` (fp32 size / this size:
+    below 1 when the graph got bigger), ``accuracy`` and ``nll`` (``rmse`` for regression),
+    ``delta_pp`` (accuracy change vs the fp32 graph, percentage points),
     ``delta_pp_validation`` (the manifest's), ``latency_ms`` (per sample, at ``batch_size``,
     median of ``repeats`` calls on ONNX Runtime CPU) and ``speedup`` (fp32 latency / this).
+    :func:`iter_deployment` yields the same rows one by one, so a caller keeps the rows made
+    before a later step fails.
 
     Raises
     ------
@@ -51,8 +66,34 @@ def prepare_deployment(
     --------
     >>> rows = prepare_deployment(fused, "runs/demo/bundle", (X_val, y_val), (X_test, y_test), quantize="dynamic")
     >>> [(r["name"], round(r["size_ratio"], 2)) for r in rows]
-    [('ONNX fp32', 1.0), ('int8 (dynamic)', 1.03)]
+    [('ONNX fp32', 1.0), ('int8 (dynamic)', 2.45)]
     """
+    return list(
+        iter_deployment(
+            model,
+            bundle_dir,
+            validation,
+            test,
+            quantize=quantize,
+            fp16=fp16,
+            batch_size=batch_size,
+            repeats=repeats,
+        )
+    )
+
+
+def iter_deployment(
+    model: Any,
+    bundle_dir: str | Path,
+    validation: Any,
+    test: Any = None,
+    *,
+    quantize: str | None = None,
+    fp16: bool = False,
+    batch_size: int = 256,
+    repeats: int = 5,
+) -> Iterator[dict[str, Any]]:
+    """:func:`prepare_deployment`, one row at a time: each graph is written and recorded before its row is yielded."""
     from modelfusion.runtime.engine import record_bundle_graph
     from modelfusion.runtime.onnx_export import build_fused_onnx
 
@@ -66,7 +107,7 @@ def prepare_deployment(
     proto = build_fused_onnx(model, example_input=X[:8])
     fp32 = record_bundle_graph(bundle, proto.SerializeToString(), proto)
     base = _measure(fp32, X_eval, y_eval, batch_size, repeats)
-    rows = [{"name": "ONNX fp32", "file": fp32.name, **base, "size_ratio": 1.0, "speedup": 1.0}]
+    yield {"name": "ONNX fp32", "file": fp32.name, **base, "size_ratio": 1.0, "speedup": 1.0}
     variants = ([("int8", quantize)] if quantize else []) + ([("fp16", "dynamic")] if fp16 else [])
     for precision, mode in variants:
         record = quantize_bundle(bundle, mode=mode, precision=precision, data=(X, y))
@@ -77,8 +118,7 @@ def prepare_deployment(
         name = f"int8 ({mode})" if precision == "int8" else "fp16"
         row["size_ratio"] = base["file_size"] / row["file_size"]
         row["speedup"] = base["latency_ms"] / row["latency_ms"]
-        rows.append({"name": name, "file": record["file"], **row})
-    return rows
+        yield {"name": name, "file": record["file"], **row}
 
 
 def _measure(graph: Path, X: np.ndarray, y: Any, batch_size: int, repeats: int) -> dict[str, Any]:

@@ -114,24 +114,23 @@ def record_bundle_graph(bundle: Path, data: bytes, proto: Any, name: str = ONNX_
     """Write the fused graph into a bundle and record it (file, opset, size) in the manifest."""
     import json
 
-    from modelfusion.bundle import read_manifest, update_manifest
-    from modelfusion.predictions import atomic_path
+    from modelfusion.bundle import read_manifest, staged_bundle_file
 
+    with staged_bundle_file(bundle, name) as staged:
+        staged.path.write_bytes(data)
+        manifest, _ = read_manifest(bundle)
+        metadata = dict(manifest.get("metadata") or {})
+        runtime = dict(metadata.get("runtime") or {})
+        props = {p.key: p.value for p in proto.metadata_props}
+        runtime["onnx"] = {
+            "file": name,
+            "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+            "size_bytes": len(data),
+            "input_shape": json.loads(props.get("modelfusion.input_shape", "null")),
+        }
+        metadata["runtime"] = runtime
+        staged.metadata = metadata
     target = Path(bundle) / name
-    with atomic_path(target) as tmp:
-        Path(tmp).write_bytes(data)
-    manifest, _ = read_manifest(bundle)
-    metadata = dict(manifest.get("metadata") or {})
-    runtime = dict(metadata.get("runtime") or {})
-    props = {p.key: p.value for p in proto.metadata_props}
-    runtime["onnx"] = {
-        "file": name,
-        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
-        "size_bytes": len(data),
-        "input_shape": json.loads(props.get("modelfusion.input_shape", "null")),
-    }
-    metadata["runtime"] = runtime
-    update_manifest(bundle, "metadata", metadata, new_files=[name])
     return target
 
 

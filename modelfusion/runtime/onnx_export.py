@@ -67,7 +67,7 @@ def export_fused_onnx(
     >>> onnxruntime.InferenceSession("fused.onnx").run(["scores"], {"input": X_test})[0].shape
     (450, 10)
     """
-    from modelfusion.predictions import atomic_path
+    from modelfusion.files import atomic_path
 
     proto = build_fused_onnx(model, opset=opset, example_input=example_input)
     path = Path(path)

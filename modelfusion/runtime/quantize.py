@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.files import atomic_path
 from modelfusion.runtime.errors import QuantizationError
 from modelfusion.runtime.session import write_settings
 
@@ -402,7 +401,7 @@ def quantize_bundle(
     >>> quantize_bundle("runs/demo/results/bundle", "dynamic", data=(X_val, y_val))["delta_pp"]
     -0.22
     """
-    from modelfusion.bundle import read_manifest, update_manifest
+    from modelfusion.bundle import read_manifest, staged_bundle_file
     from modelfusion.runtime.executors import OnnxExecutor
 
     X, y = _split_data(data)
@@ -411,27 +410,29 @@ def quantize_bundle(
     fp32 = _bundle_graph(bundle, X, trust)
     name = f"fused.{precision}.onnx"
     calibration = None if X is None else X[:calibration_size]
-    quantize_onnx(fp32, bundle / name, mode=mode, calibration=calibration, precision=precision)
-    record: dict[str, Any] = {
-        "file": name,
-        "mode": mode,
-        "precision": precision,
-        "size_bytes": (bundle / name).stat().st_size,
-        "size_bytes_fp32": fp32.stat().st_size,
-    }
-    if X is not None:
-        before, after = OnnxExecutor(fp32, providers=["cpu"]), OnnxExecutor(bundle / name, providers=["cpu"])
-        s32, sq = before.run(X), after.run(X)
-        record["max_abs_diff"] = float(np.abs(s32 - sq).max())
-        record["samples"] = len(X)
-        if y is not None:
-            record.update(_quality(fp32, y, s32, sq))
-    manifest, _ = read_manifest(bundle)
-    metadata = dict(manifest.get("metadata") or {})
-    runtime = dict(metadata.get("runtime") or {})
-    runtime["quantized"] = {**dict(runtime.get("quantized") or {}), precision: record}
-    metadata["runtime"] = runtime
-    update_manifest(bundle, "metadata", metadata, new_files=[name])
+    with staged_bundle_file(bundle, name) as staged:
+        quantize_onnx(fp32, staged.path, mode=mode, calibration=calibration, precision=precision)
+        record: dict[str, Any] = {
+            "file": name,
+            "mode": mode,
+            "precision": precision,
+            "size_bytes": staged.path.stat().st_size,
+            "size_bytes_fp32": fp32.stat().st_size,
+        }
+        if X is not None:
+            before = OnnxExecutor(fp32, providers=["cpu"])
+            after = OnnxExecutor(staged.path, providers=["cpu"])
+            s32, sq = before.run(X), after.run(X)
+            record["max_abs_diff"] = float(np.abs(s32 - sq).max())
+            record["samples"] = len(X)
+            if y is not None:
+                record.update(_quality(fp32, y, s32, sq))
+        manifest, _ = read_manifest(bundle)
+        metadata = dict(manifest.get("metadata") or {})
+        runtime = dict(metadata.get("runtime") or {})
+        runtime["quantized"] = {**dict(runtime.get("quantized") or {}), precision: record}
+        metadata["runtime"] = runtime
+        staged.metadata = metadata
     return record
 
 
@@ -474,16 +475,9 @@ def _no_preprocessing_hint() -> Iterator[None]:
 
 
 def _atomic(dst: Path, write: Any) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.onnx", dir=dst.parent)
-    os.close(fd)
-    try:
+    """Run ``write(tmp)`` on a temporary ``.onnx`` path beside ``dst``, then rename it onto ``dst``."""
+    with atomic_path(dst, suffix=".tmp.onnx") as tmp:
         write(tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return dst
 
 

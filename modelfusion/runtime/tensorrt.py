@@ -7,13 +7,12 @@ one :class:`TensorRTUnavailableError` saying what is missing and what to use ins
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from modelfusion.files import write_bytes_atomic
 from modelfusion.runtime.errors import ExportError, QuantizationError, TensorRTUnavailableError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -87,18 +86,7 @@ class TensorRTConverter:
                 "(it then uses fused.int8.onnx), or use precision='fp16'"
             )
         engine = self._build(trt, onnx_bytes)
-        self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.output_path.name}.", suffix=".tmp", dir=self.output_path.parent
-        )
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(bytes(engine))
-            os.replace(tmp, self.output_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_bytes_atomic(self.output_path, bytes(engine))
         return self.output_path
 
     # -- the input ------------------------------------------------------------------------

@@ -247,19 +247,52 @@ def test_unknown_quantization_mode_in_the_config_exits_2_naming_the_field(tmp_pa
     assert "deploy.quantize" in result.output and "dynamic" in result.output
 
 
-def test_a_runtime_failing_while_deploying_leaves_a_note_not_a_failed_run(
+def test_a_runtime_failing_at_a_later_deploy_step_keeps_the_graphs_before_it(
     tmp_path, digits_member_file, monkeypatch
 ):
+    import numpy as np
+
     import modelfusion.runtime.deployment as deployment
+    from modelfusion import FusedModel
 
     def broken(*args, **kwargs):  # what an onnxruntime.capi Fail or a converter bug looks like from here
         raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : kernel [/x] missing")
 
-    monkeypatch.setattr(deployment, "prepare_deployment", broken)
+    monkeypatch.setattr(deployment, "quantize_bundle", broken)
     path = _config(
-        tmp_path, members=[{"path": str(digits_member_file)}], deploy={"onnx": True}, cache_dir=None
+        tmp_path, members=[{"path": str(digits_member_file)}], deploy={"quantize": "dynamic"}, cache_dir=None
     )
-    result = invoke("run", path)
+    result = invoke("run", path)  # with --quiet: the warning is printed all the same
     assert result.exit_code == 0, result.output
-    notes = json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"]
-    assert any(n.startswith("deploy: stopped (RuntimeError") and "[/x]" in n for n in notes)
+    expected = (
+        "deploy: int8 (dynamic) failed: RuntimeError: [ONNXRuntimeError] : 1 : FAIL : kernel [/x] missing; "
+        "the bundle holds fused.onnx"
+    )
+    assert "warning:" in result.output and expected in " ".join(result.output.split())
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert expected in metrics["notes"]
+    assert [r["name"] for r in metrics["deployment"]] == ["ONNX fp32"]
+    assert FusedModel.load(tmp_path / "out" / "bundle").predict_proba(np.zeros((2, 64))).shape == (2, 10)
+
+
+def test_ctrl_c_while_deploying_leaves_the_previous_runs_bundle_and_report(
+    tmp_path, digits_member_file, monkeypatch
+):
+    import modelfusion.runtime.deployment as deployment
+
+    path = _config(
+        tmp_path, members=[{"path": str(digits_member_file)}], deploy={"quantize": "dynamic"}, cache_dir=None
+    )
+    assert invoke("run", path).exit_code == 0
+    out = tmp_path / "out"
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("bundle/fused.int8.onnx") in before and Path("report.html") in before
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deployment, "quantize_bundle", interrupt)
+    result = invoke("run", path)
+    assert result.exit_code == 130
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # same files, same bytes: no staging folder, no new bundle beside the old report

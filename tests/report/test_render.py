@@ -159,6 +159,8 @@ def test_report_rejects_scores_of_the_wrong_shape(report):
         ("file_size", 2048, "2.0 KB"),
         ("file_size", 46_830_571, "44.7 MB"),
         ("n_members_used", 3, "3"),
+        ("size_ratio", 2.456, "2.46×"),
+        ("size_ratio", 0.93, "0.93× (larger)"),
     ],
 )
 def test_format_value(key, value, text):

@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from modelfusion import FusedModel
+from modelfusion.files import current_umask
 from modelfusion.runtime import OnnxExecutor, QuantizationError, quantize_bundle, quantize_onnx
 from modelfusion.runtime.quantize import (
     DYNAMIC_SESSION,
@@ -37,6 +38,29 @@ def test_int8_bundle_keeps_digits_accuracy_within_one_point(mode, digits_bundle,
     assert manifest["metadata"]["runtime"]["quantized"]["int8"]["mode"] == mode
     assert "fused.int8.onnx" in manifest["checksums"]
     FusedModel.load(bundle)  # every checksum, the new files' included, still verifies
+    usual = 0o666 & ~current_umask()  # what open(..., "w") gives; mkstemp alone would give 0600
+    assert {(bundle / f).stat().st_mode & 0o777 for f in ("fused.int8.onnx", "manifest.json")} == {usual}
+
+
+def test_interrupted_requantization_leaves_the_previous_graph_and_a_bundle_that_verifies(
+    digits_bundle, digits_split, tmp_path, monkeypatch
+):
+    import modelfusion.runtime.quantize as quantize
+
+    bundle = shutil.copytree(digits_bundle, tmp_path / "bundle")
+    data = (digits_split["X_val"], digits_split["y_val"])
+    quantize_bundle(bundle, mode="dynamic", data=data)
+    before = (bundle / "fused.int8.onnx").read_bytes(), (bundle / "manifest.json").read_text()
+
+    def interrupt(*args, **kwargs):  # Ctrl-C while the new graph is being measured
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantize, "_quality", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        quantize_bundle(bundle, mode="static", data=data)
+    assert ((bundle / "fused.int8.onnx").read_bytes(), (bundle / "manifest.json").read_text()) == before
+    assert not [p.name for p in bundle.iterdir() if p.name.startswith(".")]
+    FusedModel.load(bundle)
 
 
 def test_fp16_graph_keeps_the_predictions(fused_graph, digits_split, tmp_path):
