@@ -49,7 +49,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from modelfusion import FusedModel, load_member, score_members  # noqa: E402
-from modelfusion.runtime import MemberExecutor, OnnxExecutor, TorchExecutor, build_fused_onnx  # noqa: E402
+from modelfusion.runtime import (  # noqa: E402
+    MemberExecutor,
+    OnnxExecutor,
+    TorchExecutor,
+    build_fused_onnx,
+    graph_breakdown,
+)
 from modelfusion.runtime.member_onnx import member_to_onnx  # noqa: E402
 from modelfusion.runtime.onnx_export import example_rows  # noqa: E402
 from modelfusion.runtime.quantize import quantize_onnx  # noqa: E402
@@ -216,6 +222,20 @@ def member_sessions(model: FusedModel, X: np.ndarray) -> tuple[list, list, int]:
     return sessions, preps, size
 
 
+def breakdown(graphs: dict[str, Path], X: np.ndarray, runs: int = 20) -> None:
+    """Where each graph's bytes and kernel time go, member by member (see ``graph_breakdown``)."""
+    print(f"\n   where the bytes / kernel time go (batch {len(X)}):")
+    for label, path in graphs.items():
+        rows = graph_breakdown(path, X, runs=runs)
+        total_kb, total_ms = sum(r["bytes"] for r in rows) / 1024, sum(r["ms"] for r in rows)
+        cells = ", ".join(
+            f"{r['member']} {r['bytes'] / 1024:.0f} KB / {r['ms']:.2f} ms"
+            for r in rows
+            if r["bytes"] > 2048 or r["ms"] > 0.05
+        )
+        print(f"   {label:28s} {total_kb:6.0f} KB / {total_ms:5.2f} ms: {cells}")
+
+
 # -- printing -----------------------------------------------------------------------------------
 
 
@@ -357,6 +377,10 @@ def torch_ensemble(name: str, make: type[nn.Module], budget: float, tmp: Path) -
     report(
         f"{name}8: 8 {make.__doc__.split(';')[0]} trained on digits28, mean", rows, rows[0][0], rows[-1][0]
     )
+    breakdown(
+        {"fp32": graph, **{k.strip().removeprefix("(d) fused ONNX "): v for k, v in variants.items()}},
+        X[:256],
+    )
     r = {label: v for label, v, _, _ in rows}
     fused_r, a, fl = r["(c) fused ONNX fp32"], r[rows[0][0]], r[rows[-1][0]]
     size32 = graph.stat().st_size
@@ -489,6 +513,10 @@ def digits(budget: float, tmp: Path) -> list[str]:
         rows,
         rows[0][0],
         rows[-1][0],
+    )
+    breakdown(
+        {"fp32": graph, **{k.strip().removeprefix("(d) fused ONNX "): v for k, v in variants.items()}},
+        X_big[:256],
     )
     r = {name: v for name, v, _, _ in rows}
     f32, dyn = r["(c) fused ONNX fp32 (7 members)"], r["(d) fused ONNX int8 dynamic"]

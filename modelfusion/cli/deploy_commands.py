@@ -105,6 +105,7 @@ def quantize(
     console.print(
         quantization_table(record, f"{bundle.name}: {precision} ({mode}) on {split} ({len(ds)} samples)")
     )
+    console.print(member_bytes_table(bundle / "fused.onnx", bundle / record["file"], _label(record)))
     ratio = record["size_bytes_fp32"] / max(record["size_bytes"], 1)
     change = record.get("delta_pp")
     console.print(
@@ -132,6 +133,25 @@ def quantization_table(record: dict[str, Any], title: str) -> Table:
             else [_fmt(record.get(f"accuracy_{suffix}"), "pct"), _fmt(record.get(f"nll_{suffix}"), "f")]
         )
         table.add_row(tag, file, _fmt(size, "bytes"), *metrics)
+    return table
+
+
+def member_bytes_table(fp32: Path, quantized: Path, label: str) -> Table:
+    """Each member's bytes in the fp32 graph and in the quantized one: which members the cast shrank."""
+    from modelfusion.runtime.profile import graph_breakdown
+
+    after = {r["member"]: r["bytes"] for r in graph_breakdown(quantized)}
+    table = Table(title="where the bytes go", box=box.SIMPLE_HEAD)
+    for col in ("member", "fp32", label, "smaller"):
+        table.add_column(col, justify="left" if col == "member" else "right")
+    for row in graph_breakdown(fp32):
+        now = after.get(row["member"], 0)
+        table.add_row(
+            escape(row["member"]),
+            _fmt(row["bytes"], "bytes"),
+            _fmt(now, "bytes"),
+            f"{row['bytes'] / now:.2f}x" if now else "-",
+        )
     return table
 
 

@@ -201,6 +201,29 @@ def _columns(rows: Sequence[Mapping[str, Any]], preferred: Sequence[str]) -> lis
     return present + list(extra)
 
 
+_BREAKDOWN_SENTENCE = (
+    "Each member's share of every exported graph: the bytes its weights and tree attributes take "
+    "in the file, and the time its kernels take on ONNX Runtime CPU (at the latency batch size). "
+    "int8 shrinks and speeds up the members whose weights sit in MatMul, Gemm and Conv; tree "
+    "ensembles, k-NN and the other scikit-learn members keep their precision."
+)
+
+
+def _breakdown_table(deployment: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, str]], list[str]]:
+    """One row per member, one column per exported graph: "size (share) · time (share)"."""
+    graphs = [r for r in deployment if r.get("breakdown")]
+    if not graphs:
+        return [], []
+    rows: dict[str, dict[str, str]] = {}
+    for graph in graphs:
+        for part in graph["breakdown"]:
+            cell = f"{_format_bytes(part['bytes'])} ({100 * part['bytes_share']:.0f}%)"
+            if part.get("ms") is not None:
+                cell += f" · {part['ms']:.3g} ms ({100 * part['time_share']:.0f}%)"
+            rows.setdefault(part["member"], {"member": part["member"]})[graph["name"]] = cell
+    return list(rows.values()), ["member", *(g["name"] for g in graphs)]
+
+
 def _header(key: str, metric: str | None) -> str:
     if key in ("cv_mean", "cv_std") and metric:
         return f"CV {metric} {'mean' if key == 'cv_mean' else 'std'}"
@@ -459,6 +482,13 @@ def _render_html(
         ]
         if "deployment" in figs:
             parts.append(_html_figure(figs["deployment"][1], figs["deployment"][0]))
+        breakdown, columns = _breakdown_table(report.deployment)
+        if breakdown:
+            parts += [
+                "<h3>Where the bytes and the time go</h3>",
+                f"<p>{e(_BREAKDOWN_SENTENCE)}</p>",
+                _html_table(breakdown, columns, metric=None),
+            ]
     if report.notes:
         parts += ["<h2>Notes</h2>", "<ul>", *(f"<li>{e(str(n))}</li>" for n in report.notes), "</ul>"]
     if report.config is not None:
@@ -537,6 +567,16 @@ def _render_markdown(
             "",
         ]
         lines += figure("deployment")
+        breakdown, columns = _breakdown_table(report.deployment)
+        if breakdown:
+            lines += [
+                "### Where the bytes and the time go",
+                "",
+                _BREAKDOWN_SENTENCE,
+                "",
+                render_markdown_table(breakdown, columns),
+                "",
+            ]
     if report.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
     if report.config is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.runtime.profile import graph_breakdown
 from modelfusion.runtime.quantize import _split_data, check_request, graph_quality, quantize_bundle
 
 
@@ -51,8 +52,9 @@ def prepare_deployment(
     below 1 when the graph got bigger), ``accuracy`` and ``nll`` (``rmse`` for regression),
     ``delta_pp`` (accuracy change vs the fp32 graph, percentage points),
     ``delta_pp_validation`` (the manifest's), ``latency_ms`` (per sample, at ``batch_size``,
-    median of ``repeats`` calls on ONNX Runtime CPU) and ``speedup`` (fp32 latency / this).
-    :func:`iter_deployment` yields the same rows one by one, so a caller keeps the rows made
+    median of ``repeats`` calls on ONNX Runtime CPU), ``speedup`` (fp32 latency / this) and
+    ``breakdown`` (each member's bytes and kernel time in this graph, see
+    :func:`~modelfusion.runtime.profile.graph_breakdown`). :func:`iter_deployment` yields the same rows one by one, so a caller keeps the rows made
     before a later step fails.
 
     Raises
@@ -135,4 +137,5 @@ def _measure(graph: Path, X: np.ndarray, y: Any, batch_size: int, repeats: int) 
     row: dict[str, Any] = {"file_size": graph.stat().st_size}
     row.update(graph_quality(graph, y, scores) if y is not None else {})
     row["latency_ms"] = 1000.0 * float(np.median(times[1:])) / len(batch)
+    row["breakdown"] = graph_breakdown(graph, batch, runs=repeats)
     return row

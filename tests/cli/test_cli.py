@@ -86,7 +86,10 @@ def test_demo_exports_and_quantizes_into_the_bundle_and_reports_it(demo_run):
     assert abs(rows["int8 (dynamic)"]["delta_pp"]) <= 1.0  # on test
     assert rows["int8 (dynamic)"]["file_size"] == (results / "bundle" / "fused.int8.onnx").stat().st_size
     assert (results / "figures" / "deployment.png").is_file()
-    assert "<h2>Deployment</h2>" in (results / "report.html").read_text()
+    page = (results / "report.html").read_text()
+    assert "<h2>Deployment</h2>" in page and "Where the bytes and the time go" in page
+    knn = {g: next(p for p in rows[g]["breakdown"] if p["member"] == "knn") for g in rows}
+    assert knn["int8 (dynamic)"]["bytes"] < knn["ONNX fp32"]["bytes"] / 4 and knn["ONNX fp32"]["ms"] > 0
 
 
 @pytest.mark.slow

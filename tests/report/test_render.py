@@ -198,6 +198,30 @@ def test_deployment_rows_get_a_table_a_figure_and_a_json_entry(make_report, tmp_
     assert json.loads(paths["metrics"].read_text())["deployment"][1]["size_ratio"] == 3.75
 
 
+def test_deployment_breakdown_gets_a_member_by_graph_table(make_report, tmp_path):
+    parts = {
+        "ONNX fp32": [("knn", 460_000, 0.64, 1.1, 0.34), ("forest", 68_000, 0.09, 0.2, 0.06)],
+        "int8 (dynamic)": [("knn", 58_000, 0.2, 1.1, 0.3), ("forest", 68_000, 0.25, 0.21, 0.06)],
+    }
+    rows = [
+        {
+            **row,
+            "breakdown": [
+                dict(zip(("member", "bytes", "bytes_share", "ms", "time_share"), p))
+                for p in parts[row["name"]]
+            ],
+        }
+        for row in DEPLOYMENT
+    ]
+    paths = write_report(make_report(deployment=rows), tmp_path)
+    page = paths["html"].read_text()
+    assert "Where the bytes and the time go" in page
+    assert "449.2 KB (64%) · 1.1 ms (34%)" in page and "56.6 KB (20%) · 1.1 ms (30%)" in page
+    markdown = paths["markdown"].read_text()
+    assert "| member | ONNX fp32 | int8 (dynamic) |" in markdown
+    assert "breakdown" not in page.split("Where the bytes")[0]  # not a column of the main table
+
+
 def test_report_without_deployment_has_no_such_section(written):
     _, paths = written
     assert "Deployment" not in paths["html"].read_text()

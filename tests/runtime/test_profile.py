@@ -1,0 +1,46 @@
+"""graph_breakdown: each member's bytes and kernel time in a fused graph, on real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelfusion.runtime import graph_breakdown, quantize_onnx
+
+
+@pytest.fixture(scope="module")
+def fused_graph(digits_fused, tmp_path_factory):
+    return digits_fused.export_onnx(tmp_path_factory.mktemp("graphs") / "fused.onnx")
+
+
+def test_every_member_is_charged_its_bytes_and_they_add_up_to_the_file(fused_graph, digits_fused):
+    rows = graph_breakdown(fused_graph)
+    assert set(digits_fused.names) <= {r["member"] for r in rows} <= {*digits_fused.names, "fusion"}
+    total = sum(r["bytes"] for r in rows)
+    assert 0.97 * fused_graph.stat().st_size <= total <= fused_graph.stat().st_size
+    assert [r["bytes"] for r in rows] == sorted((r["bytes"] for r in rows), reverse=True)
+    assert sum(r["bytes_share"] for r in rows) == pytest.approx(1.0)
+    assert "ms" not in rows[0]  # no data, no timing
+
+
+def test_kernel_times_are_charged_to_members_even_after_runtime_fusions(fused_graph, digits_split):
+    rows = graph_breakdown(fused_graph, digits_split["X_test"][:64], runs=3)
+    by_member = {r["member"]: r for r in rows}
+    assert all(r["ms"] >= 0 for r in rows)
+    assert sum(r["time_share"] for r in rows) == pytest.approx(1.0)
+    # the k-NN member computes distances to its whole training set: never free
+    assert by_member["knn"]["ms"] > 0
+    # the rule is small next to the members
+    assert by_member["fusion"]["time_share"] < 0.5
+
+
+def test_int8_shrinks_the_knn_training_set_and_leaves_trees_as_they_are(fused_graph, tmp_path):
+    before = {r["member"]: r["bytes"] for r in graph_breakdown(fused_graph)}
+    int8 = quantize_onnx(fused_graph, tmp_path / "fused.int8.onnx", mode="dynamic")
+    after = {r["member"]: r["bytes"] for r in graph_breakdown(int8)}
+    assert after["knn"] < before["knn"] / 4
+    assert after["forest"] == before["forest"]
+
+
+def test_a_missing_graph_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.onnx does not exist"):
+        graph_breakdown(tmp_path / "nope.onnx")
