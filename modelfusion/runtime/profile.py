@@ -4,8 +4,9 @@ The fused graph prefixes every member's nodes with ``m<i>_`` (see
 :mod:`modelfusion.runtime.onnx_export`) and records the members' names in its metadata, so
 each initializer and each tree-ensemble attribute can be charged to the member that reads
 it, and ONNX Runtime's profiler can charge each kernel's time. ONNX Runtime renames the
-nodes it fuses or inserts (layout transposes, NCHWc reorders): those are charged by the
-tensors they read and write. What belongs to no member (stacking the members' outputs, the
+nodes it fuses or inserts (layout transposes, NCHWc reorders, precision casts): those are
+charged by the tensors they read and write; the few it leaves unnamed (inlined functions)
+go to ``"fusion"``. What belongs to no member (stacking the members' outputs, the
 strategy's rule) is ``"fusion"``.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 FUSION = "fusion"
+_MEMBER = re.compile(r"(?:^|[^A-Za-z0-9])m(\d+)_")
 
 
 def graph_breakdown(graph: str | Path, X: Any = None, *, runs: int = 10) -> list[dict[str, Any]]:
@@ -88,7 +90,7 @@ def _owner(names: list[str]) -> Any:
     def owner(*tensors: str) -> str:
         """The member whose prefix ``m<i>_`` the first of ``tensors`` carrying one has."""
         for tensor in tensors:
-            found = re.match(r"m(\d+)_", tensor)
+            found = _MEMBER.search(tensor)  # ORT may prefix it: "InsertedPrecisionFreeCast_m3_..."
             if found and int(found.group(1)) < len(names):
                 return names[int(found.group(1))]
         return FUSION
@@ -119,7 +121,8 @@ def _kernel_times(path: Path, X: Any, owner: Any, runs: int) -> dict[str, float]
             disabled_optimizers=settings.get("disabled_optimizers") or None,
         )
         optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
-        charged = {n.name: owner(n.name, *n.output, *n.input) for n in optimized.graph.node}
+        # unnamed nodes (inlined functions) cannot be told apart in the profile: left to "fusion"
+        charged = {n.name: owner(n.name, *n.output, *n.input) for n in optimized.graph.node if n.name}
         first = session.get_inputs()[0]
         dtype = np.int64 if first.type == "tensor(int64)" else np.float32
         feed = {first.name: np.ascontiguousarray(np.asarray(X), dtype=dtype)}

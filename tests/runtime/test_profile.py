@@ -44,3 +44,11 @@ def test_int8_shrinks_the_knn_training_set_and_leaves_trees_as_they_are(fused_gr
 def test_a_missing_graph_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.onnx does not exist"):
         graph_breakdown(tmp_path / "nope.onnx")
+
+
+def test_time_of_nodes_onnx_runtime_renames_stays_with_their_member(fused_graph, digits_split, tmp_path):
+    # fp16 on a CPU: ONNX Runtime casts back to float and prefixes the nodes it rewrites
+    half = quantize_onnx(fused_graph, tmp_path / "fused.fp16.onnx", precision="fp16")
+    rows = {r["member"]: r for r in graph_breakdown(half, digits_split["X_test"][:64], runs=3)}
+    assert rows["cnn"]["ms"] > 0 and rows["knn"]["ms"] > 0
+    assert rows["fusion"]["time_share"] < 0.5
