@@ -219,7 +219,7 @@ def _breakdown_table(deployment: Sequence[Mapping[str, Any]]) -> tuple[list[dict
         for part in graph["breakdown"]:
             cell = f"{_format_bytes(part['bytes'])} ({100 * part['bytes_share']:.0f}%)"
             if part.get("ms") is not None:
-                cell += f" · {part['ms']:.3g} ms ({100 * part['time_share']:.0f}%)"
+                cell += f" · {format_value('latency_ms', part['ms'])} ({100 * part['time_share']:.0f}%)"
             rows.setdefault(part["member"], {"member": part["member"]})[graph["name"]] = cell
     return list(rows.values()), ["member", *(g["name"] for g in graphs)]
 

@@ -38,7 +38,7 @@ def graph_breakdown(graph: str | Path, X: Any = None, *, runs: int = 10) -> list
     -------
     One row per member (and ``"fusion"`` for the rule): ``member``, ``bytes`` (its
     initializers and node attributes, the serialized size it adds to the file),
-    ``bytes_share``, and with ``X``: ``ms`` (kernel time per call on ONNX Runtime CPU, with
+    ``bytes_share``, and with ``X``: ``ms`` (kernel time per call on ONNX Runtime CPU, each node's median over the calls, with
     the graph's recorded session settings) and ``time_share``.
 
     Examples
@@ -135,6 +135,5 @@ def _kernel_times(path: Path, X: Any, owner: Any, runs: int) -> dict[str, float]
             durations[event["name"].removesuffix("_kernel_time")].append(event["dur"] / 1000.0)
     busy: dict[str, float] = defaultdict(float)
     for node, times in durations.items():
-        timed = times[1:] or times
-        busy[charged.get(node, owner(node))] += sum(timed) / len(timed)
+        busy[charged.get(node, owner(node))] += float(np.median(times[1:] or times))
     return dict(busy)
