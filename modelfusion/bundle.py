@@ -152,8 +152,9 @@ class staged_bundle_file:
     On success the file is renamed to ``rel`` and its checksum recorded, together with
     :attr:`metadata` when the block set it (the manifest's ``metadata``), with Ctrl-C held
     until both are done (:func:`~modelfusion.files.defer_interrupts`): the bundle always
-    verifies, holding the old file and record or the new ones. On error or interrupt
-    the temporary file is removed and the bundle is as it was.
+    verifies, holding the old file and record or the new ones. On error or interrupt (in
+    the block, or a manifest that cannot be written) the temporary file is removed, the
+    old file is put back and the bundle is as it was.
 
     Examples
     --------
@@ -176,11 +177,25 @@ class staged_bundle_file:
         if exc_type is not None:
             self._tmp.__exit__(exc_type, exc, tb)
             return
+        target = self.bundle / self.rel
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
         with defer_interrupts():
-            self._tmp.__exit__(None, None, None)
-            manifest, _ = read_manifest(self.bundle)
-            value = manifest.get("metadata") if self.metadata is None else self.metadata
-            update_manifest(self.bundle, "metadata", value, new_files=[self.rel])
+            if target.exists():
+                os.link(target, old)  # the recorded file, put back if the record cannot be written
+            try:
+                self._tmp.__exit__(None, None, None)
+                manifest, _ = read_manifest(self.bundle)
+                value = manifest.get("metadata") if self.metadata is None else self.metadata
+                update_manifest(self.bundle, "metadata", value, new_files=[self.rel])
+            except BaseException:
+                if old.exists():
+                    os.replace(old, target)
+                elif target.exists() and not Path(self._tmp.tmp).exists():
+                    target.unlink()
+                raise
+            finally:
+                if old.exists():
+                    old.unlink()
 
 
 def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:

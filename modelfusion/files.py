@@ -69,16 +69,18 @@ def current_umask() -> int:
     return mask
 
 
-def replace_dir(src: str | Path, dst: str | Path) -> None:
+def replace_dir(src: str | Path, dst: str | Path, *, discard_old: bool = True) -> Path | None:
     """Move the folder ``src`` onto ``dst``, replacing a folder already there.
 
     The old folder is renamed aside first and put back if the move fails, so ``dst`` is
-    always either the old folder or the new one.
+    always either the old folder or the new one. With ``discard_old=False`` the old folder is
+    left aside and its path returned (None when there was none), for a caller that moves
+    several things and deletes the old ones only once all are in place.
     """
     src, dst = Path(src), Path(dst)
     if not dst.exists():
         os.replace(src, dst)
-        return
+        return None
     backup = dst.with_name(f".{dst.name}.old-{os.getpid()}")
     os.replace(dst, backup)
     try:
@@ -86,7 +88,10 @@ def replace_dir(src: str | Path, dst: str | Path) -> None:
     except BaseException:
         os.replace(backup, dst)
         raise
+    if not discard_old:
+        return backup
     shutil.rmtree(backup, ignore_errors=True)
+    return None
 
 
 @contextlib.contextmanager
@@ -109,6 +114,8 @@ def defer_interrupts() -> Iterator[None]:
         return
     received: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    if previous is None:  # a handler installed outside Python: restore Python's default
+        previous = signal.default_int_handler
     try:
         yield
     finally:

@@ -18,7 +18,7 @@ import numpy as np
 from modelfusion.bundle import check_bundle_target
 from modelfusion.config import RunConfig, dump_config
 from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
-from modelfusion.files import replace_dir, write_text_atomic
+from modelfusion.files import defer_interrupts, replace_dir, write_text_atomic
 from modelfusion.fused import FusedModel
 from modelfusion.members.base import Member
 from modelfusion.predictions import PredictionSet, score_members
@@ -266,13 +266,37 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print, wa
 
 
 def _publish(stage: Path, out: Path) -> None:
-    """Move every file and folder of ``stage`` into ``out`` (folders replace folders whole)."""
-    for entry in sorted(stage.iterdir()):
-        target = out / entry.name
-        if entry.is_dir():
-            replace_dir(entry, target)
-        else:
-            os.replace(entry, target)
+    """Move what ``stage`` holds (bundle, config, report files, figures) into ``out``.
+
+    ``bundle/`` replaces the old bundle whole; report figures are moved one by one and the
+    figures the new report no longer has are removed, so other files a user keeps in
+    ``out/figures`` stay. Ctrl-C is held while the entries move, and the old bundle is
+    deleted only once everything is in place.
+    """
+    from modelfusion.report.render import FIGURES
+
+    old_bundles = []
+    try:
+        with defer_interrupts():
+            for entry in sorted(stage.iterdir()):
+                target = out / entry.name
+                if entry.name == "bundle":
+                    old_bundles.append(replace_dir(entry, target, discard_old=False))
+                elif entry.is_dir():  # figures/: the report's, among files of the user's
+                    target.mkdir(exist_ok=True)
+                    produced = sorted(entry.iterdir())
+                    for item in produced:
+                        os.replace(item, target / item.name)
+                    for key, _ in FIGURES:  # a figure of the previous report that this one lacks
+                        stale = target / f"{key}.png"
+                        if stale.name not in {item.name for item in produced} and stale.exists():
+                            stale.unlink()
+                else:
+                    os.replace(entry, target)
+    finally:  # a Ctrl-C held above arrives here, after the moves: still drop the old bundle
+        for old in old_bundles:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _deploy(
@@ -311,16 +335,27 @@ def _deploy(
         )
         held = f"the bundle holds {', '.join(graphs)}" if graphs else "no ONNX graph was written"
         reason = str(exc) if isinstance(exc, ModelFusionError) else f"{type(exc).__name__}: {exc}"
-        return rows, [], [f"deploy: {steps[len(rows)]} failed: {reason}; {held}"]
+        return (
+            rows,
+            _deploy_notes(rows, config.batch_size, len(test)),
+            [f"deploy: {steps[len(rows)]} failed: {reason}; {held}"],
+        )
+    return rows, _deploy_notes(rows, config.batch_size, len(test)), []
+
+
+def _deploy_notes(rows: list[dict[str, Any]], batch_size: int, n_test: int) -> list[str]:
+    """The report's notes on the Deployment table (none without rows)."""
+    if not rows:
+        return []
     notes = [
         f"Deployment: accuracy of each exported graph on the test split; the manifest records the "
         f"change on validation too. Latency on this machine's CPU with ONNX Runtime at batch "
-        f"{min(config.batch_size, len(test))}."
+        f"{min(batch_size, n_test)}."
     ]
     grown = [r["name"] for r in rows if r.get("size_ratio", 1.0) < 1.0]
     if grown:
         notes.append(f"Deployment: {', '.join(grown)} came out larger than the fp32 graph.")
-    return rows, notes, []
+    return notes
 
 
 def _split_seed(config: RunConfig) -> int:

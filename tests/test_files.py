@@ -59,3 +59,20 @@ def test_ctrl_c_inside_defer_interrupts_arrives_when_the_block_ends():
         steps.append("recorded")
     assert steps == ["renamed", "recorded"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_defer_interrupts_restores_python_default_when_the_old_handler_was_foreign(monkeypatch):
+    import signal
+
+    real = signal.signal
+    calls = []
+
+    def foreign_first(signum, handler):  # signal.signal returns None for a handler set from C
+        previous = real(signum, handler)
+        calls.append(handler)
+        return None if len(calls) == 1 else previous
+
+    monkeypatch.setattr(signal, "signal", foreign_first)
+    with defer_interrupts():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -150,7 +150,7 @@ def member_bytes_table(fp32: Path, quantized: Path, label: str) -> Table:
             escape(row["member"]),
             _fmt(row["bytes"], "bytes"),
             _fmt(now, "bytes"),
-            f"{row['bytes'] / now:.2f}x" if now else "-",
+            "-" if not now else f"{row['bytes'] / now:.2f}x" + (" (larger)" if now > row["bytes"] else ""),
         )
     return table
 

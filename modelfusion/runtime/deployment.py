@@ -137,5 +137,8 @@ def _measure(graph: Path, X: np.ndarray, y: Any, batch_size: int, repeats: int) 
     row: dict[str, Any] = {"file_size": graph.stat().st_size}
     row.update(graph_quality(graph, y, scores) if y is not None else {})
     row["latency_ms"] = 1000.0 * float(np.median(times[1:])) / len(batch)
-    row["breakdown"] = graph_breakdown(graph, batch, runs=repeats)
+    try:
+        row["breakdown"] = graph_breakdown(graph, batch, runs=repeats)
+    except Exception as exc:  # a diagnostic: its failure must not discard the row measured above
+        row["breakdown_error"] = f"{type(exc).__name__}: {exc}"
     return row

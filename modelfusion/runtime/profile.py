@@ -32,14 +32,15 @@ def graph_breakdown(graph: str | Path, X: Any = None, *, runs: int = 10) -> list
     ----------
     graph : a fused ``.onnx`` file (``FusedModel.export_onnx``, ``fused.int8.onnx``, ...)
     X : a batch of inputs [samples, *input shape]; without it no time is measured
-    runs : calls averaged for the kernel times
+    runs : calls timed (after one warm-up call); each member's time is its median over them
 
     Returns
     -------
-    One row per member (and ``"fusion"`` for the rule): ``member``, ``bytes`` (its
-    initializers and node attributes, the serialized size it adds to the file),
-    ``bytes_share``, and with ``X``: ``ms`` (kernel time per call on ONNX Runtime CPU, each node's median over the calls, with
-    the graph's recorded session settings) and ``time_share``.
+    One row per member, and one for the fusion rule (``"fusion"``, or ``"fusion (rule)"``
+    when a member has that name): ``member``, ``bytes`` (its initializers and node
+    attributes, the serialized size it adds to the file), ``bytes_share``, and with ``X``:
+    ``ms`` (its kernels' time per call on ONNX Runtime CPU, median over the calls, with the
+    graph's recorded session settings) and ``time_share``.
 
     Examples
     --------
@@ -57,49 +58,51 @@ def graph_breakdown(graph: str | Path, X: Any = None, *, runs: int = 10) -> list
     model = onnx.load(str(path))
     props = {p.key: p.value for p in model.metadata_props}
     names = [str(n) for n in json.loads(props.get("modelfusion.members", "[]"))]
-    owner = _owner(names)
+    owner = _owner(len(names))
 
-    size: dict[str, int] = defaultdict(int)
-    readers: dict[str, str] = {}
+    size: dict[int | None, int] = defaultdict(int)
+    readers: dict[str, int | None] = {}
     for node in model.graph.node:
         size[owner(node.name)] += sum(a.ByteSize() for a in node.attribute)
         for name in node.input:
             readers.setdefault(name, owner(node.name))
     for init in model.graph.initializer:
-        size[readers.get(init.name, FUSION)] += init.ByteSize()
-    busy = _kernel_times(path, X, owner, runs) if X is not None else {}
+        size[readers.get(init.name)] += init.ByteSize()
+    original = {node.name for node in model.graph.node}
+    busy = _kernel_times(path, X, owner, original, runs) if X is not None else {}
 
+    rule = FUSION if FUSION not in names else f"{FUSION} (rule)"  # a member may be called "fusion"
     total_bytes, total_ms = sum(size.values()) or 1, sum(busy.values()) or 1.0
     rows = []
-    for member in [*names, FUSION]:
-        if member not in size and member not in busy:
+    for key in [*range(len(names)), None]:
+        if key not in size and key not in busy:
             continue
         row: dict[str, Any] = {
-            "member": member,
-            "bytes": size.get(member, 0),
-            "bytes_share": size.get(member, 0) / total_bytes,
+            "member": rule if key is None else names[key],
+            "bytes": size.get(key, 0),
+            "bytes_share": size.get(key, 0) / total_bytes,
         }
         if busy:
-            row["ms"] = busy.get(member, 0.0)
-            row["time_share"] = busy.get(member, 0.0) / total_ms
+            row["ms"] = busy.get(key, 0.0)
+            row["time_share"] = busy.get(key, 0.0) / total_ms
         rows.append(row)
     return sorted(rows, key=lambda r: -r["bytes"])
 
 
-def _owner(names: list[str]) -> Any:
-    def owner(*tensors: str) -> str:
-        """The member whose prefix ``m<i>_`` the first of ``tensors`` carrying one has."""
+def _owner(n_members: int) -> Any:
+    def owner(*tensors: str) -> int | None:
+        """The index ``i`` of the first ``m<i>_`` prefix among ``tensors``; None for the fusion rule."""
         for tensor in tensors:
             found = _MEMBER.search(tensor)  # ORT may prefix it: "InsertedPrecisionFreeCast_m3_..."
-            if found and int(found.group(1)) < len(names):
-                return names[int(found.group(1))]
-        return FUSION
+            if found and int(found.group(1)) < n_members:
+                return int(found.group(1))
+        return None
 
     return owner
 
 
-def _kernel_times(path: Path, X: Any, owner: Any, runs: int) -> dict[str, float]:
-    """Milliseconds per call of each member's kernels, from ONNX Runtime's profiler."""
+def _kernel_times(path: Path, X: Any, owner: Any, original: set[str], runs: int) -> dict[int | None, float]:
+    """Milliseconds per call of each member's kernels (median over calls), from ONNX Runtime's profiler."""
     import onnx
     import onnxruntime as ort
 
@@ -121,19 +124,33 @@ def _kernel_times(path: Path, X: Any, owner: Any, runs: int) -> dict[str, float]
             disabled_optimizers=settings.get("disabled_optimizers") or None,
         )
         optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
-        # unnamed nodes (inlined functions) cannot be told apart in the profile: left to "fusion"
-        charged = {n.name: owner(n.name, *n.output, *n.input) for n in optimized.graph.node if n.name}
+        # Nodes of the exported graph are charged by their name, as their bytes are; nodes ONNX
+        # Runtime fused or inserted by the tensors they touch. Unnamed nodes (inlined functions)
+        # cannot be told apart in the profile and go to the rule.
+        charged = {
+            n.name: owner(n.name) if n.name in original else owner(n.name, *n.output, *n.input)
+            for n in optimized.graph.node
+            if n.name
+        }
         first = session.get_inputs()[0]
         dtype = np.int64 if first.type == "tensor(int64)" else np.float32
         feed = {first.name: np.ascontiguousarray(np.asarray(X), dtype=dtype)}
         for _ in range(max(runs, 1) + 1):  # the first call warms up and is left out below
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
-    durations: dict[str, list[float]] = defaultdict(list)
+    calls = sorted(
+        (e["ts"], e["ts"] + e["dur"])
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
+    per_call: list[dict[int | None, float]] = [defaultdict(float) for _ in calls]
     for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            durations[event["name"].removesuffix("_kernel_time")].append(event["dur"] / 1000.0)
-    busy: dict[str, float] = defaultdict(float)
-    for node, times in durations.items():
-        busy[charged.get(node, owner(node))] += float(np.median(times[1:] or times))
-    return dict(busy)
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        node = event["name"].removesuffix("_kernel_time")
+        call = next((i for i, (lo, hi) in enumerate(calls) if lo <= event["ts"] <= hi), None)
+        if call is not None:  # a node run several times in a call (a Loop body) adds up
+            per_call[call][charged.get(node, owner(node))] += event["dur"] / 1000.0
+    timed = per_call[1:] or per_call
+    keys = {key for call in timed for key in call}
+    return {key: float(np.median([call.get(key, 0.0) for call in timed])) for key in keys}

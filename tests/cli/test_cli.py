@@ -299,3 +299,59 @@ def test_ctrl_c_while_deploying_leaves_the_previous_runs_bundle_and_report(
     assert result.exit_code == 130
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before  # same files, same bytes: no staging folder, no new bundle beside the old report
+
+
+def test_a_run_keeps_the_users_own_files_in_the_figures_folder(tmp_path, digits_member_file):
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None)
+    figures = tmp_path / "out" / "figures"
+    figures.mkdir(parents=True)
+    (figures / "my_notes.txt").write_text("keep me")
+    (figures / "deployment.png").write_bytes(b"a figure this report does not draw")  # one of ours, stale
+    assert invoke("run", path).exit_code == 0
+    assert (figures / "my_notes.txt").read_text() == "keep me"
+    assert not (figures / "deployment.png").exists()
+    assert (figures / "strategy_comparison.png").is_file()
+
+
+def test_ctrl_c_while_the_run_moves_its_files_into_place_waits_until_all_are_moved(
+    tmp_path, digits_member_file, monkeypatch
+):
+    import os
+    import signal
+
+    import modelfusion.workflow as workflow
+
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None)
+    assert invoke("run", path).exit_code == 0
+    out = tmp_path / "out"
+    old_manifest = (out / "bundle" / "manifest.json").read_text()
+    path = _config(
+        tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None, report={"title": "second run"}
+    )
+    real = workflow.replace_dir
+
+    def interrupted(*args, **kwargs):  # Ctrl-C as the new bundle replaces the old one
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workflow, "replace_dir", interrupted)
+    assert invoke("run", path).exit_code == 130
+    assert "second run" in (out / "report.html").read_text()  # the new report ...
+    assert (out / "bundle" / "manifest.json").read_text() != old_manifest  # ... beside the new bundle
+    assert "second run" in (out / "config.yaml").read_text()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failing_breakdown_keeps_the_measured_deployment_row(tmp_path, digits_member_file, monkeypatch):
+    import modelfusion.runtime.deployment as deployment
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(deployment, "graph_breakdown", broken)
+    path = _config(
+        tmp_path, members=[{"path": str(digits_member_file)}], deploy={"onnx": True}, cache_dir=None
+    )
+    assert invoke("run", path).exit_code == 0
+    (row,) = json.loads((tmp_path / "out" / "metrics.json").read_text())["deployment"]
+    assert row["accuracy"] > 0.9 and "No space left" in row["breakdown_error"]

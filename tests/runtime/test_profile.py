@@ -52,3 +52,22 @@ def test_time_of_nodes_onnx_runtime_renames_stays_with_their_member(fused_graph,
     rows = {r["member"]: r for r in graph_breakdown(half, digits_split["X_test"][:64], runs=3)}
     assert rows["cnn"]["ms"] > 0 and rows["knn"]["ms"] > 0
     assert rows["fusion"]["time_share"] < 0.5
+
+
+def test_a_member_called_fusion_is_not_merged_with_the_rule(digits_split, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from modelfusion import FusedModel, load_member, score_members
+    from modelfusion.strategies import Mean
+
+    X, y = digits_split["X_val"], digits_split["y_val"]
+    members = [
+        load_member(LogisticRegression(max_iter=300).fit(X, y), name=name) for name in ("fusion", "hand")
+    ]
+    graph = FusedModel(members, Mean().fit(score_members(members, X, progress=False))).export_onnx(
+        tmp_path / "fused.onnx"
+    )
+    rows = graph_breakdown(graph, X[:32], runs=2)
+    assert sorted(r["member"] for r in rows) == ["fusion", "fusion (rule)", "hand"]
+    assert sum(r["bytes_share"] for r in rows) == pytest.approx(1.0)
+    assert sum(r["time_share"] for r in rows) == pytest.approx(1.0)

@@ -63,6 +63,53 @@ def test_interrupted_requantization_leaves_the_previous_graph_and_a_bundle_that_
     FusedModel.load(bundle)
 
 
+def test_a_manifest_that_cannot_be_written_puts_the_previous_graph_back(
+    digits_bundle, digits_split, tmp_path, monkeypatch
+):
+    import modelfusion.bundle as bundle_module
+
+    bundle = shutil.copytree(digits_bundle, tmp_path / "bundle")
+    data = (digits_split["X_val"], digits_split["y_val"])
+    quantize_bundle(bundle, mode="dynamic", data=data)
+    before = (bundle / "fused.int8.onnx").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bundle_module, "write_text_atomic", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        quantize_bundle(bundle, mode="static", data=data)
+    assert (bundle / "fused.int8.onnx").read_bytes() == before
+    assert not [p.name for p in bundle.iterdir() if p.name.startswith(".")]
+    FusedModel.load(bundle)
+
+
+def test_ctrl_c_between_renaming_the_graph_and_recording_it_waits_for_the_record(
+    digits_bundle, digits_split, tmp_path, monkeypatch
+):
+    import os
+    import signal
+
+    import modelfusion.bundle as bundle_module
+
+    bundle = shutil.copytree(digits_bundle, tmp_path / "bundle")
+    real = bundle_module.update_manifest
+
+    def interrupted(*args, **kwargs):  # Ctrl-C right after the rename, before the checksum
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bundle_module, "update_manifest", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quantize_bundle(bundle, mode="dynamic", data=(digits_split["X_val"], digits_split["y_val"]))
+    # the first staged file is the exported fp32 graph: it arrived with its record, and the
+    # interrupt stopped the run before the int8 graph
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert "fused.onnx" in manifest["checksums"] and "fused.int8.onnx" not in manifest["checksums"]
+    assert not (bundle / "fused.int8.onnx").exists()
+    FusedModel.load(bundle)
+
+
 def test_fp16_graph_keeps_the_predictions(fused_graph, digits_split, tmp_path):
     half = quantize_onnx(fused_graph, tmp_path / "fused.fp16.onnx", precision="fp16")
     X = digits_split["X_test"]
