@@ -3,6 +3,7 @@
 from modelfusion.report.data import FusionReport
 from modelfusion.report.plots import (
     cv_figure,
+    deployment_breakdown_figure,
     deployment_figure,
     error_correlation_figure,
     plot_fusion_comparison,
@@ -15,6 +16,7 @@ from modelfusion.report.render import format_value, render_markdown_table, summa
 __all__ = [
     "FusionReport",
     "cv_figure",
+    "deployment_breakdown_figure",
     "deployment_figure",
     "error_correlation_figure",
     "format_value",

@@ -25,6 +25,7 @@ from modelfusion.report.data import FusionReport
 __all__ = [
     "bootstrap_ci",
     "cv_figure",
+    "deployment_breakdown_figure",
     "deployment_figure",
     "error_correlation_figure",
     "plot_fusion_comparison",
@@ -414,3 +415,53 @@ def deployment_figure(report: FusionReport) -> Figure | None:
     if all(a is not None for a in accuracy):
         speed_ax.set_xticklabels([f"{_label(n)}\n{100 * a:.2f}%" for n, a in zip(names, accuracy)])
     return fig
+
+
+def deployment_breakdown_figure(report: FusionReport) -> Figure | None:
+    """Each exported graph as one bar of file size and one of kernel time, split by member (None without breakdowns)."""
+    graphs = [r for r in report.deployment if r.get("breakdown")]
+    if not graphs:
+        return None
+    members = list(dict.fromkeys(p["member"] for g in graphs for p in g["breakdown"]))
+    timed = all(p.get("ms") is not None for g in graphs for p in g["breakdown"])
+    palette = [tuple(c) for c in _member_colors(len(members))]
+    fig = Figure(figsize=(9.0, 1.2 + 0.55 * len(graphs) + 0.2 * len(members) / 3), layout="constrained")
+    axes = fig.subplots(1, 2 if timed else 1, sharey=True, squeeze=False)[0]
+    panels = [("bytes", 1 / 1024, "KB in the file")] + (
+        [("ms", 1.0, "ms of kernel time per batch")] if timed else []
+    )
+    y = np.arange(len(graphs))[::-1]
+    for ax, (key, scale, unit) in zip(axes, panels):
+        left = np.zeros(len(graphs))
+        for color, member in zip(palette, members):
+            values = np.array(
+                [next((p[key] for p in g["breakdown"] if p["member"] == member), 0.0) * scale for g in graphs]
+            )
+            ax.barh(y, values, left=left, color=color, height=0.6, label=member, zorder=2)
+            left += values
+        for yi, total in zip(y, left):
+            ax.text(
+                total, yi, f" {total:,.0f}" if key == "bytes" else f" {total:.2f}", va="center", fontsize=8
+            )
+        ax.set_xlim(0, left.max() * 1.15)
+        ax.set_xlabel(unit)
+        ax.grid(axis="x", alpha=0.3, zorder=0)
+        ax.set_axisbelow(True)
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels([_label(str(g["name"])) for g in graphs])
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside lower center",
+        ncol=min(len(members), 6),
+        fontsize=8,
+        frameon=False,
+    )
+    return fig
+
+
+def _member_colors(n: int) -> np.ndarray:
+    """``n`` distinct colours (tab10, then tab20) for stacked member segments."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return cmap(np.arange(n) % cmap.N)

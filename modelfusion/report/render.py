@@ -111,6 +111,7 @@ FIGURES = [
     ("error_correlation", "How correlated the members' errors are on the test split"),
     ("weights", "Weights of the chosen strategy"),
     ("deployment", "Exported graphs: file size and CPU throughput (ONNX Runtime), test accuracy"),
+    ("deployment_breakdown", "Where each exported graph's bytes and kernel time go, member by member"),
 ]
 _FIGURE_FUNCTIONS = {
     "strategy_comparison": plots.strategy_comparison_figure,
@@ -119,6 +120,7 @@ _FIGURE_FUNCTIONS = {
     "error_correlation": plots.error_correlation_figure,
     "weights": plots.weights_figure,
     "deployment": plots.deployment_figure,
+    "deployment_breakdown": plots.deployment_breakdown_figure,
 }
 
 
@@ -489,6 +491,8 @@ def _render_html(
                 f"<p>{e(_BREAKDOWN_SENTENCE)}</p>",
                 _html_table(breakdown, columns, metric=None),
             ]
+            if "deployment_breakdown" in figs:
+                parts.append(_html_figure(figs["deployment_breakdown"][1], figs["deployment_breakdown"][0]))
     if report.notes:
         parts += ["<h2>Notes</h2>", "<ul>", *(f"<li>{e(str(n))}</li>" for n in report.notes), "</ul>"]
     if report.config is not None:
@@ -577,6 +581,7 @@ def _render_markdown(
                 render_markdown_table(breakdown, columns),
                 "",
             ]
+            lines += figure("deployment_breakdown")
     if report.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
     if report.config is not None:

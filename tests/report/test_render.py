@@ -219,7 +219,15 @@ def test_deployment_breakdown_gets_a_member_by_graph_table(make_report, tmp_path
     assert "449.2 KB (64%) · 1.1 ms (34%)" in page and "56.6 KB (20%) · 1.1 ms (30%)" in page
     markdown = paths["markdown"].read_text()
     assert "| member | ONNX fp32 | int8 (dynamic) |" in markdown
+    assert (tmp_path / "figures" / "deployment_breakdown.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "figures/deployment_breakdown.png" in markdown
     assert "breakdown" not in page.split("Where the bytes")[0]  # not a column of the main table
+
+
+def test_deployment_without_breakdowns_draws_no_breakdown_figure(make_report, tmp_path):
+    write_report(make_report(deployment=DEPLOYMENT), tmp_path)
+    assert (tmp_path / "figures" / "deployment.png").is_file()
+    assert not (tmp_path / "figures" / "deployment_breakdown.png").exists()
 
 
 def test_report_without_deployment_has_no_such_section(written):
