@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import tempfile
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,11 +179,14 @@ class staged_bundle_file:
             self._tmp.__exit__(exc_type, exc, tb)
             return
         target = self.bundle / self.rel
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:12]}")
         with defer_interrupts():
-            if target.exists():
-                os.link(target, old)  # the recorded file, put back if the record cannot be written
             try:
+                if target.exists():  # the recorded file, put back if the record cannot be written
+                    try:
+                        os.link(target, old)
+                    except OSError:  # a filesystem without hard links
+                        shutil.copy2(target, old)
                 self._tmp.__exit__(None, None, None)
                 manifest, _ = read_manifest(self.bundle)
                 value = manifest.get("metadata") if self.metadata is None else self.metadata
@@ -191,7 +195,9 @@ class staged_bundle_file:
                 if old.exists():
                     os.replace(old, target)
                 elif target.exists() and not Path(self._tmp.tmp).exists():
-                    target.unlink()
+                    target.unlink()  # it was new: the bundle is as it was without it
+                if Path(self._tmp.tmp).exists():
+                    os.remove(self._tmp.tmp)
                 raise
             finally:
                 if old.exists():

@@ -13,6 +13,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,29 +70,55 @@ def current_umask() -> int:
     return mask
 
 
-def replace_dir(src: str | Path, dst: str | Path, *, discard_old: bool = True) -> Path | None:
+def replace_dir(src: str | Path, dst: str | Path) -> None:
     """Move the folder ``src`` onto ``dst``, replacing a folder already there.
 
     The old folder is renamed aside first and put back if the move fails, so ``dst`` is
-    always either the old folder or the new one. With ``discard_old=False`` the old folder is
-    left aside and its path returned (None when there was none), for a caller that moves
-    several things and deletes the old ones only once all are in place.
+    always either the old folder or the new one.
     """
-    src, dst = Path(src), Path(dst)
-    if not dst.exists():
-        os.replace(src, dst)
-        return None
-    backup = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    os.replace(dst, backup)
+    replace_all([(Path(src), Path(dst))])
+
+
+def replace_all(moves: list[tuple[Path | None, Path]]) -> None:
+    """Move each ``src`` onto its ``dst`` (files or folders; ``src=None`` removes ``dst``), all or none.
+
+    Whatever is at a ``dst`` is renamed aside first (under a name no other call uses). If a
+    move fails, the moves done so far are undone and the old entries put back, then the
+    error is raised; on success the old entries are deleted, last. Every path must be on the
+    filesystem of its ``dst`` (renames only).
+
+    Examples
+    --------
+    >>> replace_all([(stage / "bundle", out / "bundle"), (stage / "report.html", out / "report.html")])
+    """
+    done: list[tuple[Path, Path | None, bool]] = []  # (dst, where the old entry went, moved in)
     try:
-        os.replace(src, dst)
+        for src, dst in moves:
+            aside = None
+            if dst.exists() or dst.is_symlink():
+                aside = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:12]}")
+                os.replace(dst, aside)
+            done.append((dst, aside, False))
+            if src is not None:
+                os.replace(src, dst)
+                done[-1] = (dst, aside, True)
     except BaseException:
-        os.replace(backup, dst)
+        for dst, aside, moved in reversed(done):
+            if moved:
+                _remove(dst)
+            if aside is not None:
+                os.replace(aside, dst)
         raise
-    if not discard_old:
-        return backup
-    shutil.rmtree(backup, ignore_errors=True)
-    return None
+    for _, aside, _ in done:
+        if aside is not None:
+            _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

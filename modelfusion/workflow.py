@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -18,7 +17,7 @@ import numpy as np
 from modelfusion.bundle import check_bundle_target
 from modelfusion.config import RunConfig, dump_config
 from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
-from modelfusion.files import defer_interrupts, replace_dir, write_text_atomic
+from modelfusion.files import defer_interrupts, replace_all, write_text_atomic
 from modelfusion.fused import FusedModel
 from modelfusion.members.base import Member
 from modelfusion.predictions import PredictionSet, score_members
@@ -130,6 +129,7 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print, wa
     out = config.resolve(config.output_dir)
     assert out is not None
     _check_writable(out)
+    _figures_folder(out)  # fail before the work, not when the results move into place
     cache = config.resolve(config.cache_dir) if config.cache_dir else None
 
     val, test = load_run_data(config)
@@ -266,37 +266,49 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print, wa
 
 
 def _publish(stage: Path, out: Path) -> None:
-    """Move what ``stage`` holds (bundle, config, report files, figures) into ``out``.
+    """Move what ``stage`` holds (bundle, config, report files, figures) into ``out``, all or none.
 
-    ``bundle/`` replaces the old bundle whole; report figures are moved one by one and the
-    figures the new report no longer has are removed, so other files a user keeps in
-    ``out/figures`` stay. Ctrl-C is held while the entries move, and the old bundle is
-    deleted only once everything is in place.
+    ``bundle/`` replaces the old bundle whole; report figures replace their namesakes one by
+    one and the figures of a previous report that this run lacks are removed, so other files
+    a user keeps in ``out/figures`` stay. Without a new report, the previous run's report
+    files are removed rather than left beside a bundle they do not describe. Ctrl-C is held
+    while the entries move (see :func:`~modelfusion.files.replace_all`).
     """
-    from modelfusion.report.render import FIGURES
+    from modelfusion.report.render import FIGURES, REPORT_FILES
 
-    old_bundles = []
-    try:
-        with defer_interrupts():
-            for entry in sorted(stage.iterdir()):
-                target = out / entry.name
-                if entry.name == "bundle":
-                    old_bundles.append(replace_dir(entry, target, discard_old=False))
-                elif entry.is_dir():  # figures/: the report's, among files of the user's
-                    target.mkdir(exist_ok=True)
-                    produced = sorted(entry.iterdir())
-                    for item in produced:
-                        os.replace(item, target / item.name)
-                    for key, _ in FIGURES:  # a figure of the previous report that this one lacks
-                        stale = target / f"{key}.png"
-                        if stale.name not in {item.name for item in produced} and stale.exists():
-                            stale.unlink()
-                else:
-                    os.replace(entry, target)
-    finally:  # a Ctrl-C held above arrives here, after the moves: still drop the old bundle
-        for old in old_bundles:
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+    figures = _figures_folder(out)
+    moves: list[tuple[Path | None, Path]] = []
+    for entry in sorted(stage.iterdir()):
+        if entry.name != "figures":
+            moves.append((entry, out / entry.name))
+    staged_figures = (
+        {p.name: p for p in (stage / "figures").iterdir()} if (stage / "figures").is_dir() else {}
+    )
+    report_written = (stage / "report.html").exists()
+    if not report_written:  # the previous report describes a bundle that is being replaced
+        moves += [(None, out / name) for name in REPORT_FILES if (out / name).exists()]
+    for key, _ in FIGURES:
+        name = f"{key}.png"
+        if name in staged_figures:
+            moves.append((staged_figures[name], figures / name))
+        elif (figures / name).exists():
+            moves.append((None, figures / name))
+    if staged_figures:
+        figures.mkdir(exist_ok=True)
+    with defer_interrupts():
+        replace_all(moves)
+
+
+def _figures_folder(out: Path) -> Path:
+    """``out/figures``, with a clear error when a file stands there."""
+    figures = out / "figures"
+    if figures.exists() and not figures.is_dir():
+        raise ConfigError(
+            f"output_dir: {figures} is a file; the report writes its figures into a folder there "
+            "(move the file or choose another output_dir)",
+            [f"output_dir: {figures} is not a folder"],
+        )
+    return figures
 
 
 def _deploy(

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from modelfusion.files import atomic_path, current_umask, defer_interrupts, replace_dir, write_bytes_atomic
+from modelfusion.files import (
+    atomic_path,
+    current_umask,
+    defer_interrupts,
+    replace_all,
+    replace_dir,
+    write_bytes_atomic,
+)
 
 
 def test_written_files_get_the_mode_open_would_give(tmp_path):
@@ -76,3 +83,31 @@ def test_defer_interrupts_restores_python_default_when_the_old_handler_was_forei
     with defer_interrupts():
         pass
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_replace_all_undoes_every_move_when_one_fails(tmp_path):
+    out, stage = tmp_path / "out", tmp_path / "stage"
+    (out / "bundle").mkdir(parents=True)
+    (out / "bundle" / "old.onnx").write_text("old bundle")
+    (out / "report.html").write_text("old report")
+    (stage / "bundle").mkdir(parents=True)
+    (stage / "bundle" / "new.onnx").write_text("new bundle")
+    moves = [
+        (stage / "bundle", out / "bundle"),
+        (None, out / "report.html"),
+        (stage / "missing.md", out / "report.md"),  # fails: nothing to move
+    ]
+    with pytest.raises(FileNotFoundError):
+        replace_all(moves)
+    assert [p.name for p in (out / "bundle").iterdir()] == ["old.onnx"]
+    assert (out / "report.html").read_text() == "old report"
+    assert sorted(p.name for p in out.iterdir()) == ["bundle", "report.html"]  # nothing hidden left
+
+
+def test_replace_all_replaces_removes_and_cleans_up(tmp_path):
+    (tmp_path / "a.txt").write_text("old a")
+    (tmp_path / "b.txt").write_text("old b")
+    (tmp_path / "new-a.txt").write_text("new a")
+    replace_all([(tmp_path / "new-a.txt", tmp_path / "a.txt"), (None, tmp_path / "b.txt")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    assert (tmp_path / "a.txt").read_text() == "new a"

@@ -443,7 +443,7 @@ def deployment_breakdown_figure(report: FusionReport) -> Figure | None:
             ax.text(
                 total, yi, f" {total:,.0f}" if key == "bytes" else f" {total:.2f}", va="center", fontsize=8
             )
-        ax.set_xlim(0, left.max() * 1.15)
+        ax.set_xlim(0, max(float(left.max()), 1e-9) * 1.15)
         ax.set_xlabel(unit)
         ax.grid(axis="x", alpha=0.3, zorder=0)
         ax.set_axisbelow(True)
@@ -460,8 +460,10 @@ def deployment_breakdown_figure(report: FusionReport) -> Figure | None:
 
 
 def _member_colors(n: int) -> np.ndarray:
-    """``n`` distinct colours (tab10, then tab20) for stacked member segments."""
+    """``n`` distinct colours (tab10, tab20, then evenly spaced) for stacked member segments."""
     from matplotlib import colormaps
 
+    if n > 20:  # past tab20, evenly spaced hues: no two members share a colour
+        return colormaps["turbo"](np.linspace(0.05, 0.95, n))
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return cmap(np.arange(n) % cmap.N)
+    return cmap(np.arange(n))

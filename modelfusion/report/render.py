@@ -113,6 +113,8 @@ FIGURES = [
     ("deployment", "Exported graphs: file size and CPU throughput (ONNX Runtime), test accuracy"),
     ("deployment_breakdown", "Where each exported graph's bytes and kernel time go, member by member"),
 ]
+#: The files :func:`write_report` writes besides ``figures/``.
+REPORT_FILES = ("report.html", "report.md", "metrics.json")
 _FIGURE_FUNCTIONS = {
     "strategy_comparison": plots.strategy_comparison_figure,
     "cv_scores": plots.cv_figure,

@@ -328,13 +328,13 @@ def test_ctrl_c_while_the_run_moves_its_files_into_place_waits_until_all_are_mov
     path = _config(
         tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None, report={"title": "second run"}
     )
-    real = workflow.replace_dir
+    real = workflow.replace_all
 
-    def interrupted(*args, **kwargs):  # Ctrl-C as the new bundle replaces the old one
+    def interrupted(*args, **kwargs):  # Ctrl-C as the new files replace the old ones
         os.kill(os.getpid(), signal.SIGINT)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(workflow, "replace_dir", interrupted)
+    monkeypatch.setattr(workflow, "replace_all", interrupted)
     assert invoke("run", path).exit_code == 130
     assert "second run" in (out / "report.html").read_text()  # the new report ...
     assert (out / "bundle" / "manifest.json").read_text() != old_manifest  # ... beside the new bundle
@@ -355,3 +355,27 @@ def test_a_failing_breakdown_keeps_the_measured_deployment_row(tmp_path, digits_
     assert invoke("run", path).exit_code == 0
     (row,) = json.loads((tmp_path / "out" / "metrics.json").read_text())["deployment"]
     assert row["accuracy"] > 0.9 and "No space left" in row["breakdown_error"]
+
+
+def test_a_file_where_the_figures_folder_goes_exits_2_before_any_work(tmp_path, digits_member_file):
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "figures").write_text("not a folder")
+    result = invoke("run", path)
+    assert result.exit_code == 2
+    assert "figures is a file" in " ".join(result.output.split())
+    assert not (tmp_path / "out" / "bundle").exists()
+
+
+def test_a_run_without_a_report_removes_the_previous_runs_report(tmp_path, digits_member_file):
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None)
+    assert invoke("run", path).exit_code == 0
+    out = tmp_path / "out"
+    (out / "figures" / "my_notes.txt").write_text("keep me")
+    path = _config(
+        tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None, report={"enabled": False}
+    )
+    assert invoke("run", path).exit_code == 0
+    assert not any((out / name).exists() for name in ("report.html", "report.md", "metrics.json"))
+    assert [p.name for p in (out / "figures").iterdir()] == ["my_notes.txt"]
+    assert (out / "bundle" / "manifest.json").is_file()

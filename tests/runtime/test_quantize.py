@@ -42,46 +42,56 @@ def test_int8_bundle_keeps_digits_accuracy_within_one_point(mode, digits_bundle,
     assert {(bundle / f).stat().st_mode & 0o777 for f in ("fused.int8.onnx", "manifest.json")} == {usual}
 
 
-def test_interrupted_requantization_leaves_the_previous_graph_and_a_bundle_that_verifies(
-    digits_bundle, digits_split, tmp_path, monkeypatch
-):
-    import modelfusion.runtime.quantize as quantize
-
+@pytest.fixture
+def requantized(digits_bundle, digits_split, tmp_path):
+    """A bundle quantized once (dynamic), the data, and the files a failed second quantization must leave."""
     bundle = shutil.copytree(digits_bundle, tmp_path / "bundle")
     data = (digits_split["X_val"], digits_split["y_val"])
     quantize_bundle(bundle, mode="dynamic", data=data)
     before = (bundle / "fused.int8.onnx").read_bytes(), (bundle / "manifest.json").read_text()
 
-    def interrupt(*args, **kwargs):  # Ctrl-C while the new graph is being measured
-        raise KeyboardInterrupt
+    def unchanged() -> bool:
+        files = (bundle / "fused.int8.onnx").read_bytes(), (bundle / "manifest.json").read_text()
+        hidden = [p.name for p in bundle.iterdir() if p.name.startswith(".")]
+        FusedModel.load(bundle)  # verifies every checksum
+        return files == before and not hidden
 
-    monkeypatch.setattr(quantize, "_quality", interrupt)
+    return bundle, data, unchanged
+
+
+def _raise(error: BaseException):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+def test_interrupted_requantization_leaves_the_previous_graph_and_a_bundle_that_verifies(
+    requantized, monkeypatch
+):
+    import modelfusion.runtime.quantize as quantize
+
+    bundle, data, unchanged = requantized
+    monkeypatch.setattr(quantize, "_quality", _raise(KeyboardInterrupt()))  # Ctrl-C while measuring
     with pytest.raises(KeyboardInterrupt):
         quantize_bundle(bundle, mode="static", data=data)
-    assert ((bundle / "fused.int8.onnx").read_bytes(), (bundle / "manifest.json").read_text()) == before
-    assert not [p.name for p in bundle.iterdir() if p.name.startswith(".")]
-    FusedModel.load(bundle)
+    assert unchanged()
 
 
-def test_a_manifest_that_cannot_be_written_puts_the_previous_graph_back(
-    digits_bundle, digits_split, tmp_path, monkeypatch
-):
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_manifest_that_cannot_be_written_puts_the_previous_graph_back(requantized, monkeypatch, hard_links):
+    import os
+
     import modelfusion.bundle as bundle_module
 
-    bundle = shutil.copytree(digits_bundle, tmp_path / "bundle")
-    data = (digits_split["X_val"], digits_split["y_val"])
-    quantize_bundle(bundle, mode="dynamic", data=data)
-    before = (bundle / "fused.int8.onnx").read_bytes()
-
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(bundle_module, "write_text_atomic", disk_full)
+    bundle, data, unchanged = requantized
+    if not hard_links:  # vfat, SMB: the recorded graph is copied aside instead
+        monkeypatch.setattr(os, "link", _raise(PermissionError(1, "Operation not permitted")))
+    monkeypatch.setattr(bundle_module, "write_text_atomic", _raise(OSError(28, "No space left on device")))
     with pytest.raises(OSError, match="No space left"):
         quantize_bundle(bundle, mode="static", data=data)
-    assert (bundle / "fused.int8.onnx").read_bytes() == before
-    assert not [p.name for p in bundle.iterdir() if p.name.startswith(".")]
-    FusedModel.load(bundle)
+    monkeypatch.undo()
+    assert unchanged()
 
 
 def test_ctrl_c_between_renaming_the_graph_and_recording_it_waits_for_the_record(
