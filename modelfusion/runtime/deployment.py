@@ -1,7 +1,7 @@
 """Serving files for a fitted fused model: its ONNX graph and int8/fp16 variants, measured side by side.
 
-:func:`prepare_deployment` is what ``modelfusion run`` does when the config has a ``deploy:``
-section; the rows it returns are the report's "Deployment" table.
+:func:`iter_deployment` is what ``modelfusion run`` does when the config has a ``deploy:``
+section; the rows it yields are the report's "Deployment" table.
 """
 
 from __future__ import annotations
@@ -29,6 +29,20 @@ def deployment_steps(quantize: str | None = None, fp16: bool = False) -> list[st
 
 
 def prepare_deployment(
+    model: Any, bundle_dir: str | Path, validation: Any, test: Any = None, **options: Any
+) -> list[dict[str, Any]]:
+    """Every row of :func:`iter_deployment` (same arguments), in a list.
+
+    Examples
+    --------
+    >>> rows = prepare_deployment(fused, "runs/demo/bundle", (X_val, y_val), (X_test, y_test), quantize="dynamic")
+    >>> [(r["name"], round(r["size_ratio"], 2)) for r in rows]
+    [('ONNX fp32', 1.0), ('int8 (dynamic)', 2.45)]
+    """
+    return list(iter_deployment(model, bundle_dir, validation, test, **options))
+
+
+def iter_deployment(
     model: Any,
     bundle_dir: str | Path,
     validation: Any,
@@ -38,7 +52,7 @@ def prepare_deployment(
     fp16: bool = False,
     batch_size: int = 256,
     repeats: int = 5,
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     """Export ``model`` (a saved :class:`~modelfusion.FusedModel`) into its bundle and measure each graph.
 
     Writes ``fused.onnx``, then ``fused.int8.onnx`` (``quantize="dynamic"|"static"``) and
@@ -54,8 +68,9 @@ def prepare_deployment(
     ``delta_pp_validation`` (the manifest's), ``latency_ms`` (per sample, at ``batch_size``,
     median of ``repeats`` calls on ONNX Runtime CPU), ``speedup`` (fp32 latency / this) and
     ``breakdown`` (each member's bytes and kernel time in this graph, see
-    :func:`~modelfusion.runtime.profile.graph_breakdown`). :func:`iter_deployment` yields the same rows one by one, so a caller keeps the rows made
-    before a later step fails.
+    :func:`~modelfusion.runtime.profile.graph_breakdown`). Rows come one by one, each graph
+    written and recorded before its row, so a caller keeps the rows made before a later step
+    fails; :func:`prepare_deployment` collects them in a list.
 
     Raises
     ------
@@ -66,42 +81,19 @@ def prepare_deployment(
 
     Examples
     --------
-    >>> rows = prepare_deployment(fused, "runs/demo/bundle", (X_val, y_val), (X_test, y_test), quantize="dynamic")
-    >>> [(r["name"], round(r["size_ratio"], 2)) for r in rows]
-    [('ONNX fp32', 1.0), ('int8 (dynamic)', 2.45)]
+    >>> for row in iter_deployment(fused, bundle, (X_val, y_val), (X_test, y_test), quantize="static"):
+    ...     print(row["name"], row["file"], f"{row['speedup']:.2f}x")
+    ONNX fp32 fused.onnx 1.00x
+    int8 (static) fused.int8.onnx 0.84x
     """
-    return list(
-        iter_deployment(
-            model,
-            bundle_dir,
-            validation,
-            test,
-            quantize=quantize,
-            fp16=fp16,
-            batch_size=batch_size,
-            repeats=repeats,
-        )
-    )
-
-
-def iter_deployment(
-    model: Any,
-    bundle_dir: str | Path,
-    validation: Any,
-    test: Any = None,
-    *,
-    quantize: str | None = None,
-    fp16: bool = False,
-    batch_size: int = 256,
-    repeats: int = 5,
-) -> Iterator[dict[str, Any]]:
-    """:func:`prepare_deployment`, one row at a time: each graph is written and recorded before its row is yielded."""
     from modelfusion.runtime.engine import record_bundle_graph
     from modelfusion.runtime.onnx_export import build_fused_onnx
 
     X, y = _split_data(validation)
     if X is None:
-        raise ValueError("prepare_deployment needs validation=(X, y)")
+        raise ValueError(
+            "deployment needs validation=(X, y): the data that calibrates and measures the graphs"
+        )
     X_eval, y_eval = (X, y) if test is None else _split_data(test)
     if quantize is not None:
         check_request(quantize, "int8", has_calibration=True)
