@@ -4,12 +4,14 @@ Layout::
 
     bundle/
       manifest.json            # members, strategy, classes, versions, sha256 of every file
+      bundle.sha256            # sha256 of manifest.json (integrity, see modelfusion.manifest)
       members/<name>/...       # each member's own format: safetensors, onnx, skops, ...
       strategy/state.safetensors
 
 Nothing is pickled. Saving writes into a temporary sibling folder and renames it into
-place, so an interrupted save never leaves a half-written bundle. Loading verifies every
-checksum before it reads a file.
+place, so an interrupted save never leaves a half-written bundle. Loading validates the
+manifest, its digest, every path and every checksum before it reads a member file
+(:mod:`modelfusion.manifest`).
 """
 
 from __future__ import annotations
@@ -20,21 +22,30 @@ import platform
 import shutil
 import tempfile
 import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelfusion.errors import BundleError
-from modelfusion.files import atomic_path, current_umask, defer_interrupts, replace_dir, write_text_atomic
+from modelfusion.files import atomic_path, current_umask, defer_interrupts, replace_dir
+from modelfusion.manifest import (
+    DERIVED_GRAPH,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    bundle_files,
+    inside,
+    parse_manifest,
+    verify_digest,
+    write_manifest,
+)
 from modelfusion.members.base import sha256_file
+from modelfusion.recovery import bundle_lock, recover_bundle
 from modelfusion.serialization import load_strategy, save_strategy
 
 if TYPE_CHECKING:
     from modelfusion.fused import FusedModel
-
-FORMAT = "modelfusion-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) -> Path:
@@ -42,8 +53,15 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
     path = Path(path)
     if path.exists() and not overwrite:
         raise BundleError(f"{path} already exists; pass overwrite=True to replace it")
-    check_bundle_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with bundle_lock(path):
+        for action in recover_bundle(path):
+            warnings.warn(action, stacklevel=3)
+        check_bundle_target(path)
+        return _save_locked(model, path)
+
+
+def _save_locked(model: FusedModel, path: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a bundle is shared like any folder
     try:
@@ -67,7 +85,7 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
             "versions": _versions(),
             "checksums": files,
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+        write_manifest(tmp, manifest, default=_json_default)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -75,14 +93,26 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
     return path
 
 
-def load_bundle(path: str | Path, *, trust: bool = False) -> FusedModel:
-    """Read a bundle folder, verifying its checksums first.
+def load_bundle(path: str | Path, *, trust: bool = False, expected_digest: str | None = None) -> FusedModel:
+    """Read a bundle folder, verifying it whole before any member file is read.
 
-    ``trust=True`` allows members whose architecture is built by importing a
-    ``module:factory`` named in the manifest, and strategy files with non-sklearn types.
+    Checks, in order: the manifest's schema; ``bundle.sha256`` (and ``expected_digest``, the
+    manifest's sha256 you pinned, when given); that every path it names stays inside the
+    bundle; that every file has a checksum that matches and no file is uncovered. A derived
+    graph (``fused*.onnx``) whose checksum fails is ignored with a warning, not a reason to
+    refuse the bundle: the members still define the model.
+
+    ``trust=True`` allows what runs code: architectures outside the known list, pickled
+    ``.pt2`` entries, TensorFlow SavedModels, strategy files with non-sklearn types.
     """
     manifest, path = read_manifest(path)
-    verify_checksums(path, manifest)
+    verify_digest(path, expected_digest)
+    damaged = verify_checksums(path, manifest)
+    for rel in damaged:
+        warnings.warn(
+            f"bundle {path}: {rel} fails its checksum and is ignored (rebuild it with `modelfusion export`)",
+            stacklevel=2,
+        )
     try:
         return _load_verified(path, manifest, trust)
     except (KeyError, TypeError) as e:
@@ -90,42 +120,29 @@ def load_bundle(path: str | Path, *, trust: bool = False) -> FusedModel:
 
 
 def _load_verified(path: Path, manifest: dict[str, Any], trust: bool) -> FusedModel:
+    from modelfusion.data import build_preprocessor
     from modelfusion.fused import FusedModel
     from modelfusion.members.loading import load_saved_member
 
     members = []
-    for spec in manifest["members"]:
-        _check_architecture(spec, trust)
-        member = load_saved_member(path / spec["dir"], spec)
+    for i, spec in enumerate(manifest["members"]):
+        folder = inside(path, spec["dir"], f"members[{i}].dir")
+        inside(folder, spec["file"], f"members[{i}].file")
+        member = load_saved_member(folder, spec, trust=trust)
         if spec.get("preprocess") is not None:
-            from modelfusion.data import build_preprocessor
-
             member.preprocess = build_preprocessor(spec["preprocess"])
             member.preprocess_spec = spec["preprocess"]
         members.append(member)
-    strategy = load_strategy(manifest["strategy"], path / "strategy", trust=trust)
+    strategy = load_strategy(manifest["strategy"], inside(path, "strategy", "strategy"), trust=trust)
     return FusedModel(members, strategy, metadata=manifest.get("metadata"))
 
 
 def read_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
-    """The parsed manifest of a bundle folder, with a clear error when it is not one."""
+    """The parsed, schema-checked manifest of a bundle folder, with a clear error when it is not one."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path} is not a bundle folder (it does not exist or is a file)")
-    mf = path / MANIFEST
-    if not mf.is_file():
-        raise BundleError(f"{path} is not a modelfusion bundle: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{mf} is not valid JSON: {e}") from None
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{mf} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise BundleError(
-            f"{path} was written by a newer modelfusion (bundle format {manifest['format_version']}); upgrade"
-        )
-    return manifest, path
+    return parse_manifest(path), path
 
 
 def update_manifest(
@@ -144,7 +161,7 @@ def update_manifest(
         if not (path / rel).is_file():
             raise BundleError(f"cannot record {rel} in {path / MANIFEST}: the file does not exist")
         checksums[rel] = sha256_file(path / rel)
-    write_text_atomic(path / MANIFEST, json.dumps(manifest, indent=2, default=_json_default))
+    write_manifest(path, manifest, default=_json_default)
 
 
 class staged_bundle_file:
@@ -171,10 +188,23 @@ class staged_bundle_file:
 
     def __enter__(self) -> staged_bundle_file:
         read_manifest(self.bundle)  # a clear error before any work when it is not a bundle
-        self.path = Path(self._tmp.__enter__())
+        self._lock = bundle_lock(self.bundle).__enter__()
+        try:
+            for action in recover_bundle(self.bundle):
+                warnings.warn(action, stacklevel=2)
+            self.path = Path(self._tmp.__enter__())
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._finish(exc_type, exc, tb)
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    def _finish(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self._tmp.__exit__(exc_type, exc, tb)
             return
@@ -204,32 +234,39 @@ class staged_bundle_file:
                     old.unlink()
 
 
-def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
-    """Raise BundleError naming every file that is missing or whose sha256 differs."""
-    problems = []
-    for rel, digest in manifest.get("checksums", {}).items():
-        f = path / rel
+def verify_checksums(path: Path, manifest: dict[str, Any]) -> list[str]:
+    """Check every file of the bundle against the manifest; return the derived graphs that fail.
+
+    Raises BundleError naming each member or strategy file that is missing, changed, outside
+    the bundle or not covered by a checksum, and each file the manifest does not list.
+    """
+    checksums = manifest["checksums"]
+    found, problems = bundle_files(path)
+    damaged = []
+    for rel, digest in checksums.items():
+        f = inside(path, rel, "checksums key")
         if not f.is_file():
-            problems.append(f"{rel}: missing")
+            bad = f"{rel}: missing"
         elif sha256_file(f) != digest:
-            problems.append(f"{rel}: checksum mismatch (file changed or corrupt)")
+            bad = f"{rel}: checksum mismatch (file changed or corrupt)"
+        else:
+            continue
+        if DERIVED_GRAPH.match(rel):
+            damaged.append(rel)
+        else:
+            problems.append(bad)
+    for rel in sorted(found - set(checksums)):
+        problems.append(f"{rel}: not covered by a checksum (a file the manifest does not list)")
+    for i, spec in enumerate(manifest["members"]):
+        folder = f"{spec['dir'].rstrip('/')}/"
+        if not any(rel.startswith(folder) for rel in checksums):
+            problems.append(f"members[{i}] ({spec['name']}): no checksum covers its folder {spec['dir']!r}")
+    for name in manifest["strategy"].get("files", []):
+        if f"strategy/{name}" not in checksums:
+            problems.append(f"strategy/{name}: no checksum covers it")
     if problems:
-        raise BundleError(f"bundle {path} failed verification: " + "; ".join(problems))
-
-
-#: Architectures a bundle may build without trust=True: our own example networks. A
-#: ``module:factory`` string anywhere else imports and calls code named by the manifest.
-_SAFE_FACTORY_PREFIXES = ("modelfusion.examples.",)
-
-
-def _check_architecture(spec: dict[str, Any], trust: bool) -> None:
-    arch = spec.get("architecture")
-    if not isinstance(arch, str) or ":" not in arch or trust or arch.startswith(_SAFE_FACTORY_PREFIXES):
-        return
-    raise BundleError(
-        f"member {spec.get('name')!r} builds its architecture by importing and calling {arch!r}; "
-        "load the bundle with trust=True (CLI: --trust) if you trust where it came from"
-    )
+        raise BundleError(f"bundle {path} failed verification: " + "; ".join(problems[:10]))
+    return damaged
 
 
 def check_bundle_target(path: Path) -> None:
@@ -242,7 +279,7 @@ def check_bundle_target(path: Path) -> None:
 
 def _is_bundle(path: Path) -> bool:
     try:
-        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
+        return json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -14,11 +14,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modelfusion.errors import ConfigError
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:function
+#: Rows per scoring call: beyond this a batch no longer fits in memory for any real model.
+MAX_BATCH_SIZE = 1_000_000
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -93,8 +103,8 @@ class DataConfig(_Strict):
 class MemberConfig(_Strict):
     """One member: a model file (or hub id) and how to load and feed it."""
 
-    name: str | None = None
-    path: str
+    name: str | None = Field(None, min_length=1, max_length=200)
+    path: str = Field(min_length=1, max_length=4096)
     framework: str | None = None
     trust: bool = False
     preprocess: dict[str, Any] | list[Any] | str | None = None
@@ -111,9 +121,9 @@ class StrategyConfig(_Strict):
 class FusionConfig(_Strict):
     """Which strategies to try and how to choose among them."""
 
-    strategies: Literal["auto"] | list[str | StrategyConfig] = "auto"
-    metric: str = "nll"
-    cv: int = Field(5, ge=2)
+    strategies: Literal["auto"] | list[str | StrategyConfig] = Field("auto", max_length=100)
+    metric: str = Field("nll", max_length=64)
+    cv: int = Field(5, ge=2, le=100)
 
     @field_validator("strategies")
     @classmethod
@@ -133,7 +143,7 @@ class FusionConfig(_Strict):
 
 class ReportConfig(_Strict):
     enabled: bool = True
-    title: str | None = None
+    title: str | None = Field(None, max_length=300)
 
 
 class DeployConfig(_Strict):
@@ -158,20 +168,29 @@ class DeployConfig(_Strict):
 class RunConfig(_Strict):
     """The whole ``fusion.yaml``."""
 
-    name: str = "fusion"
+    name: str = Field("fusion", min_length=1, max_length=200)
     task: Literal["classification", "multilabel", "regression"] | None = None
-    seed: int = 0
-    output_dir: str = "runs/fusion"
-    cache_dir: str | None = ".modelfusion-cache"
-    batch_size: int = Field(256, ge=1)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    output_dir: str = Field("runs/fusion", min_length=1, max_length=4096)
+    cache_dir: str | None = Field(".modelfusion-cache", max_length=4096)
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH_SIZE)
     data: DataConfig
-    members: list[MemberConfig] = Field(min_length=1)
+    members: list[MemberConfig] = Field(min_length=1, max_length=1000)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
 
     #: Folder relative paths are resolved against (the config file's folder).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    #: The file the config was read from (None when parsed from a mapping).
+    _config_file: Path | None = PrivateAttr(None)
+    #: YAML path -> the string as written, for values that had ``${VAR}`` (see :func:`config_record`).
+    _unexpanded: dict[tuple[Any, ...], str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def config_file(self) -> Path | None:
+        """The YAML file this config was read from, when it was read from one."""
+        return self._config_file
 
     def resolve(self, path: str | None) -> Path | None:
         """``path`` relative to the config file's folder (absolute paths unchanged)."""
@@ -181,19 +200,86 @@ class RunConfig(_Strict):
         return p if p.is_absolute() else (self.base_dir / p)
 
 
+#: Limits on a config file: its size, how deep it nests, how many values it holds once
+#: YAML aliases are expanded (a "billion laughs" file is a few hundred bytes that expand to
+#: 10^9 values), and the length of one string.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_VALUES = 200_000
+MAX_STRING = 64 * 1024
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read, interpolate and validate a YAML config; raise ConfigError listing every problem."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", [f"{path}: not found"])
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        problem = f"{path}: {size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,} bytes"
+        raise ConfigError(problem, [problem])
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        problem = f"{path}: not UTF-8 text (byte {e.start})"
+        raise ConfigError(problem, [problem]) from None
+    raw = read_yaml(text, str(path))
+    config = parse_config(raw, base_dir=path.parent.resolve(), source=str(path))
+    config._config_file = path.resolve()
+    return config
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` with limits on nesting depth and on the values aliases expand to.
+
+    The events are checked first, without building anything, so a hostile file is refused
+    in milliseconds with the line where it goes too far.
+    """
+    try:
+        _check_yaml_size(text, source)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}"
+        problem = f"{source}{where}: not valid YAML: {getattr(e, 'problem', e)}"
         raise ConfigError(problem, [problem]) from None
-    return parse_config(raw, base_dir=path.parent.resolve(), source=str(path))
+
+
+def _check_yaml_size(text: str, source: str) -> None:
+    open_sizes: list[list[Any]] = []  # [values so far, anchor] per open mapping/sequence
+    anchors: dict[str, int] = {}
+
+    def fail(event: Any, what: str) -> None:
+        line = event.start_mark.line + 1
+        problem = f"{source} (line {line}): {what}"
+        raise ConfigError(problem, [problem])
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            open_sizes.append([1, event.anchor])
+            if len(open_sizes) > MAX_DEPTH:
+                fail(event, f"nested more than {MAX_DEPTH} levels deep; a config is a few levels deep")
+            continue
+        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            size, anchor = open_sizes.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            size, anchor = 1, event.anchor
+            if len(event.value) > MAX_STRING:
+                fail(event, f"a value of {len(event.value):,} characters; the limit is {MAX_STRING:,}")
+        elif isinstance(event, yaml.AliasEvent):
+            size, anchor = anchors.get(event.anchor, 1), None
+        else:
+            continue
+        if anchor is not None:
+            anchors[anchor] = size
+        if open_sizes:
+            open_sizes[-1][0] += size
+        if size > MAX_VALUES or (open_sizes and open_sizes[-1][0] > MAX_VALUES):
+            fail(
+                event,
+                f"YAML aliases expand to more than {MAX_VALUES:,} values (an alias bomb?); write the values "
+                "out or use fewer aliases",
+            )
 
 
 def parse_config(raw: Any, *, base_dir: Path | None = None, source: str = "config") -> RunConfig:
@@ -202,7 +288,8 @@ def parse_config(raw: Any, *, base_dir: Path | None = None, source: str = "confi
         problem = f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
         raise ConfigError(problem, [problem])
     problems: list[str] = []
-    raw = _interpolate(raw, "", problems)
+    unexpanded: dict[tuple[Any, ...], str] = {}
+    raw = _interpolate(raw, (), problems, unexpanded)
     base_dir = base_dir or Path.cwd()
     config = None
     try:
@@ -214,20 +301,42 @@ def parse_config(raw: Any, *, base_dir: Path | None = None, source: str = "confi
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{source} has {len(problems)} problem(s):\n{lines}", problems)
     assert config is not None
+    config._unexpanded = unexpanded
     return config
 
 
+def config_record(config: RunConfig) -> dict[str, Any]:
+    """The config as saved with a run (``config.yaml``, the report, the bundle): ``${VAR}`` unexpanded.
+
+    Values that came from the environment keep the ``${VAR}`` form they were written in, so
+    a secret substituted into the config is never written to disk.
+    """
+    record = config.model_dump(mode="json", exclude={"base_dir"})
+    for loc, text in config._unexpanded.items():
+        node: Any = record
+        for part in loc[:-1]:
+            node = node[part] if isinstance(node, dict) and part in node or isinstance(node, list) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and loc[-1] in node or isinstance(node, list) and loc[-1] < len(node):
+            node[loc[-1]] = text
+    return record
+
+
 def dump_config(config: RunConfig) -> str:
-    """The config as YAML (what the run actually used)."""
-    return yaml.safe_dump(config.model_dump(mode="json", exclude={"base_dir"}), sort_keys=False)
+    """The config as YAML (what the run used, with ``${VAR}`` values unexpanded: :func:`config_record`)."""
+    return yaml.safe_dump(config_record(config), sort_keys=False)
 
 
-def _interpolate(value: Any, where: str, problems: list[str]) -> Any:
+def _interpolate(value: Any, loc: tuple[Any, ...], problems: list[str], unexpanded: dict) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), problems) for k, v in value.items()}
+        return {k: _interpolate(v, (*loc, k), problems, unexpanded) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+        return [_interpolate(v, (*loc, i), problems, unexpanded) for i, v in enumerate(value)]
     if isinstance(value, str):
+        where = _loc(loc)
+        if _ENV.search(value):
+            unexpanded[loc] = value
 
         def sub(m: re.Match) -> str:
             var, default = m.group(1), m.group(2)

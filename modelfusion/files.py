@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 class atomic_path:
@@ -121,14 +122,33 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+#: Signals that end a command the way Ctrl-C does: cleanup runs, nothing is left half-written.
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM (``kill``, a container stop) raise KeyboardInterrupt like Ctrl-C.
+
+    Called by the CLI, so a terminated command unwinds through the same cleanup as an
+    interrupted one. Outside the main thread this does nothing.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def defer_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block ends, for steps that must finish together.
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, for steps that must finish together.
 
     Used around "rename a file into a bundle, then record its checksum": interrupted between
-    the two, a bundle would fail verification. A Ctrl-C during the block is delivered (as
-    ``KeyboardInterrupt``, or to the handler that was installed) when it ends. Outside the main
-    thread, where Python cannot install signal handlers, the block runs as it is.
+    the two, a bundle would fail verification. A signal received during the block is
+    delivered (as ``KeyboardInterrupt``, or to the handler that was installed) when it ends.
+    Outside the main thread, where Python cannot install signal handlers, the block runs as
+    it is. (SIGKILL cannot be held: :mod:`modelfusion.recovery` puts its leftovers right.)
 
     Examples
     --------
@@ -140,15 +160,21 @@ def defer_interrupts() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    if previous is None:  # a handler installed outside Python: restore Python's default
-        previous = signal.default_int_handler
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in INTERRUPTS}
+    for sig, handler in previous.items():
+        if handler is None:  # a handler installed outside Python: restore Python's default
+            previous[sig] = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if received:
-            if callable(previous) and previous is not signal.default_int_handler:
-                previous(signal.SIGINT, None)
-            elif previous != signal.SIG_IGN:
+            sig = received[0]
+            handler = previous[sig]
+            if callable(handler) and handler is not signal.default_int_handler:
+                handler(sig, None)
+            elif handler == signal.SIG_DFL and sig == signal.SIGTERM:
+                signal.raise_signal(sig)  # the default action: end the process
+            elif handler != signal.SIG_IGN:
                 raise KeyboardInterrupt

@@ -114,11 +114,15 @@ class FusedModel:
         return self.bundle_dir
 
     @classmethod
-    def load(cls, path: str | Path, *, trust: bool = False) -> FusedModel:
-        """Load a bundle written by :meth:`save`, verifying every file's checksum."""
+    def load(cls, path: str | Path, *, trust: bool = False, expected_digest: str | None = None) -> FusedModel:
+        """Load a bundle written by :meth:`save`, verifying it whole first (see :func:`~modelfusion.bundle.load_bundle`).
+
+        ``expected_digest``: the sha256 of the bundle's ``manifest.json`` you pinned
+        (``modelfusion.manifest.manifest_digest``); a bundle that differs is refused.
+        """
         from modelfusion.bundle import load_bundle
 
-        model = load_bundle(path, trust=trust)
+        model = load_bundle(path, trust=trust, expected_digest=expected_digest)
         model.bundle_dir = Path(path)
         return model
 

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -475,17 +476,18 @@ def _stack(outputs: list[np.ndarray], cache: Path | None, key: str | None) -> np
     shape = (len(outputs), *outputs[0].shape)
     nbytes = int(np.prod(shape)) * 4
     if cache is not None and nbytes > _MEMMAP_THRESHOLD:
-        if key is not None:
-            target = cache / f"stack-{key}.npy"
-        else:
-            fd, name = tempfile.mkstemp(prefix="stack-", suffix=".npy", dir=cache)
-            os.close(fd)
-            target = Path(name)
-        arr = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=shape)
+        fd, name = tempfile.mkstemp(prefix=".stack-", suffix=".npy.tmp", dir=cache)
+        os.close(fd)
+        arr = np.lib.format.open_memmap(name, mode="w+", dtype=np.float32, shape=shape)
         for i, o in enumerate(outputs):
             arr[i] = o
         arr.flush()
-        return arr
+        del arr
+        # Filled under a private name, then renamed: a run sharing the cache never maps a
+        # stack another run is still writing.
+        target = cache / f"stack-{key if key is not None else Path(name).stem.strip('.')}.npy"
+        os.replace(name, target)
+        return np.load(target, mmap_mode="r")
     return np.stack([np.asarray(o, dtype=np.float32) for o in outputs])
 
 
@@ -504,6 +506,7 @@ def member_cache_key(member: Member) -> str | None:
         "classes": None if member.classes is None else [str(c) for c in member.classes.tolist()],
         "preprocess": spec,
         **{k: str(getattr(member, k)) for k in ("method", "output_name") if hasattr(member, k)},
+        "settings": member.cache_settings(),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -516,9 +519,10 @@ def _score_one(
         key = hashlib.sha256(f"{member_key}|{data_key}".encode()).hexdigest()[:24]
         hit = cache / f"{_safe(member.name)}-{key}.npy"
         if hit.exists():
-            meta_file = hit.with_suffix(".json")
-            meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-            return np.load(hit, mmap_mode="r"), {**meta, "cached": True, "cache_key": key}
+            cached = _read_cached(hit, member.name)
+            if cached is not None:
+                out, meta = cached
+                return out, {**meta, "cached": True, "cache_key": key}
     n = data_length(data)
     task = bar.add_task(f"scoring {member.name}", total=n)
     chunks = []
@@ -540,11 +544,36 @@ def _score_one(
     meta = {"score_seconds": seconds, "latency_ms_per_sample": 1000 * seconds / max(n, 1)}
     if key is not None:
         target = cache / f"{_safe(member.name)}-{key}.npy"
+        # The array first, then its digest: a reader between the two renames sees a mismatch,
+        # which is a miss, never a half-written or foreign entry.
         with atomic_path(target) as tmp, open(tmp, "wb") as fh:
             np.save(fh, out)
         with atomic_path(target.with_suffix(".json")) as tmp:
-            Path(tmp).write_text(json.dumps(meta))
+            Path(tmp).write_text(json.dumps({**meta, "sha256": sha256_arrays([out])}))
     return out, {**meta, "cached": False, "cache_key": key}
+
+
+def _read_cached(path: Path, name: str) -> tuple[np.ndarray, dict] | None:
+    """A cached output and its metadata when its digest matches; else None (a miss), with a warning.
+
+    Every entry records the sha256 of its array: an entry that was edited, truncated or
+    swapped for another of the same shape is scored again and rewritten, never used.
+    """
+    meta_file = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_file.read_text())
+        out = np.load(path, mmap_mode="r", allow_pickle=False)
+        ok = isinstance(meta, dict) and meta.get("sha256") == sha256_arrays([out])
+    except (OSError, ValueError):  # missing or unreadable digest, a truncated or foreign file
+        ok = False
+    if not ok:
+        warnings.warn(
+            f"prediction cache: the entry for member {name!r} ({path.name}) does not match its recorded "
+            "digest (changed, damaged or half-written); scoring the member again",
+            stacklevel=4,
+        )
+        return None
+    return out, {k: v for k, v in meta.items() if k != "sha256"}
 
 
 def _safe(name: str) -> str:

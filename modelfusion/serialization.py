@@ -75,11 +75,16 @@ def save_strategy(strategy: Any, directory: Path) -> dict[str, Any]:
 
 def load_strategy(spec: dict[str, Any], directory: Path, trust: bool = False) -> Any:
     """Rebuild a strategy written by :func:`save_strategy`."""
-    tensors = (
-        load_file(str(directory / "state.safetensors"))
-        if "state.safetensors" in spec.get("files", [])
-        else {}
-    )
+    try:
+        tensors = (
+            load_file(str(directory / "state.safetensors"))
+            if "state.safetensors" in spec.get("files", [])
+            else {}
+        )
+    except Exception as exc:  # safetensors raises its own error types for a corrupt header
+        raise BundleError(
+            f"{directory / 'state.safetensors'} is not a valid safetensors file: {exc}"
+        ) from exc
     return _Reader(directory, tensors, trust).strategy(spec)
 
 
@@ -93,9 +98,14 @@ class _Reader:
         if not isinstance(value, dict):
             return value
         if "__array__" in value:
-            return self.tensors[value["__array__"]]
+            key = value["__array__"]
+            if not isinstance(key, str) or key not in self.tensors:
+                raise BundleError(
+                    f"the strategy spec names array {key!r}, which state.safetensors does not hold"
+                )
+            return self.tensors[key]
         if "__list__" in value:
-            return np.asarray(value["__list__"], dtype=value.get("dtype") or None)
+            return _list_array(value["__list__"], value.get("dtype"))
         if "__dict__" in value:
             return {k: self.decode(v) for k, v in value["__dict__"].items()}
         if "__strategy__" in value:
@@ -116,4 +126,43 @@ class _Reader:
         return strategy.set_fitted_state(state)
 
     def skops(self, name: str) -> Any:
-        return load_skops(self.directory / name, trust=self.trust, owner="strategy")
+        from modelfusion.manifest import inside
+
+        return load_skops(inside(self.directory, name, "strategy file"), trust=self.trust, owner="strategy")
+
+
+#: Kinds a saved list may declare: booleans, integers, floats, complex, text; never objects.
+_LIST_KINDS = "biufcUS"
+#: A saved list's elements are at most this large (a declared ``(10000, 20000)f8`` is not).
+_MAX_ITEM_BYTES = 4096
+
+
+def _list_array(values: Any, dtype: Any) -> np.ndarray:
+    """``np.asarray(values, dtype)`` for a ``__list__`` entry, refusing dtypes that are not plain scalars.
+
+    The dtype string comes from the manifest: a sub-array dtype such as ``"(10000,20000)f8"``
+    would turn every element into 1.6 GB.
+    """
+    if not isinstance(values, list):
+        raise BundleError(f"a saved list must be a JSON list, got {type(values).__name__}")
+    if dtype is not None:
+        try:
+            dt = np.dtype(dtype) if isinstance(dtype, str) else None
+        except TypeError:
+            dt = None
+        if (
+            dt is None
+            or dt.shape != ()
+            or dt.fields is not None
+            or dt.kind not in _LIST_KINDS
+            or dt.itemsize > _MAX_ITEM_BYTES
+        ):
+            raise BundleError(
+                f"the strategy spec declares dtype {dtype!r} for a saved list; expected a plain numeric or "
+                "text dtype such as '<f8' or '<U5'"
+            )
+        dtype = dt
+    try:
+        return np.asarray(values, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BundleError(f"a saved list does not fit its dtype {dtype!r}: {exc}") from None

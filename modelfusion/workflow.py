@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -15,12 +16,16 @@ from typing import Any
 import numpy as np
 
 from modelfusion.bundle import check_bundle_target
-from modelfusion.config import RunConfig, dump_config
+from modelfusion.config import RunConfig, config_record, dump_config
 from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
 from modelfusion.files import defer_interrupts, replace_all, write_text_atomic
 from modelfusion.fused import FusedModel
 from modelfusion.members.base import Member
 from modelfusion.predictions import PredictionSet, score_members
+from modelfusion.recovery import bundle_lock, recover_folder
+
+#: What a run writes into ``output_dir`` (the leftovers of an interrupted run are only these).
+PUBLISHED = ("bundle", "config.yaml", "report.html", "report.md", "metrics.json", "figures")
 
 
 @dataclass
@@ -123,13 +128,86 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print, wa
     Returns a :class:`RunResult`; raises ModelFusionError subclasses for user errors.
     """
     warn = log if warn is None else warn
-    from modelfusion.evaluation import evaluate
-    from modelfusion.strategies import search_strategies
 
     out = config.resolve(config.output_dir)
     assert out is not None
     _check_writable(out)
     _figures_folder(out)  # fail before the work, not when the results move into place
+    with bundle_lock(out / "bundle"):  # one run (or export, quantize) writes this bundle at a time
+        for action in recover_folder(out, (*PUBLISHED, RUN_RECORD)):
+            warn(action)
+        check_output_dir(out, config.config_file)
+        return _run_locked(config, out, progress=progress, log=log, warn=warn)
+
+
+def check_output_dir(out: Path, config_file: Path | None = None) -> None:
+    """Refuse an ``output_dir`` whose files a run would overwrite or delete but did not write.
+
+    A run replaces ``bundle/``, ``config.yaml``, the report files and its figures. Each must be
+    absent or recorded, unchanged, in ``.modelfusion-run.json`` (written by the previous run;
+    a folder from before that record existed counts as a run's when its ``bundle/`` is a
+    bundle). Other files of yours in ``output_dir`` stay; the config file must not be there.
+    """
+    if config_file is not None and config_file.resolve().parent == out.resolve():
+        raise ConfigError(
+            f"output_dir: {out} is the folder of the config file {config_file.name}; a run writes "
+            "config.yaml and its report there. Choose another output_dir (e.g. runs/fusion)",
+            ["output_dir: holds the config file"],
+        )
+    recorded = _run_record(out)
+    legacy = recorded is None and _is_bundle(out / "bundle")
+    foreign = []
+    for name in PUBLISHED:
+        entry = out / name
+        if not (entry.exists() or entry.is_symlink()) or legacy:
+            continue
+        if name == "figures":
+            from modelfusion.report.render import FIGURES
+
+            ours = {f"{key}.png" for key, _ in FIGURES}
+            files = [p for p in entry.iterdir() if p.name in ours] if entry.is_dir() else []
+            foreign += [
+                f"figures/{p.name}" for p in files if (recorded or {}).get(f"figures/{p.name}") != _digest(p)
+            ]
+        elif name == "bundle":
+            if not _is_bundle(entry):
+                foreign.append("bundle")
+        elif (recorded or {}).get(name) != _digest(entry):
+            foreign.append(name)
+    if foreign:
+        raise ConfigError(
+            f"output_dir: {out} holds {', '.join(foreign)}, which this run would replace but modelfusion did "
+            "not write (or which changed since); move them or choose another output_dir",
+            [f"output_dir: {f} was not written by modelfusion" for f in foreign],
+        )
+
+
+RUN_RECORD = ".modelfusion-run.json"
+
+
+def _run_record(out: Path) -> dict[str, str] | None:
+    try:
+        record = json.loads((out / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = record.get("files") if isinstance(record, dict) else None
+    return files if isinstance(files, dict) else None
+
+
+def _digest(path: Path) -> str | None:
+    from modelfusion.members.base import sha256_file
+
+    return sha256_file(path) if path.is_file() and not path.is_symlink() else None
+
+
+def _is_bundle(path: Path) -> bool:
+    return (path / "manifest.json").is_file() and not path.is_symlink()
+
+
+def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, warn) -> RunResult:
+    from modelfusion.evaluation import evaluate
+    from modelfusion.strategies import search_strategies
+
     cache = config.resolve(config.cache_dir) if config.cache_dir else None
 
     val, test = load_run_data(config)
@@ -205,6 +283,7 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print, wa
 
     chosen = search.best_name
     best = fitted[chosen]
+    record = config_record(config)  # ${VAR} values unexpanded: no secret is written
     weights = getattr(best, "weights_", None)
     weight_map = None if weights is None else dict(zip(val_preds.names, map(float, np.asarray(weights))))
     metadata = {
@@ -213,9 +292,10 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print, wa
         "chosen": chosen,
         "test_metrics": next(r for r in strategy_rows if r["name"] == chosen),
         # lets `evaluate --split test` reuse exactly this split
-        "data": config.data.model_copy(
-            update={"split": config.data.split.model_copy(update={"seed": _split_seed(config)})}
-        ).model_dump(mode="json"),
+        "data": {
+            **record["data"],
+            "split": {**record["data"]["split"], "seed": _split_seed(config)},
+        },
     }
     fused_model = FusedModel(members, best, metadata=metadata)
     bundle_dir = out / "bundle"
@@ -247,7 +327,7 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print, wa
                 member_names=list(val_preds.names),
                 strategy_scores=strategy_scores,
                 fold_scores=search.fold_scores,
-                config=config.model_dump(mode="json", exclude={"base_dir"}),
+                config=record,
                 deployment=deployment,
                 notes=[
                     f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
@@ -279,7 +359,7 @@ def _publish(stage: Path, out: Path) -> None:
     figures = _figures_folder(out)
     moves: list[tuple[Path | None, Path]] = []
     for entry in sorted(stage.iterdir()):
-        if entry.name != "figures":
+        if entry.name != "figures" and not entry.name.startswith("."):  # not the staged bundle's lock
             moves.append((entry, out / entry.name))
     staged_figures = (
         {p.name: p for p in (stage / "figures").iterdir()} if (stage / "figures").is_dir() else {}
@@ -295,6 +375,13 @@ def _publish(stage: Path, out: Path) -> None:
             moves.append((None, figures / name))
     if staged_figures:
         figures.mkdir(exist_ok=True)
+    published = {
+        dst.relative_to(out).as_posix(): _digest(src)
+        for src, dst in moves
+        if src is not None and src.is_file()
+    }
+    write_text_atomic(stage / RUN_RECORD, json.dumps({"files": published}, indent=2))
+    moves.append((stage / RUN_RECORD, out / RUN_RECORD))
     with defer_interrupts():
         replace_all(moves)
 

@@ -86,6 +86,9 @@ def _register() -> None:
 
 def main() -> None:
     """Entry point of the ``modelfusion`` script."""
+    from modelfusion.files import terminate_as_interrupt
+
+    terminate_as_interrupt()  # `kill` unwinds like Ctrl-C: nothing half-written is left
     _register()
     app(prog_name="modelfusion")
 

@@ -12,6 +12,9 @@ import typer
 from modelfusion.cli.app import app, console, handle_errors, log
 from modelfusion.cli.tables import metrics_table
 
+TRUST_HELP = "Allow what runs code from the bundle: unlisted architectures, pickles, SavedModels."
+EXPECT_HELP = "Refuse the bundle unless its manifest's sha256 is this (see bundle/bundle.sha256)."
+
 
 def _load_data(source: str, label: str | None, split: str | None, seed: int | None, metadata: dict):
     """The data to score; with ``split``, that part of the split the run used (from the bundle)."""
@@ -39,7 +42,8 @@ def evaluate(
         None, "--split", help="Evaluate on one part of the run's split: train, validation or test."
     ),
     seed: int = typer.Option(None, "--seed", help="Override the split seed recorded in the bundle."),
-    trust: bool = typer.Option(False, "--trust", help="Allow members whose architecture imports code."),
+    trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+    expect_sha256: str = typer.Option(None, "--expect-sha256", help=EXPECT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Score a saved fused model on labelled data: accuracy, NLL, ECE, ... (regression: RMSE, MAE, R²)."""
@@ -47,7 +51,7 @@ def evaluate(
     from modelfusion.fused import FusedModel
     from modelfusion.predictions import PredictionSet
 
-    model = FusedModel.load(bundle, trust=trust)
+    model = FusedModel.load(bundle, trust=trust, expected_digest=expect_sha256)
     ds = _load_data(data, label, split, seed, model.metadata)
     if ds.y is None:
         raise ValueError(f"--data {data}: no labels found; evaluate needs labelled data (see --label)")
@@ -78,14 +82,15 @@ def predict(
         None, "--output", "-o", help="Write predictions (CSV) here instead of printing."
     ),
     proba: bool = typer.Option(False, "--proba", help="Also write the fused probabilities."),
-    trust: bool = typer.Option(False, "--trust", help="Allow members whose architecture imports code."),
+    trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+    expect_sha256: str = typer.Option(None, "--expect-sha256", help=EXPECT_HELP),
 ) -> None:
     """Predict with a saved fused model; writes a CSV (atomically) or prints the first rows."""
     from modelfusion.data import load_dataset
     from modelfusion.files import atomic_path
     from modelfusion.fused import FusedModel
 
-    model = FusedModel.load(bundle, trust=trust)
+    model = FusedModel.load(bundle, trust=trust, expected_digest=expect_sha256)
     ds = load_dataset(input, base_dir=Path.cwd())
     scores = model.predict_scores(ds.X)
     if model.task == "regression":

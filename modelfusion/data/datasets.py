@@ -655,6 +655,8 @@ def _load_npz(path: Path, *, label: str | None, trust: bool, input_key: str | No
 
 
 def _np_load(path: Path, trust: bool, mmap_mode: str | None = None) -> np.ndarray:
+    if not trust and _holds_objects(path):
+        raise _pickle_error(path)
     try:
         return np.load(path, allow_pickle=trust, mmap_mode=mmap_mode)
     except ValueError as exc:
@@ -663,10 +665,26 @@ def _np_load(path: Path, trust: bool, mmap_mode: str | None = None) -> np.ndarra
         raise DataError(f"cannot read {str(path)!r} as a NumPy array: {exc}") from exc
 
 
+def _holds_objects(path: Path) -> bool:
+    """Whether a ``.npy`` file's header declares Python objects (read from the header alone)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            _, _, dtype = read(fh)
+    except (OSError, ValueError):
+        return False  # not a .npy file: np.load says what is wrong with it
+    return bool(dtype.hasobject)
+
+
 def _pickle_error(path: Path) -> DataError:
     return DataError(
-        f"{str(path)!r} holds pickled Python objects, and unpickling runs code from the file; "
-        "save plain arrays (numbers or fixed-width strings), or pass trust=True if you trust the file"
+        f"{str(path)!r} holds an array of Python objects (a pickle), and unpickling runs code from the "
+        "file, so it is not read; save plain arrays (numbers or fixed-width strings), or pass trust=True if you trust the file"
     )
 
 

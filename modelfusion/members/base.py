@@ -121,6 +121,13 @@ class Member(ABC):
     def fingerprint(self) -> str:
         """A hash of the model's weights or file; the prediction cache is keyed by it."""
 
+    def cache_settings(self) -> dict[str, Any]:
+        """Settings beyond the weights that change the outputs (a tokenizer, a max length).
+
+        They join :meth:`fingerprint` in the prediction cache's key; JSON-serialisable values.
+        """
+        return {}
+
     @abstractmethod
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the member's own files into ``directory``; return the options to reload it.
@@ -131,8 +138,12 @@ class Member(ABC):
 
     @classmethod
     @abstractmethod
-    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> Member:
-        """Rebuild a member from what :meth:`save` wrote."""
+    def load_saved(cls, directory: Path, spec: dict[str, Any], *, trust: bool = False) -> Member:
+        """Rebuild a member from what :meth:`save` wrote.
+
+        The spec and files may come from a downloaded bundle: without ``trust`` nothing in
+        them may run code (no pickle, no import named by the spec).
+        """
 
     def _common_spec(self) -> dict[str, Any]:
         return {

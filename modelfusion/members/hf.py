@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -195,6 +197,14 @@ class HFMember(Member, nn.Module):
         """sha256 over the model's state-dict tensors."""
         return state_dict_fingerprint(self.model)
 
+    def cache_settings(self) -> dict[str, Any]:
+        """The tokenizer, image processor and ``max_length``: each changes the outputs."""
+        return {
+            "max_length": self.max_length,
+            "tokenizer": _tool_digest(self.tokenizer),
+            "processor": _tool_digest(self.processor),
+        }
+
     def save(self, directory: Path) -> dict[str, Any]:
         """``save_pretrained`` the model (safetensors) and its tokenizer/processor into ``model/``."""
         target = Path(directory) / "model"
@@ -209,7 +219,7 @@ class HFMember(Member, nn.Module):
         return {**self._common_spec(), "file": "model", "max_length": self.max_length}
 
     @classmethod
-    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> HFMember:
+    def load_saved(cls, directory: Path, spec: dict[str, Any], *, trust: bool = False) -> HFMember:
         """Rebuild a member from what :meth:`save` wrote (no remote code is trusted)."""
         kwargs = cls._common_kwargs(spec)
         name = kwargs.pop("name")
@@ -469,3 +479,25 @@ def _is_text(batch: Any) -> bool:
             batch.dtype == object and batch.size > 0 and isinstance(batch.flat[0], str)
         )
     return isinstance(batch, (list, tuple)) and len(batch) > 0 and isinstance(batch[0], str)
+
+
+def _tool_digest(tool: Any) -> str | None:
+    """A sha256 of a tokenizer's or processor's full definition (vocabulary, rules, settings)."""
+    if tool is None:
+        return None
+    h = hashlib.sha256(type(tool).__name__.encode())
+    backend = getattr(tool, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        h.update(backend.to_str().encode())  # vocabulary, normalizer, pre-tokenizer, post-processor
+    elif hasattr(tool, "get_vocab"):
+        h.update(json.dumps(tool.get_vocab(), sort_keys=True).encode())
+    if hasattr(tool, "to_json_string"):  # image processors
+        h.update(tool.to_json_string().encode())
+    settings = {
+        k: getattr(tool, k, None)
+        for k in ("model_max_length", "padding_side", "truncation_side", "do_lower_case")
+    }
+    h.update(
+        json.dumps({**getattr(tool, "init_kwargs", {}), **settings}, sort_keys=True, default=str).encode()
+    )
+    return h.hexdigest()

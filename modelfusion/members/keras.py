@@ -126,12 +126,12 @@ class KerasMember(Member, nn.Module):
         return {**self._common_spec(), "file": "model.keras"}
 
     @classmethod
-    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> Member:
+    def load_saved(cls, directory: Path, spec: dict[str, Any], *, trust: bool = False) -> Member:
         """Rebuild a member from ``model.keras`` in safe mode (or a copied SavedModel folder)."""
         path = Path(directory) / spec["file"]
         if path.is_dir():
-            return SavedModelMember.load_saved(directory, spec)
-        return cls(load_keras_model(path, trust=False), **cls._common_kwargs(spec), source_path=path)
+            return SavedModelMember.load_saved(directory, spec, trust=trust)
+        return cls(load_keras_model(path, trust=trust), **cls._common_kwargs(spec), source_path=path)
 
 
 class SavedModelMember(Member):
@@ -260,9 +260,15 @@ class SavedModelMember(Member):
         }
 
     @classmethod
-    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> SavedModelMember:
-        """Rebuild a member from the copied SavedModel folder."""
+    def load_saved(cls, directory: Path, spec: dict[str, Any], *, trust: bool = False) -> SavedModelMember:
+        """Rebuild a member from the copied SavedModel folder (needs ``trust``: its graph can run any op)."""
         path = Path(directory) / spec["file"]
+        if not trust:
+            raise UnsafeFormatError(
+                f"member {spec.get('name')!r} is a TensorFlow SavedModel, whose graph can run any "
+                "TensorFlow op (file reads and writes included); load the bundle with trust=True "
+                "(CLI: --trust) only if you trust where it came from"
+            )
         kwargs = cls._common_kwargs(spec)
         return load_saved_model(
             path,

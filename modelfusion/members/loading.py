@@ -141,10 +141,11 @@ def load_member(
     return _call_loader(fw, source, name=name or default_name, trust=trust, options=options, where=None)
 
 
-def load_saved_member(directory: Path, spec: dict[str, Any]) -> Member:
+def load_saved_member(directory: Path, spec: dict[str, Any], *, trust: bool = False) -> Member:
     """Rebuild a member from a folder written by ``member.save(directory)`` and its spec.
 
     ``spec["framework"]`` picks the adapter; raises MemberLoadError for an unknown one.
+    ``trust=False`` (the default) refuses anything in the folder or spec that would run code.
     """
     framework = spec.get("framework")
     if framework not in _MEMBER_CLASSES:
@@ -158,7 +159,7 @@ def load_saved_member(directory: Path, spec: dict[str, Any]) -> Member:
         raise MemberFileNotFoundError(
             f"member {spec.get('name')!r}: '{path.resolve()}' does not exist; the saved folder is incomplete"
         )
-    return member_cls.load_saved(Path(directory), spec)
+    return member_cls.load_saved(Path(directory), spec, trust=trust)
 
 
 class ModelLoader:

@@ -221,7 +221,9 @@ class OnnxMember(Member):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / "model.onnx"
-        if self.model_path is not None:
+        if self.model_path is not None and external_data_files(self.model_path):
+            _save_with_weights(self.model_path, target)
+        elif self.model_path is not None:
             shutil.copyfile(self.model_path, target)
         elif self._model_bytes is not None:
             target.write_bytes(self._model_bytes)
@@ -233,10 +235,55 @@ class OnnxMember(Member):
         return {**self._common_spec(), "file": "model.onnx", "output_name": self.output_name}
 
     @classmethod
-    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> OnnxMember:
-        """Rebuild a member from what :meth:`save` wrote."""
-        return cls(
-            Path(directory) / spec["file"], **cls._common_kwargs(spec), output_name=spec.get("output_name")
+    def load_saved(cls, directory: Path, spec: dict[str, Any], *, trust: bool = False) -> OnnxMember:
+        """Rebuild a member from what :meth:`save` wrote (external weight files must lie in its folder)."""
+        path = Path(directory) / spec["file"]
+        real = Path(directory).resolve()
+        for location in external_data_files(path):
+            if not (path.parent / location).resolve().is_relative_to(real):
+                raise MemberLoadError(
+                    f"member {spec.get('name')!r}: '{path}' reads weights from {location!r}, outside its "
+                    "bundle folder; a bundle must carry every file it loads"
+                )
+        return cls(path, **cls._common_kwargs(spec), output_name=spec.get("output_name"))
+
+
+#: Graphs up to this size are saved with their external weights inlined (protobuf's limit is 2 GiB).
+_INLINE_LIMIT = 1 << 30
+
+
+def external_data_files(path: str | Path) -> list[str]:
+    """The external-data locations an ONNX file's tensors name (empty for a self-contained graph)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX: onnxruntime reports it when the member opens
+        return []
+    tensors = list(proto.graph.initializer)
+    for node in proto.graph.node:  # Constant nodes may hold external tensors too
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    return sorted({ExternalDataInfo(t).location for t in tensors if uses_external_data(t)})
+
+
+def _save_with_weights(source: Path, target: Path) -> None:
+    """Copy an ONNX graph whose weights live in other files, bringing the weights with it.
+
+    Inlined when the graph fits in one protobuf, else into ``model.onnx.data`` beside it.
+    """
+    import onnx
+
+    proto = onnx.load(str(source), load_external_data=True)
+    if proto.ByteSize() < _INLINE_LIMIT:
+        onnx.save_model(proto, str(target))
+    else:
+        onnx.save_model(
+            proto,
+            str(target),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{target.name}.data",
         )
 
 

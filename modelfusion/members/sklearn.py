@@ -156,7 +156,7 @@ class SklearnMember(Member):
         return {**self._common_spec(), "file": "model.skops", "method": self.method}
 
     @classmethod
-    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> SklearnMember:
+    def load_saved(cls, directory: Path, spec: dict[str, Any], *, trust: bool = False) -> SklearnMember:
         """Reload ``model.skops``, trusting only scikit-learn, numpy and scipy classes."""
         path = Path(directory) / spec["file"]
         estimator = load_skops(path, trust=False, owner=f"member {spec['name']!r}")

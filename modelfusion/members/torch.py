@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from modelfusion.errors import MemberLoadError, UnsafeFormatError
+from modelfusion.members.architectures import check_architecture
 from modelfusion.members.base import Member, sha256_arrays
 
 
@@ -185,16 +186,23 @@ class TorchMember(Member, nn.Module):
             ) from exc
 
     @classmethod
-    def load_saved(cls, directory: Path, spec: dict[str, Any]) -> TorchMember:
-        """Rebuild a member from what :meth:`save` wrote."""
+    def load_saved(cls, directory: Path, spec: dict[str, Any], *, trust: bool = False) -> TorchMember:
+        """Rebuild a member from what :meth:`save` wrote.
+
+        Without ``trust`` the architecture must be a known network with plain arguments
+        (:func:`~modelfusion.members.architectures.check_architecture`) and a ``.pt2``
+        archive must hold no pickled object (:func:`check_export_archive`).
+        """
         path = Path(directory) / spec["file"]
         architecture = spec.get("architecture")
         architecture_kwargs = spec.get("architecture_kwargs") or {}
         if architecture:
+            if not trust:
+                check_architecture(architecture, architecture_kwargs, owner=f"member {spec.get('name')!r}")
             module = build_architecture(architecture, architecture_kwargs)
             load_weights(module, path, architecture)
         elif path.suffix == ".pt2":
-            module = load_exported(path)
+            module = load_exported(path, trust=trust)
         else:
             module = load_torchscript(path)
         return cls(
@@ -240,7 +248,7 @@ def load_torch(
     if kind == "torchscript":
         module = load_torchscript(path)
     elif kind == "export":
-        module = load_exported(path)
+        module = load_exported(path, trust=trust)
         example = getattr(module, "example_input_", None)
     elif path.suffix == ".safetensors":
         module = _module_for_state_dict(path, architecture, architecture_kwargs)
@@ -375,14 +383,72 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
     return torch.jit.load(str(path), map_location="cpu")
 
 
-def load_exported(path: Path) -> nn.Module:
-    """The module of a ``torch.export`` archive (``.pt2``)."""
+def load_exported(path: Path, *, trust: bool = False) -> nn.Module:
+    """The module of a ``torch.export`` archive (``.pt2``); pickled entries need ``trust=True``."""
+    if not trust:
+        check_export_archive(path)
     program = torch.export.load(str(path))
     module = program.module()
     inputs = getattr(program, "example_inputs", None)
     if inputs and inputs[0] and isinstance(inputs[0][0], torch.Tensor):
         module.example_input_ = inputs[0][0]
     return module
+
+
+#: Names of ``torch.export`` archive entries that torch unpickles with full Python pickle.
+_PICKLED_CONSTANT_PREFIXES = ("custom_obj_", "opaque_obj_")
+
+
+def check_export_archive(path: Path) -> None:
+    """Raise UnsafeFormatError when loading the ``.pt2`` archive would unpickle Python objects.
+
+    ``torch.export.load`` reads tensors from raw bytes, but it unpickles (``weights_only=False``)
+    payloads marked ``use_pickle``, legacy ``.pt`` weight and constant files, custom and opaque
+    objects, and sample inputs that fail a safe load. Each such entry must load with
+    ``torch.load(weights_only=True)``; custom and opaque objects are refused outright.
+    """
+    import io
+    import json
+    import pickle
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise MemberLoadError(f"'{path}' is not a torch.export archive (not a zip file: {exc})") from exc
+    with archive:
+        names = archive.namelist()
+        pickled = {n for n in names if n.endswith(".pt") or n.endswith(".pkl")}
+        for name in names:
+            base = name.rsplit("/", 1)[-1]
+            if base.startswith(_PICKLED_CONSTANT_PREFIXES):
+                pickled.add(name)
+            elif name.endswith("_config.json"):
+                try:
+                    config = json.loads(archive.read(name)).get("config") or {}
+                    folder = name.rsplit("/", 1)[0]
+                    pickled |= {
+                        f"{folder}/{meta.get('path_name')}"
+                        for meta in config.values()
+                        if isinstance(meta, dict) and meta.get("use_pickle")
+                    }
+                except (ValueError, AttributeError) as exc:
+                    raise MemberLoadError(f"'{path}': {name} is not a valid payload config ({exc})") from exc
+        for name in sorted(pickled):
+            if name.rsplit("/", 1)[-1].startswith(_PICKLED_CONSTANT_PREFIXES):
+                reason = "a pickled Python object"
+            else:
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True, map_location="cpu")
+                    continue
+                except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as exc:
+                    reason = f"a pickle that is not plain tensors ({type(exc).__name__})"
+                except Exception as exc:  # any other failure of the safe loader: still not safe
+                    reason = f"an entry the safe loader rejects ({type(exc).__name__})"
+            raise UnsafeFormatError(
+                f"'{path}': archive entry {name!r} is {reason}; torch.export.load would unpickle it, "
+                "which runs code from the file. Pass trust=True (CLI: --trust) only if you trust its "
+                "source, or re-export the model with plain tensors"
+            )
 
 
 def load_weights(module: nn.Module, path: Path, architecture: str | None) -> None:

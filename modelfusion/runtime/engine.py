@@ -2,13 +2,12 @@
 
 ``FusedModel.predict`` calls :func:`fused_scores`. ``auto`` checks an exported graph against
 the members on the first rows before trusting it, and falls back to the member executor
-when the model does not export; the graph of a saved bundle is cached in the bundle as
-``fused.onnx`` with its checksum in the manifest.
+when the model does not export; a bundle's ``fused.onnx`` is used when its checksum holds,
+and only ``modelfusion export`` / ``quantize`` / ``run`` write graphs into a bundle.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ ONNX_FILE = "fused.onnx"
 def select_engine(model: Any, preference: str = "auto", *, example_input: Any = None) -> Any:
     """The executor to run ``model`` with.
 
-    ``"auto"``: the fused ONNX graph when the model exports (the graph is cached on the model
-    and, for a model loaded from or saved to a bundle, as ``fused.onnx`` in the bundle, with
-    its checksum in the manifest); else :class:`TorchExecutor` when every member is torch;
+    ``"auto"``: the fused ONNX graph when the model exports (a bundle's recorded
+    ``fused.onnx`` when its checksum holds, else built in memory and cached on the model,
+    never written into the bundle); else :class:`TorchExecutor` when every member is torch;
     else :class:`MemberExecutor`. All-torch models go to torch on CUDA first when there is a
     GPU that onnxruntime (a CPU build) cannot use. ``"onnx"``, ``"torch"`` and ``"members"`` force one and
     raise when it cannot run the model. ``example_input``: rows of the input, used for the
@@ -86,13 +85,8 @@ def _onnx_executor(model: Any, example_input: Any) -> OnnxExecutor:
     cached = None if bundle is None else cached_bundle_graph(bundle)
     if cached is not None:
         return OnnxExecutor(cached)
-    proto = build_fused_onnx(model, example_input=example_input)
-    data = proto.SerializeToString()
-    if bundle is not None:
-        # A read-only or damaged bundle keeps the graph in memory only.
-        with contextlib.suppress(OSError, ModelFusionError):
-            record_bundle_graph(Path(bundle), data, proto)
-    return OnnxExecutor(data)
+    # Built in memory only: predicting never writes into a bundle (`modelfusion export` does).
+    return OnnxExecutor(build_fused_onnx(model, example_input=example_input).SerializeToString())
 
 
 def cached_bundle_graph(bundle: str | Path) -> Path | None:

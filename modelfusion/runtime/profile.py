@@ -106,22 +106,16 @@ def _kernel_times(path: Path, X: Any, owner: Any, original: set[str], runs: int)
     import onnx
     import onnxruntime as ort
 
-    from modelfusion.runtime.session import read_settings
+    from modelfusion.runtime.session import read_settings, session_options
 
-    settings = read_settings(path)
     with tempfile.TemporaryDirectory(prefix="modelfusion-profile-") as tmp:
-        options = ort.SessionOptions()
+        options, disabled = session_options(read_settings(path))
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         options.log_severity_level = 3  # the "optimized model is hardware specific" notice
-        for key, value in dict(settings.get("config") or {}).items():
-            options.add_session_config_entry(str(key), str(value))
         session = ort.InferenceSession(
-            str(path),
-            options,
-            providers=["CPUExecutionProvider"],
-            disabled_optimizers=settings.get("disabled_optimizers") or None,
+            str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled or None
         )
         optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
         # Nodes of the exported graph are charged by their name, as their bytes are; nodes ONNX

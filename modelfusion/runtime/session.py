@@ -10,6 +10,8 @@ quantized file moved elsewhere keeps running the way it was measured.
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +82,48 @@ def open_session(
     else:
         source = str(source) if isinstance(source, Path) else source
         settings = read_settings(source)
-    options = ort.SessionOptions()
+    options, disabled = session_options(settings)
     if threads is not None:
         options.intra_op_num_threads = int(threads)
-    for key, value in dict(settings.get("config") or {}).items():
-        options.add_session_config_entry(str(key), str(value))
-    disabled = [str(name) for name in settings.get("disabled_optimizers") or []]
     return ort.InferenceSession(source, options, providers=providers, disabled_optimizers=disabled or None)
+
+
+def session_options(settings: dict[str, Any]) -> tuple[Any, list[str]]:
+    """``SessionOptions`` and the optimizers to disable, from a graph's recorded settings.
+
+    The settings come from the file, which may come from anywhere: only the entries our
+    quantizer writes are applied (:data:`ALLOWED_CONFIG`, optimizer names); any other entry,
+    such as one naming a file ONNX Runtime would write, is ignored with a warning.
+
+    Examples
+    --------
+    >>> options, disabled = session_options(read_settings("bundle/fused.int8.onnx"))
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    config = settings.get("config") or {}
+    ignored = []
+    for key, value in config.items() if isinstance(config, dict) else []:
+        if ALLOWED_CONFIG.get(str(key)) is not None and str(value) in ALLOWED_CONFIG[str(key)]:
+            options.add_session_config_entry(str(key), str(value))
+        else:
+            ignored.append(str(key))
+    names = settings.get("disabled_optimizers") or []
+    disabled = (
+        [n for n in names if isinstance(n, str) and _OPTIMIZER_NAME.match(n)]
+        if isinstance(names, list)
+        else []
+    )
+    if ignored or (isinstance(names, list) and len(disabled) != len(names)):
+        warnings.warn(
+            f"the ONNX graph's {SETTINGS_KEY} metadata holds settings modelfusion does not write "
+            f"({', '.join(ignored) or 'optimizer names'}); they are ignored",
+            stacklevel=3,
+        )
+    return options, disabled
+
+
+#: Session config entries a graph may ask for, with the values allowed: what the quantizer writes.
+ALLOWED_CONFIG: dict[str, tuple[str, ...]] = {"session.disable_quant_qdq": ("0", "1")}
+_OPTIMIZER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")

@@ -302,15 +302,34 @@ def test_ctrl_c_while_deploying_leaves_the_previous_runs_bundle_and_report(
 
 
 def test_a_run_keeps_the_users_own_files_in_the_figures_folder(tmp_path, digits_member_file):
+    import hashlib
+
     path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None)
-    figures = tmp_path / "out" / "figures"
-    figures.mkdir(parents=True)
+    assert invoke("run", path).exit_code == 0
+    out = tmp_path / "out"
+    figures = out / "figures"
     (figures / "my_notes.txt").write_text("keep me")
-    (figures / "deployment.png").write_bytes(b"a figure this report does not draw")  # one of ours, stale
+    stale = b"a figure an earlier run drew and this one does not"
+    (figures / "deployment.png").write_bytes(stale)
+    record = json.loads((out / ".modelfusion-run.json").read_text())  # as if an earlier run wrote it
+    record["files"]["figures/deployment.png"] = hashlib.sha256(stale).hexdigest()
+    (out / ".modelfusion-run.json").write_text(json.dumps(record))
     assert invoke("run", path).exit_code == 0
     assert (figures / "my_notes.txt").read_text() == "keep me"
     assert not (figures / "deployment.png").exists()
     assert (figures / "strategy_comparison.png").is_file()
+
+
+def test_a_run_refuses_to_replace_a_figure_it_did_not_draw(tmp_path, digits_member_file):
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None)
+    figures = tmp_path / "out" / "figures"
+    figures.mkdir(parents=True)
+    (figures / "deployment.png").write_bytes(b"the user's own picture")
+    result = invoke("run", path)
+    assert result.exit_code == 2
+    assert "figures/deployment.png" in result.output and "did not write" in " ".join(result.output.split())
+    assert (figures / "deployment.png").read_bytes() == b"the user's own picture"
+    assert not (tmp_path / "out" / "bundle").exists()
 
 
 def test_ctrl_c_while_the_run_moves_its_files_into_place_waits_until_all_are_moved(
@@ -339,7 +358,7 @@ def test_ctrl_c_while_the_run_moves_its_files_into_place_waits_until_all_are_mov
     assert "second run" in (out / "report.html").read_text()  # the new report ...
     assert (out / "bundle" / "manifest.json").read_text() != old_manifest  # ... beside the new bundle
     assert "second run" in (out / "config.yaml").read_text()
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".modelfusion-run.json"]
 
 
 def test_a_failing_breakdown_keeps_the_measured_deployment_row(tmp_path, digits_member_file, monkeypatch):

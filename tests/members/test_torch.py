@@ -188,7 +188,7 @@ def test_save_with_architecture_writes_safetensors_and_round_trips(mlp, X, tmp_p
     member = TorchMember(mlp, name="mlp", architecture=MLP_ARCHITECTURE, classes=list("abcdefghij"))
     spec = member.save(tmp_path)
     assert spec["file"] == "weights.safetensors" and spec["architecture"] == MLP_ARCHITECTURE
-    restored = TorchMember.load_saved(tmp_path, spec)
+    restored = TorchMember.load_saved(tmp_path, spec, trust=True)  # a test module: not a listed network
     np.testing.assert_allclose(restored.predict(X), member.predict(X), atol=1e-6)
     assert restored.classes.tolist() == list("abcdefghij")
     assert restored.name == "mlp" and restored.output_kind == "logits"

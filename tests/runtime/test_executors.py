@@ -99,10 +99,20 @@ def test_missing_execution_provider_names_it_and_lists_the_available_ones(torch_
         OnnxExecutor(build_fused_onnx(torch_fused), providers=[missing])
 
 
-def test_saved_bundle_caches_fused_onnx_with_its_checksum(digits_bundle, digits_split, tmp_path, monkeypatch):
+def test_predicting_never_writes_into_the_bundle_and_uses_an_exported_graph(
+    digits_bundle, digits_split, tmp_path, monkeypatch
+):
+    from modelfusion.runtime.engine import record_bundle_graph
+    from modelfusion.runtime.onnx_export import build_fused_onnx
+
     X = digits_split["X_test"]
     path = shutil.copytree(digits_bundle, tmp_path / "bundle")
-    first = FusedModel.load(path).predict_proba(X)
+    before = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    model = FusedModel.load(path)
+    first = model.predict_proba(X)
+    assert {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+    proto = build_fused_onnx(model, example_input=X[:8])
+    record_bundle_graph(path, proto.SerializeToString(), proto)  # what `modelfusion export` does
     manifest = json.loads((path / "manifest.json").read_text())
     assert "fused.onnx" in manifest["checksums"]
     assert manifest["metadata"]["runtime"]["onnx"]["input_shape"] == [64]
@@ -110,7 +120,7 @@ def test_saved_bundle_caches_fused_onnx_with_its_checksum(digits_bundle, digits_
     import modelfusion.runtime.onnx_export as export
 
     def no_export(*args, **kwargs):
-        raise AssertionError("the cached fused.onnx should have been used")
+        raise AssertionError("the recorded fused.onnx should have been used")
 
     monkeypatch.setattr(export, "build_fused_onnx", no_export)
     again = FusedModel.load(path)  # verifies every checksum, fused.onnx included

@@ -82,12 +82,12 @@ def test_interrupted_requantization_leaves_the_previous_graph_and_a_bundle_that_
 def test_a_manifest_that_cannot_be_written_puts_the_previous_graph_back(requantized, monkeypatch, hard_links):
     import os
 
-    import modelfusion.bundle as bundle_module
+    import modelfusion.manifest as manifest_module
 
     bundle, data, unchanged = requantized
     if not hard_links:  # vfat, SMB: the recorded graph is copied aside instead
         monkeypatch.setattr(os, "link", _raise(PermissionError(1, "Operation not permitted")))
-    monkeypatch.setattr(bundle_module, "write_text_atomic", _raise(OSError(28, "No space left on device")))
+    monkeypatch.setattr(manifest_module, "write_text_atomic", _raise(OSError(28, "No space left on device")))
     with pytest.raises(OSError, match="No space left"):
         quantize_bundle(bundle, mode="static", data=data)
     monkeypatch.undo()

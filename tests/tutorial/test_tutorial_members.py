@@ -119,7 +119,10 @@ def test_item2_savedmodel_folder_loads_through_tensorflow_when_installed(tmp_pat
     assert member.n_parameters == 36
     spec = member.save(tmp_path / "bundle_member")  # a bundle copies the folder
     assert (tmp_path / "bundle_member" / "saved_model" / "saved_model.pb").exists()
-    np.testing.assert_allclose(load_saved_member(tmp_path / "bundle_member", spec).predict(x), proba)
+    with pytest.raises(MemberLoadError, match=r"SavedModel, whose graph can run any TensorFlow op.*trust"):
+        load_saved_member(tmp_path / "bundle_member", spec)  # a saved graph can run any op: trust only
+    restored = load_saved_member(tmp_path / "bundle_member", spec, trust=True)
+    np.testing.assert_allclose(restored.predict(x), proba)
     with pytest.raises(MemberLoadError, match=r"input_shape=\(224, 224, 3\).*\(2, 2, 3\)"):
         ModelLoader(framework="tf", model_path=folder, input_shape=(224, 224, 3)).load()
 
