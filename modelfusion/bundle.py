@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelfusion.errors import BundleError
+from modelfusion.errors import BundleError, ModelFusionWarning
 from modelfusion.files import atomic_path, current_umask, defer_interrupts, replace_dir
 from modelfusion.manifest import (
     DERIVED_GRAPH,
@@ -56,7 +56,7 @@ def save_bundle(model: FusedModel, path: str | Path, *, overwrite: bool = True) 
     path.parent.mkdir(parents=True, exist_ok=True)
     with bundle_lock(path):
         for action in recover_bundle(path):
-            warnings.warn(action, stacklevel=3)
+            warnings.warn(action, ModelFusionWarning, stacklevel=3)
         check_bundle_target(path)
         return _save_locked(model, path)
 
@@ -111,6 +111,7 @@ def load_bundle(path: str | Path, *, trust: bool = False, expected_digest: str |
     for rel in damaged:
         warnings.warn(
             f"bundle {path}: {rel} fails its checksum and is ignored (rebuild it with `modelfusion export`)",
+            ModelFusionWarning,
             stacklevel=2,
         )
     try:
@@ -191,7 +192,7 @@ class staged_bundle_file:
         self._lock = bundle_lock(self.bundle).__enter__()
         try:
             for action in recover_bundle(self.bundle):
-                warnings.warn(action, stacklevel=2)
+                warnings.warn(action, ModelFusionWarning, stacklevel=2)
             self.path = Path(self._tmp.__enter__())
         except BaseException:
             self._lock.__exit__(None, None, None)

@@ -42,3 +42,11 @@ class ConfigError(ModelFusionError, ValueError):
     def __init__(self, message: str, problems: list[str] | None = None):
         self.problems = list(problems or [])
         super().__init__(message)
+
+
+class ModelFusionWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as a warning line)."""
+
+
+class UnseenClassWarning(ModelFusionWarning):
+    """A strategy is fitted on labels that lack some of the members' classes."""

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from modelfusion.errors import StrategyError
+from modelfusion.inputs import align_inputs
 from modelfusion.members.base import Member
 from modelfusion.outputs import torch_to_proba
 from modelfusion.predictions import PredictionSet, score_members
@@ -71,6 +72,8 @@ class FusedModel:
     def predict_scores(self, X: Any, *, batch_size: int = 256, engine: str = "auto") -> np.ndarray:
         """Fused scores [samples, outputs]: probabilities, or values for regression.
 
+        Inputs are checked against the shape (and, for a DataFrame, the column names) the
+        model was fitted on when the bundle records them (:mod:`modelfusion.inputs`).
         ``engine``: ``"auto"`` (the fused ONNX graph when the model exports and ``X`` is an
         array, checked against the members on its first rows; else eager torch when every
         member is torch; else the members side by side), or force ``"onnx"``, ``"torch"``
@@ -78,6 +81,7 @@ class FusedModel:
         """
         from modelfusion.runtime.engine import fused_scores
 
+        X = align_inputs(X, self.metadata.get("inputs"), source="the input")
         return fused_scores(self, X, engine=engine, batch_size=batch_size)
 
     def predict_proba(self, X: Any, *, batch_size: int = 256, engine: str = "auto") -> np.ndarray:

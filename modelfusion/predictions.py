@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import PredictionError
+from modelfusion.errors import ModelFusionWarning, PredictionError
 from modelfusion.files import atomic_path
 from modelfusion.members.base import Member, sha256_arrays
 from modelfusion.outputs import EPS, check_kind, check_task, to_log_proba, to_proba
@@ -570,6 +570,7 @@ def _read_cached(path: Path, name: str) -> tuple[np.ndarray, dict] | None:
         warnings.warn(
             f"prediction cache: the entry for member {name!r} ({path.name}) does not match its recorded "
             "digest (changed, damaged or half-written); scoring the member again",
+            ModelFusionWarning,
             stacklevel=4,
         )
         return None

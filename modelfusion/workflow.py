@@ -20,6 +20,7 @@ from modelfusion.config import RunConfig, config_record, dump_config
 from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
 from modelfusion.files import defer_interrupts, replace_all, write_text_atomic
 from modelfusion.fused import FusedModel
+from modelfusion.inputs import input_record
 from modelfusion.members.base import Member
 from modelfusion.predictions import PredictionSet, score_members
 from modelfusion.recovery import bundle_lock, recover_folder
@@ -224,8 +225,11 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
             f"task: config says {config.task!r} but the members do {val_preds.task!r}",
             [f"task: members do {val_preds.task}"],
         )
-    _encode(val_preds, val.y, "validation")  # fail early on missing or unknown labels
+    y_val = _encode(val_preds, val.y, "validation")  # fail early on missing or unknown labels
     y_test = _encode(test_preds, test.y, "test")
+    data_warnings = _unseen_class_warnings(val_preds, y_val, y_test)
+    for message in data_warnings:
+        warn(message)
 
     member_rows = []
     for i, name in enumerate(val_preds.names):
@@ -291,6 +295,8 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
         "metric": config.fusion.metric,
         "chosen": chosen,
         "test_metrics": next(r for r in strategy_rows if r["name"] == chosen),
+        # feature names and sample shape: later data is checked and reordered against them
+        "inputs": input_record(val.X, getattr(val, "feature_names", None)),
         # lets `evaluate --split test` reuse exactly this split
         "data": {
             **record["data"],
@@ -305,9 +311,10 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
     stage = Path(tempfile.mkdtemp(prefix=".run-", suffix=".tmp", dir=out))
     try:
         fused_model.save(stage / "bundle")
-        deployment, notes, warnings = _deploy(config, fused_model, stage / "bundle", val, test, log)
-        for message in warnings:
+        deployment, notes, deploy_warnings = _deploy(config, fused_model, stage / "bundle", val, test, log)
+        for message in deploy_warnings:
             warn(message)
+        warnings = [*data_warnings, *deploy_warnings]
         write_text_atomic(stage / "config.yaml", dump_config(config))
         staged = {"bundle": stage / "bundle", "config": stage / "config.yaml"}
         if config.report.enabled:
@@ -455,6 +462,23 @@ def _deploy_notes(rows: list[dict[str, Any]], batch_size: int, n_test: int) -> l
     if grown:
         notes.append(f"Deployment: {', '.join(grown)} came out larger than the fp32 graph.")
     return notes
+
+
+def _unseen_class_warnings(val_preds: PredictionSet, y_val: np.ndarray, y_test: np.ndarray) -> list[str]:
+    """A warning when test holds classes that validation lacks (strategies are fitted on validation)."""
+    if val_preds.task != "classification":
+        return []
+    in_test = set(np.unique(y_test).tolist())
+    labels = list(val_preds.classes) if val_preds.classes is not None else list(range(val_preds.n_outputs))
+    missing = [labels[i] for i in sorted(in_test - set(np.unique(y_val).tolist()))]
+    if not missing:
+        return []
+    shown = ", ".join(repr(c.item() if hasattr(c, "item") else c) for c in missing)
+    return [
+        f"class(es) {shown} appear in the test split but not in validation: strategies fitted on validation "
+        "labels (stacking) never predict them and cross-validation cannot rank strategies on them; give the "
+        "validation split samples of every class"
+    ]
 
 
 def _split_seed(config: RunConfig) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from modelfusion.errors import ConfigError, ModelFusionError
+from modelfusion.errors import ConfigError, ModelFusionError, ModelFusionWarning
 
 app = typer.Typer(
     name="modelfusion",
@@ -41,6 +42,14 @@ def log(message: str) -> None:
 def warn(message: str) -> None:
     """What went wrong without failing the command; printed even with --quiet."""
     err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings in the CLI: ours as a yellow ``warning:`` line, other libraries' only with -v."""
+    if issubclass(category, ModelFusionWarning):
+        warn(str(message))
+    elif State.verbose:
+        err_console.print(f"[dim]{escape(f'{category.__name__}: {message} ({filename}:{lineno})')}[/dim]")
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,6 +98,7 @@ def main() -> None:
     from modelfusion.files import terminate_as_interrupt
 
     terminate_as_interrupt()  # `kill` unwinds like Ctrl-C: nothing half-written is left
+    warnings.showwarning = _show_warning
     _register()
     app(prog_name="modelfusion")
 

@@ -32,6 +32,15 @@ def _load_data(source: str, label: str | None, split: str | None, seed: int | No
     return parts[split]
 
 
+def _inputs(model, ds, source: str):
+    """The dataset's inputs checked against the bundle's record: columns reordered by name, or a clear error."""
+    from modelfusion.inputs import align_inputs
+
+    return align_inputs(
+        ds.X, model.metadata.get("inputs"), feature_names=getattr(ds, "feature_names", None), source=source
+    )
+
+
 @app.command()
 @handle_errors
 def evaluate(
@@ -56,7 +65,7 @@ def evaluate(
     if ds.y is None:
         raise ValueError(f"--data {data}: no labels found; evaluate needs labelled data (see --label)")
     log(f"evaluating {bundle} on {len(ds)} samples")
-    scores = model.predict_scores(ds.X)
+    scores = model.predict_scores(_inputs(model, ds, f"--data {data}"))
     encoder = PredictionSet(
         scores[None],
         names=["fused"],
@@ -90,9 +99,13 @@ def predict(
     from modelfusion.files import atomic_path
     from modelfusion.fused import FusedModel
 
+    if output is not None and output.is_dir():
+        raise ValueError(
+            f"--output {output} is a folder; give a file path such as {output / 'predictions.csv'}"
+        )
     model = FusedModel.load(bundle, trust=trust, expected_digest=expect_sha256)
     ds = load_dataset(input, base_dir=Path.cwd())
-    scores = model.predict_scores(ds.X)
+    scores = model.predict_scores(_inputs(model, ds, input))
     if model.task == "regression":
         labels = scores
     elif model.task == "multilabel":

@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import ModelFusionError
+from modelfusion.errors import ModelFusionError, ModelFusionWarning
 from modelfusion.predictions import data_fingerprint, data_length
 
 FORMATS = ("builtin", "images", "csv", "tsv", "parquet", "npy", "npz", "factory")
@@ -526,12 +527,47 @@ def _load_table(
         else:
             feature_names = [c for c in names if c != label_col and columns[c].dtype.kind in "iuf"]
             dropped = [c for c in names if c != label_col and c not in feature_names]
+            for c in dropped:
+                _refuse_unreadable_cells(path, c, columns[c])
             if dropped:
                 meta["dropped_columns"] = dropped
+                warnings.warn(
+                    f"{str(path)!r}: text column(s) {', '.join(map(repr, dropped))} are not features and were "
+                    "left out (pass features=[...] to choose the columns, or text_column= for text)",
+                    ModelFusionWarning,
+                    stacklevel=3,
+                )
         if not feature_names:
             raise DataError(f"{where}: no numeric feature columns; pass text_column= for a text dataset")
         X = np.column_stack([columns[c] for c in feature_names]).astype(dtype)
     return Dataset(X=X, y=y, name=path.stem, feature_names=feature_names, class_names=class_names, meta=meta)
+
+
+def _refuse_unreadable_cells(path: Path, column: str, values: np.ndarray) -> None:
+    """DataError naming the first bad cell of a column that is numbers except for a few cells.
+
+    A column of text is left out as a whole; a numeric column with one typo must not be.
+    """
+    cells = [str(v).strip() for v in values.tolist()]
+    numeric = [_is_number(v) or v.lower() in _MISSING for v in cells]
+    if sum(numeric) == 0 or all(numeric):
+        return
+    if sum(numeric) < len(cells) / 2:
+        return  # mostly text: a text column with a few numbers in it
+    row = numeric.index(False)
+    raise DataError(
+        f"{str(path)!r}: column {column!r} holds numbers, but the cell on line {row + 2} is {cells[row]!r}, "
+        "which is not a number; fix the cell (empty, NA or NaN mark a missing value), or pass features=[...] "
+        "without this column"
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_delimited(path: Path, delimiter: str) -> dict[str, np.ndarray]:

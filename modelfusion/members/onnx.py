@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,8 @@ class OnnxMember(Member):
         return np.asarray(values, dtype=self.input_dtypes[input_name])
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        (out,) = self.session.run([self.output_name], feeds)
+        with onnxruntime_errors(f"member {self.name!r}"):
+            (out,) = self.session.run([self.output_name], feeds)
         if self._zipmap:
             return _zipmap_to_array(out, self.classes, self.name)
         return np.asarray(out)
@@ -285,6 +287,23 @@ def _save_with_weights(source: Path, target: Path) -> None:
             all_tensors_to_one_file=True,
             location=f"{target.name}.data",
         )
+
+
+@contextlib.contextmanager
+def onnxruntime_errors(what: str) -> Iterator[None]:
+    """Turn ONNX Runtime's own exceptions (``InvalidArgument``, ``Fail``: plain ``Exception`` s) into ValueError.
+
+    Their text names the input whose shape or type is wrong; ``what`` says whose graph it is.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        message = str(exc).split("] ", 1)[
+            -1
+        ]  # drop ORT's "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" prefix
+        raise ValueError(f"{what} cannot run on this input: {message}") from None
 
 
 def load_onnx(source: Any, *, name: str, trust: bool = False, **options: Any) -> OnnxMember:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.members.onnx import onnxruntime_errors
 from modelfusion.runtime.errors import ExecutionProviderError
 from modelfusion.runtime.session import open_session
 
@@ -76,13 +77,18 @@ class OnnxExecutor:
         x = X.detach().cpu().numpy() if hasattr(X, "detach") else X
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
         step = len(x) if not batch_size else int(batch_size)
-        if len(x) <= step:
-            return self.session.run([self.output_name], {self.input_name: x})[0]
-        parts = [
-            self.session.run([self.output_name], {self.input_name: x[lo : lo + step]})[0]
-            for lo in range(0, len(x), step)
-        ]
+        with onnxruntime_errors(f"the fused graph (input {self.input_name!r}, {self._expected()})"):
+            if len(x) <= step:
+                return self.session.run([self.output_name], {self.input_name: x})[0]
+            parts = [
+                self.session.run([self.output_name], {self.input_name: x[lo : lo + step]})[0]
+                for lo in range(0, len(x), step)
+            ]
         return np.concatenate(parts)
+
+    def _expected(self) -> str:
+        shape = self.session.get_inputs()[0].shape
+        return "shape [" + ", ".join(str(d) if isinstance(d, int) else "n" for d in shape) + "]"
 
 
 def resolve_providers(providers: list[str] | None) -> list[str]:

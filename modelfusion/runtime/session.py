@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from modelfusion.errors import ModelFusionWarning
+
 SETTINGS_KEY = "modelfusion.ort_session"
 
 
@@ -119,6 +121,7 @@ def session_options(settings: dict[str, Any]) -> tuple[Any, list[str]]:
         warnings.warn(
             f"the ONNX graph's {SETTINGS_KEY} metadata holds settings modelfusion does not write "
             f"({', '.join(ignored) or 'optimizer names'}); they are ignored",
+            ModelFusionWarning,
             stacklevel=3,
         )
     return options, disabled

@@ -14,6 +14,7 @@ as one graph.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,11 +23,18 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 
-from modelfusion.errors import PredictionError, StrategyError
+from modelfusion.errors import PredictionError, StrategyError, UnseenClassWarning
 from modelfusion.predictions import PredictionSet, as_prediction_set
 
 #: Every concrete strategy, keyed by lower-case class name and by its ``alias``.
 STRATEGY_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def unseen_classes(preds: PredictionSet, y_enc: np.ndarray) -> list[Any]:
+    """The class labels of ``preds`` with no sample in the encoded labels ``y_enc`` (classification)."""
+    present = set(np.unique(np.asarray(y_enc)).tolist())
+    labels = preds.classes if preds.classes is not None else range(preds.n_outputs)
+    return [c.item() if hasattr(c, "item") else c for i, c in enumerate(labels) if i not in present]
 
 
 class Strategy(BaseEstimator):
@@ -46,6 +54,9 @@ class Strategy(BaseEstimator):
     tasks: ClassVar[tuple[str, ...]] = ("classification", "multilabel", "regression")
     symmetric: ClassVar[bool] = True
     alias: ClassVar[str | None] = None
+    #: False when a class without a fitting sample can never be predicted (a meta-learner
+    #: trained on the labels); :meth:`fit` then warns, naming the classes.
+    covers_unseen_classes: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -82,6 +93,16 @@ class Strategy(BaseEstimator):
             y_enc = preds.encode_labels(y)
         elif self._needs_labels():
             raise StrategyError(f"{type(self).__name__} learns from labels: pass y to fit()")
+        if not self.covers_unseen_classes and y_enc is not None and preds.task == "classification":
+            unseen = unseen_classes(preds, y_enc)
+            if unseen:
+                warnings.warn(
+                    f"{type(self).__name__}: class(es) {', '.join(map(repr, unseen))} have no sample in the "
+                    "labels it is fitted on, so it gives them probability 0 and never predicts them; fit on data "
+                    "with every class, or prefer a strategy that averages the members (mean, weighted, greedy)",
+                    UnseenClassWarning,
+                    stacklevel=2,
+                )
         self._fit(preds, y_enc)
         return self
 

@@ -70,6 +70,8 @@ class Stacking(Strategy):
     >>> Stacking(meta_learner=GradientBoostingClassifier()).fit(val_preds, y_val)
     """
 
+    covers_unseen_classes = False  # the meta-learner only knows the classes it saw
+
     alias = "stacking"
     symmetric = False
 
