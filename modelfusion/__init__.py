@@ -17,12 +17,15 @@ from modelfusion.errors import (
     ConfigError,
     MemberLoadError,
     ModelFusionError,
+    ModelFusionWarning,
     PredictionError,
     StrategyError,
     UnsafeFormatError,
 )
 from modelfusion.fused import FusedModel, FusedModule
+from modelfusion.manifest import manifest_digest
 from modelfusion.members import Member, ModelLoader, load_member, load_saved_member
+from modelfusion.members.architectures import register_architecture
 from modelfusion.predictions import PredictionSet, score_members
 from modelfusion.strategies import search_strategies
 
@@ -34,6 +37,7 @@ __all__ = [
     "Member",
     "MemberLoadError",
     "ModelFusionError",
+    "ModelFusionWarning",
     "ModelLoader",
     "PredictionError",
     "PredictionSet",
@@ -42,6 +46,8 @@ __all__ = [
     "__version__",
     "load_member",
     "load_saved_member",
+    "manifest_digest",
+    "register_architecture",
     "score_members",
     "search_strategies",
 ]

@@ -259,6 +259,7 @@ def verify_checksums(path: Path, manifest: dict[str, Any]) -> list[str]:
     for rel in sorted(found - set(checksums)):
         problems.append(f"{rel}: not covered by a checksum (a file the manifest does not list)")
     for i, spec in enumerate(manifest["members"]):
+        inside(path, spec["dir"], f"members[{i}].dir")
         folder = f"{spec['dir'].rstrip('/')}/"
         if not any(rel.startswith(folder) for rel in checksums):
             problems.append(f"members[{i}] ({spec['name']}): no checksum covers its folder {spec['dir']!r}")
