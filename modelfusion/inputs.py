@@ -67,7 +67,7 @@ def align_inputs(
         shown = "[n, " + ", ".join(map(str, expected)) + "]"
         raise DataError(
             f"{source} has samples of shape {list(X.shape[1:])} ({X.ndim}-D input), but the model was fitted on "
-            f"inputs of shape {shown}" + (f" (columns {', '.join(expected_names)})" if expected_names else "")
+            f"inputs of shape {shown}" + (f" (columns {_some(expected_names)})" if expected_names else "")
         )
     return X
 

@@ -562,6 +562,8 @@ def _read_cached(path: Path, name: str) -> tuple[np.ndarray, dict] | None:
     meta_file = path.with_suffix(".json")
     try:
         meta = json.loads(meta_file.read_text())
+        if isinstance(meta, dict) and "sha256" not in meta:
+            return None  # written by a modelfusion that kept no digest: score again, quietly
         out = np.load(path, mmap_mode="r", allow_pickle=False)
         ok = isinstance(meta, dict) and meta.get("sha256") == sha256_arrays([out])
     except (OSError, ValueError):  # missing or unreadable digest, a truncated or foreign file

@@ -72,7 +72,18 @@ def test_bundle_contains_no_pickle(fused, tmp_path):
     path = fused.save(tmp_path / "bundle")
     suffixes = {p.suffix for p in path.rglob("*") if p.is_file()}
     assert not suffixes & {".pkl", ".pickle", ".joblib"}
-    assert suffixes <= {".json", ".skops", ".safetensors", ".onnx", ".pt2", ".pt", ".keras", ".txt", ".model", ".sha256"}
+    assert suffixes <= {
+        ".json",
+        ".skops",
+        ".safetensors",
+        ".onnx",
+        ".pt2",
+        ".pt",
+        ".keras",
+        ".txt",
+        ".model",
+        ".sha256",
+    }
 
 
 def test_tampered_file_fails_the_checksum(fused, tmp_path):

@@ -123,3 +123,65 @@ def test_data_format_must_be_one_the_loader_knows(tmp_path):
             {"data": {"source": "builtin:digits", "format": "arrays"}, "members": [{"path": "/etc/hosts"}]},
             base_dir=tmp_path,
         )
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 10):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    text = (
+        "data: {source: 'builtin:digits'}\nmembers: [{path: m.onnx}]\nreport:\n  title: x\nextra:\n"
+        + "\n".join("  " + line for line in lines)
+    )
+    with pytest.raises(ConfigError, match=r"aliases expand to more than 200,000 values"):
+        load_config(_write(tmp_path, text))
+
+
+def test_a_config_nested_thousands_of_levels_deep_is_a_config_error_not_a_recursion_error(tmp_path):
+    text = "data: {source: 'builtin:digits'}\nmembers: [{path: m.onnx}]\nx: " + "[" * 5000 + "]" * 5000 + "\n"
+    with pytest.raises(ConfigError, match=r"line 3\): nested more than 64 levels deep"):
+        load_config(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("batch_size: 1000000000000", "batch_size"),
+        ("cv: 100000", "fusion.cv"),
+        ("report: {title: " + "t" * 5000 + "}", "report.title"),
+        ("seed: -1", "seed"),
+    ],
+)
+def test_absurd_values_are_refused_naming_the_field(tmp_path, override, field):
+    if override.startswith("cv"):
+        override = "fusion: {" + override + "}"
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    text = f"data: {{source: 'builtin:digits'}}\nmembers: [{{path: m.onnx}}]\n{override}\n"
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text))
+    assert any(p.startswith(field) for p in err.value.problems), err.value.problems
+
+
+def test_a_fifty_megabyte_string_is_refused_at_the_file_size(tmp_path):
+    path = _write(tmp_path, "report: {title: '" + "t" * (5 * 1024 * 1024) + "'}\n")
+    with pytest.raises(ConfigError, match=r"a config is at most"):
+        load_config(path)
+
+
+def test_values_from_the_environment_are_saved_unexpanded(tmp_path, monkeypatch):
+    from modelfusion.config import config_record, dump_config
+
+    monkeypatch.setenv("HF_TOKEN", "hunter2-secret")
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    cfg = load_config(
+        _write(
+            tmp_path,
+            "data: {source: 'builtin:digits'}\nmembers: [{path: m.onnx, options: {token: '${HF_TOKEN}'}}]\n"
+            "report: {title: 'run by ${USER_NAME:-nobody}'}\n",
+        )
+    )
+    assert cfg.members[0].options["token"] == "hunter2-secret"  # the run uses the value ...
+    assert "hunter2" not in dump_config(cfg)  # ... what is written keeps the ${VAR}
+    record = config_record(cfg)
+    assert record["members"][0]["options"]["token"] == "${HF_TOKEN}"
+    assert record["report"]["title"] == "run by ${USER_NAME:-nobody}"

@@ -226,3 +226,47 @@ def test_object_labels_save_without_pickle(tmp_path):
     )
     loaded = PredictionSet.load(preds.save(tmp_path / "p.npz"))
     assert loaded.labels.tolist() == ["b", "a"] and loaded.classes.tolist() == ["a", "b"]
+
+
+@pytest.mark.parametrize("tamper", ["shuffle_rows", "roll_columns", "uniform", "truncate", "no_digest"])
+def test_a_tampered_cache_entry_is_a_miss_that_is_scored_again_and_rewritten(
+    fitted, digits_split, tmp_path, tamper
+):
+    X = digits_split["X_val"]
+    fresh = score_members([CountingMember(fitted[0], "lr")], X, cache_dir=tmp_path).outputs.copy()
+    (entry,) = tmp_path.glob("lr-*.npy")
+    arr = np.load(entry)
+    if tamper == "shuffle_rows":
+        np.save(entry, arr[np.random.default_rng(0).permutation(len(arr))])
+    elif tamper == "roll_columns":
+        np.save(entry, np.roll(arr, 1, axis=1))
+    elif tamper == "uniform":
+        np.save(entry, np.full_like(arr, 1.0 / arr.shape[1]))
+    elif tamper == "truncate":
+        entry.write_bytes(entry.read_bytes()[:100])
+    else:
+        entry.with_suffix(".json").unlink()  # a writer killed between the two renames
+    again = CountingMember(fitted[0], "lr")
+    with pytest.warns(UserWarning, match="does not match its recorded digest.*scoring the member again"):
+        out = score_members([again], X, cache_dir=tmp_path)
+    assert again.calls > 0
+    np.testing.assert_array_equal(out.outputs, fresh)
+    third = CountingMember(fitted[0], "lr")
+    score_members([third], X, cache_dir=tmp_path)  # rewritten: a clean hit now
+    assert third.calls == 0
+
+
+def test_concurrent_runs_sharing_a_cache_never_read_a_half_written_entry(fitted, digits_split, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = digits_split["X_val"]
+    expected = fitted[0].predict_proba(X)
+
+    def run(_):
+        return score_members([CountingMember(fitted[0], "lr")], X, cache_dir=tmp_path).outputs[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, range(16)))
+    for out in results:
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert not list(tmp_path.glob(".*tmp*"))  # every write was renamed into place

@@ -66,14 +66,14 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if State.verbose:
                 err_console.print_exception()
             first, *rest = str(e).splitlines()
-            err_console.print(f"[red]error:[/red] {first}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(first)}", highlight=False, soft_wrap=True)
             for line in rest:
-                err_console.print(line, highlight=False, soft_wrap=True)
+                err_console.print(escape(line), highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except USER_ERRORS as e:
             if State.verbose:
                 err_console.print_exception()
-            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

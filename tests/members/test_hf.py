@@ -113,3 +113,28 @@ def test_missing_transformers_names_the_extra_to_install(text_model_dir, monkeyp
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(MemberLoadError, match=r'pip install "modelfusion\[hf\]"'):
         load_member(text_model_dir)
+
+
+def test_hf_cache_key_changes_with_the_tokenizer_and_max_length(text_model, text_tokenizer, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from modelfusion import score_members
+    from modelfusion.predictions import member_cache_key
+
+    base = HFMember(text_model, tokenizer=text_tokenizer, name="bert")
+    shorter = HFMember(text_model, tokenizer=text_tokenizer, name="bert", max_length=2)
+    vocab = {"[PAD]": 0, "[UNK]": 1, "great": 2, "film": 3}  # another tokenizer for the same weights
+    other = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    other.pre_tokenizer = pre_tokenizers.Whitespace()
+    retokenized = HFMember(
+        text_model,
+        tokenizer=PreTrainedTokenizerFast(tokenizer_object=other, pad_token="[PAD]", unk_token="[UNK]"),
+        name="bert",
+    )
+    keys = {member_cache_key(m) for m in (base, shorter, retokenized)}
+    assert len(keys) == 3
+    first = score_members([base], TEXTS, cache_dir=tmp_path)
+    second = score_members([shorter], TEXTS, cache_dir=tmp_path)
+    assert second.metadata["bert"]["cached"] is False  # not the old outputs
+    assert not np.allclose(first.outputs, second.outputs)

@@ -218,3 +218,33 @@ def test_labels_are_required(random_predictions):
     unlabeled = PredictionSet(random_predictions.outputs, names=random_predictions.names)
     with pytest.raises(StrategyError, match="pass y"):
         Stacking().fit(unlabeled)
+
+
+def test_stacking_fitted_without_a_class_says_it_never_predicts_it(digits_predictions):
+    from modelfusion.errors import UnseenClassWarning
+
+    val, y_val, _, _ = digits_predictions
+    keep = np.flatnonzero(np.asarray(y_val) != 3)
+    with pytest.warns(UnseenClassWarning, match=r"Stacking: class\(es\) 3 have no sample"):
+        Stacking().fit(val.take(keep), np.asarray(y_val)[keep])
+
+
+def test_averaging_strategies_fitted_without_a_class_do_not_warn(digits_predictions):
+    import warnings
+
+    val, y_val, _, _ = digits_predictions
+    keep = np.flatnonzero(np.asarray(y_val) != 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Mean().fit(val.take(keep), np.asarray(y_val)[keep])
+
+
+def test_a_run_warns_when_test_holds_a_class_validation_lacks(digits_predictions):
+    from modelfusion.workflow import _unseen_class_warnings
+
+    val, y_val, test, y_test = digits_predictions
+    y_val_enc, y_test_enc = val.encode_labels(y_val), test.encode_labels(y_test)
+    assert _unseen_class_warnings(val, y_val_enc, y_test_enc) == []
+    keep = np.flatnonzero(np.asarray(y_val) != 7)
+    (message,) = _unseen_class_warnings(val.take(keep), y_val_enc[keep], y_test_enc)
+    assert "class(es) 7 appear in the test split but not in validation" in message
