@@ -106,7 +106,7 @@ def load_bundle(path: str | Path, *, trust: bool = False, expected_digest: str |
     ``.pt2`` entries, TensorFlow SavedModels, strategy files with non-sklearn types.
     """
     manifest, path = read_manifest(path)
-    verify_digest(path, expected_digest)
+    verify_digest(path, expected_digest, format_version=manifest["format_version"])
     damaged = verify_checksums(path, manifest)
     for rel in damaged:
         warnings.warn(

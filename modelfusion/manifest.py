@@ -18,12 +18,13 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from modelfusion.errors import BundleError
+from modelfusion.errors import BundleError, ModelFusionWarning
 from modelfusion.files import write_text_atomic
 
 FORMAT = "modelfusion-bundle"
@@ -130,8 +131,11 @@ def manifest_digest(path: str | Path) -> str:
     return hashlib.sha256((Path(path) / MANIFEST).read_bytes()).hexdigest()
 
 
-def verify_digest(path: Path, expected: str | None = None) -> str:
-    """Check ``bundle.sha256`` (and ``expected``, when given) against the manifest; return its digest."""
+def verify_digest(path: Path, expected: str | None = None, *, format_version: int = FORMAT_VERSION) -> str:
+    """Check ``bundle.sha256`` (and ``expected``, when given) against the manifest; return its digest.
+
+    Bundles of format 1 predate the digest file: they load with a warning to re-save them.
+    """
     digest = manifest_digest(path)
     if expected is not None and digest != expected.strip().lower():
         raise BundleError(
@@ -139,6 +143,14 @@ def verify_digest(path: Path, expected: str | None = None) -> str:
             "the one you pinned"
         )
     record = path / DIGEST_FILE
+    if format_version < 2 and not record.exists():
+        warnings.warn(
+            f"bundle {path} was written by an older modelfusion (format {format_version}) and has no "
+            f"{DIGEST_FILE}; re-save it (FusedModel.load(path).save(path)) to record the manifest's digest",
+            ModelFusionWarning,
+            stacklevel=3,
+        )
+        return digest
     if not record.is_file() or record.is_symlink():
         raise BundleError(
             f"bundle {path} has no {DIGEST_FILE} (the manifest's digest); it was written by an older "

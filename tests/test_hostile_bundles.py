@@ -81,6 +81,19 @@ class _Payload:
         return (exec, (f"with open({self.marker!r}, 'w') as f: f.write('ran')",))
 
 
+def _mlp_onnx(path: Path) -> Path:
+    """A small MLP for 64 features exported to ONNX with a dynamic batch."""
+    torch.onnx.export(
+        MLP(hidden=8).eval(),
+        (torch.zeros(2, 64),),
+        str(path),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
+    return path
+
+
 # -- code runs without trust ----------------------------------------------------------------
 
 
@@ -222,16 +235,7 @@ def test_onnx_session_settings_that_name_a_file_are_never_applied(tmp_path, digi
     from modelfusion.runtime.session import SETTINGS_KEY
 
     target = tmp_path / "bashrc"
-    net = MLP(hidden=8).eval()
-    path = tmp_path / "m.onnx"
-    torch.onnx.export(
-        net,
-        (torch.zeros(2, 64),),
-        str(path),
-        dynamo=False,
-        input_names=["x"],
-        dynamic_axes={"x": {0: "batch"}},
-    )
+    path = _mlp_onnx(tmp_path / "m.onnx")
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key = SETTINGS_KEY
@@ -461,15 +465,7 @@ def test_an_onnx_member_with_external_weights_is_saved_whole(tmp_path, digits_sp
 
     source = tmp_path / "source"
     source.mkdir()
-    path = source / "m.onnx"
-    torch.onnx.export(
-        MLP(hidden=8).eval(),
-        (torch.zeros(2, 64),),
-        str(path),
-        dynamo=False,
-        input_names=["x"],
-        dynamic_axes={"x": {0: "batch"}},
-    )
+    path = _mlp_onnx(source / "m.onnx")
     proto = onnx.load(str(path))
     onnx.save_model(proto, str(path), save_as_external_data=True, location="m.weights", size_threshold=0)
     member = load_member(path, name="m", output_kind="logits")
@@ -490,8 +486,7 @@ def test_an_onnx_member_reading_weights_outside_its_folder_is_refused(tmp_path):
 
     folder = tmp_path / "member"
     folder.mkdir()
-    path = folder / "model.onnx"
-    torch.onnx.export(MLP(hidden=8).eval(), (torch.zeros(2, 64),), str(path), dynamo=False)
+    path = _mlp_onnx(folder / "model.onnx")
     onnx.save_model(
         onnx.load(str(path)), str(path), save_as_external_data=True, location="w.bin", size_threshold=0
     )
@@ -519,3 +514,12 @@ def test_json_default_and_manifest_digest_agree(saved):
         == manifest_digest(saved)
         == hashlib.sha256((saved / "manifest.json").read_bytes()).hexdigest()
     )
+
+
+def test_a_format_1_bundle_without_a_digest_loads_with_a_warning_to_resave(bundle):
+    manifest = _manifest(bundle)
+    manifest["format_version"] = 1
+    _rewrite(bundle, manifest)
+    (bundle / "bundle.sha256").unlink()
+    with pytest.warns(UserWarning, match=r"older modelfusion \(format 1\).*re-save"):
+        assert FusedModel.load(bundle).names == ["net", "lr"]
