@@ -25,6 +25,9 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+TRUST_HELP = "Allow what runs code from the bundle: unlisted architectures, pickles, SavedModels."
+EXPECT_HELP = "Refuse the bundle unless its manifest's sha256 is this (see bundle/bundle.sha256)."
+
 USER_ERRORS = (ModelFusionError, FileNotFoundError, ValueError, ImportError, PermissionError)
 
 

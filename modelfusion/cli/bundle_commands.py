@@ -9,11 +9,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from modelfusion.cli.app import app, console, handle_errors, log
+from modelfusion.cli.app import EXPECT_HELP, TRUST_HELP, app, console, handle_errors, log
 from modelfusion.cli.tables import metrics_table
-
-TRUST_HELP = "Allow what runs code from the bundle: unlisted architectures, pickles, SavedModels."
-EXPECT_HELP = "Refuse the bundle unless its manifest's sha256 is this (see bundle/bundle.sha256)."
 
 
 def _load_data(source: str, label: str | None, split: str | None, seed: int | None, metadata: dict):

@@ -10,10 +10,19 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from modelfusion.cli.app import app, console, handle_errors, log
+from modelfusion.cli.app import TRUST_HELP, app, console, handle_errors, log, warn
 from modelfusion.cli.tables import _fmt
 
 FORMATS = ("onnx", "tensorrt")
+
+
+def recover(bundle: Path) -> None:
+    """Put right what a killed command left in and beside ``bundle`` before this one reads it."""
+    from modelfusion.recovery import bundle_lock, recover_bundle
+
+    with bundle_lock(bundle):
+        for action in recover_bundle(bundle):
+            warn(action)
 
 
 @app.command()
@@ -29,7 +38,7 @@ def export(
         None, "--data", "-d", help="Rows of this data give the input shape when the members do not record it."
     ),
     precision: str = typer.Option("fp16", "--precision", help="TensorRT only: fp16, fp32 or int8."),
-    trust: bool = typer.Option(False, "--trust", help="Allow members whose architecture imports code."),
+    trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
 ) -> None:
     """Write the whole ensemble (members + fusion rule) as ONE ONNX graph with a dynamic batch axis."""
     if format not in FORMATS:
@@ -45,6 +54,7 @@ def export(
     from modelfusion.runtime.engine import record_bundle_graph
     from modelfusion.runtime.onnx_export import build_fused_onnx
 
+    recover(bundle)
     model = FusedModel.load(bundle, trust=trust)
     example = None
     if data is not None:
@@ -90,7 +100,7 @@ def quantize(
     ),
     label: str = typer.Option(None, "--label", help="Label column/key in the data."),
     seed: int = typer.Option(None, "--seed", help="Override the split seed recorded in the bundle."),
-    trust: bool = typer.Option(False, "--trust", help="Allow members whose architecture imports code."),
+    trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
 ) -> None:
     """Quantize the fused graph (int8 or fp16) into the bundle and measure the accuracy it costs."""
     from modelfusion.bundle import read_manifest
@@ -98,6 +108,7 @@ def quantize(
     from modelfusion.runtime.quantize import check_request, quantize_bundle
 
     check_request(mode, precision, has_calibration=True)
+    recover(bundle)
     manifest, _ = read_manifest(bundle)
     ds = _load_data(data, label, None if split == "all" else split, seed, manifest.get("metadata") or {})
     log(f"quantizing {bundle} ({mode}, {precision}) and measuring on {len(ds)} samples")

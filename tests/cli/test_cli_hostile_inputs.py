@@ -188,3 +188,16 @@ def test_an_output_dir_with_files_modelfusion_did_not_write_is_refused(csv_run, 
         result.output.split()
     )
     assert (tmp_path / "out" / "report.md").read_text() == "my own report"
+
+
+def test_export_after_a_kill_mid_publish_restores_the_bundle_first(csv_run, tmp_path):
+    import shutil
+
+    _, bundle, _, _ = csv_run
+    shutil.copytree(bundle, tmp_path / ".bundle.old-0123456789ab")  # what a SIGKILL mid-publish leaves
+    (tmp_path / ".bundle.x1y2z3.tmp").mkdir()  # and a half-saved bundle
+    result = runner.invoke(app, ["export", str(tmp_path / "bundle")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "restored" in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    assert (tmp_path / "bundle" / "fused.onnx").is_file()
