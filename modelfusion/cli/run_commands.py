@@ -128,7 +128,9 @@ def _print_result(result) -> None:
         console.print(deployment_table(result.deployment))
     from modelfusion.manifest import manifest_digest
 
-    console.print(f"bundle: {result.bundle_dir} (sha256 {manifest_digest(result.bundle_dir)}, for --expect-sha256)")
+    console.print(
+        f"bundle: {result.bundle_dir} (sha256 {manifest_digest(result.bundle_dir)}, for --expect-sha256)"
+    )
     if "html" in result.files:
         console.print(f"report: {result.files['html']}")
     if State.verbose:
