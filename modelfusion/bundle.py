@@ -70,7 +70,8 @@ def _save_locked(model: FusedModel, path: Path) -> Path:
             rel = Path("members") / f"{i:02d}-{_safe(member.name)}"
             (tmp / rel).mkdir(parents=True)
             spec = member.save(tmp / rel)
-            members.append({**spec, "dir": rel.as_posix(), "preprocess": _preprocess_spec(member)})
+            preprocess = _bundled_preprocess(_preprocess_spec(member), tmp / rel)
+            members.append({**spec, "dir": rel.as_posix(), "preprocess": preprocess})
         strategy_spec = save_strategy(model.strategy, tmp / "strategy")
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
@@ -131,7 +132,9 @@ def _load_verified(path: Path, manifest: dict[str, Any], trust: bool) -> FusedMo
         inside(folder, spec["file"], f"members[{i}].file")
         member = load_saved_member(folder, spec, trust=trust)
         if spec.get("preprocess") is not None:
-            member.preprocess = build_preprocessor(spec["preprocess"])
+            for tokenizer in _tokenizer_paths(spec["preprocess"]):
+                inside(folder, tokenizer, f"members[{i}].preprocess tokenizer")
+            member.preprocess = build_preprocessor(spec["preprocess"], base_dir=folder)
             member.preprocess_spec = spec["preprocess"]
         members.append(member)
     strategy = load_strategy(manifest["strategy"], inside(path, "strategy", "strategy"), trust=trust)
@@ -296,6 +299,45 @@ def _preprocess_spec(member: Any) -> Any:
             "and set member.preprocess_spec, or bake the preprocessing into the model"
         )
     return spec
+
+
+#: Where a member's text preprocessing keeps its tokenizer inside the bundle.
+_TOKENIZER = "preprocess-tokenizer"
+
+
+def _bundled_preprocess(spec: Any, folder: Path) -> Any:
+    """``spec`` with each text step's tokenizer copied into ``folder`` and named relative to it.
+
+    A bundle carries every file it loads: a tokenizer path from the config would point
+    outside it (and break when the bundle moves).
+    """
+    if isinstance(spec, list):
+        return [_bundled_preprocess(step, folder) for step in spec]
+    if not isinstance(spec, dict) or "text" not in spec:
+        return spec
+    text = spec["text"]
+    options = {"tokenizer": text} if isinstance(text, (str, Path)) else dict(text or {})
+    source = options.get("tokenizer")
+    if isinstance(source, (str, Path)) and Path(source).expanduser().exists():
+        source = Path(source).expanduser()
+        name = _TOKENIZER + (source.suffix if source.is_file() else "")
+        if source.is_dir():
+            shutil.copytree(source, folder / name, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, folder / name)
+        options["tokenizer"] = name
+    return {**spec, "text": options}
+
+
+def _tokenizer_paths(spec: Any) -> list[Any]:
+    """The tokenizer paths a saved preprocessing spec names (they must lie in the member's folder)."""
+    if isinstance(spec, list):
+        return [p for step in spec for p in _tokenizer_paths(step)]
+    if not isinstance(spec, dict) or "text" not in spec:
+        return []
+    text = spec["text"]
+    tokenizer = text.get("tokenizer") if isinstance(text, dict) else text
+    return [tokenizer] if isinstance(tokenizer, str) else []
 
 
 def _versions() -> dict[str, str]:

@@ -523,3 +523,73 @@ def test_a_format_1_bundle_without_a_digest_loads_with_a_warning_to_resave(bundl
     (bundle / "bundle.sha256").unlink()
     with pytest.warns(UserWarning, match=r"older modelfusion \(format 1\).*re-save"):
         assert FusedModel.load(bundle).names == ["net", "lr"]
+
+
+class _Bag(torch.nn.Module):
+    """Token ids -> 2 logits: a tiny text classifier fed by a text preprocessor."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(8, 4)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.head((self.embed(input_ids) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
+
+
+def _text_bundle(tmp_path: Path) -> tuple[Path, list[str], np.ndarray]:
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from modelfusion.data import build_preprocessor
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "a": 2, "great": 3, "film": 4, "dull": 5}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    source = tmp_path / "tok"
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(
+        source
+    )
+    spec = {"text": {"tokenizer": str(source / "tokenizer.json"), "max_length": 6, "padding": "max_length"}}
+    ids = torch.zeros(2, 6, dtype=torch.long)
+    torch.onnx.export(
+        _Bag().eval(),
+        (ids, torch.ones_like(ids)),
+        str(tmp_path / "bag.onnx"),
+        dynamo=False,
+        input_names=["input_ids", "attention_mask"],
+        dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}},
+    )
+    member = load_member(
+        tmp_path / "bag.onnx", name="bag", output_kind="logits", preprocess=build_preprocessor(spec)
+    )
+    member.preprocess_spec = spec
+    texts = ["a great film", "dull", "a dull film", "great great"]
+    preds = score_members([member], texts, y=np.array([1, 0, 0, 1]))
+    expected = member.predict(texts)
+    bundle = FusedModel([member], Mean().fit(preds)).save(tmp_path / "bundle")
+    shutil.rmtree(source)
+    return bundle, texts, expected
+
+
+def test_a_text_members_tokenizer_travels_inside_the_bundle(tmp_path):
+    bundle, texts, expected = _text_bundle(tmp_path)
+    spec = _manifest(bundle)["members"][0]["preprocess"]
+    assert spec["text"]["tokenizer"] == "preprocess-tokenizer.json"
+    model = FusedModel.load(bundle)
+    np.testing.assert_allclose(model.members[0].predict(texts), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("tokenizer", ["../../tok/tokenizer.json", "/etc/hostname"])
+def test_a_preprocess_tokenizer_outside_the_bundle_is_refused(tmp_path, tokenizer):
+    bundle, _, _ = _text_bundle(tmp_path)
+    manifest = _manifest(bundle)
+    manifest["members"][0]["preprocess"]["text"]["tokenizer"] = tokenizer
+    _rewrite(bundle, manifest)
+    with pytest.raises(
+        BundleError, match=r"members\[0\].preprocess tokenizer .*(outside the bundle|absolute path)"
+    ):
+        FusedModel.load(bundle)
