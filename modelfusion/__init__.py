@@ -12,6 +12,9 @@ Examples
 
 __version__ = "0.1.0"
 
+import importlib
+from typing import Any
+
 from modelfusion.errors import (
     BundleError,
     ConfigError,
@@ -22,12 +25,36 @@ from modelfusion.errors import (
     StrategyError,
     UnsafeFormatError,
 )
-from modelfusion.fused import FusedModel, FusedModule
-from modelfusion.manifest import manifest_digest
-from modelfusion.members import Member, ModelLoader, load_member, load_saved_member
-from modelfusion.members.architectures import register_architecture
-from modelfusion.predictions import PredictionSet, score_members
-from modelfusion.strategies import search_strategies
+
+#: Public names and the module each lives in, imported on first use (PEP 562): ``import
+#: modelfusion`` and ``modelfusion --help`` stay light, torch and scikit-learn load when needed.
+_LAZY = {
+    "FusedModel": "modelfusion.fused",
+    "FusedModule": "modelfusion.fused",
+    "manifest_digest": "modelfusion.manifest",
+    "register_architecture": "modelfusion.members.architectures",
+    "Member": "modelfusion.members",
+    "ModelLoader": "modelfusion.members",
+    "load_member": "modelfusion.members",
+    "load_saved_member": "modelfusion.members",
+    "PredictionSet": "modelfusion.predictions",
+    "score_members": "modelfusion.predictions",
+    "search_strategies": "modelfusion.strategies",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelfusion' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "BundleError",
