@@ -24,10 +24,10 @@ import tempfile
 import uuid
 import warnings
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from modelfusion.errors import BundleError, ModelFusionWarning
+from modelfusion.errors import BundleError, ModelFusionError, ModelFusionWarning
 from modelfusion.files import atomic_path, current_umask, defer_interrupts, replace_dir
 from modelfusion.manifest import (
     DERIVED_GRAPH,
@@ -117,8 +117,11 @@ def load_bundle(path: str | Path, *, trust: bool = False, expected_digest: str |
         )
     try:
         return _load_verified(path, manifest, trust)
-    except (KeyError, TypeError) as e:
-        raise BundleError(f"bundle {path} has a malformed manifest ({type(e).__name__}: {e})") from e
+    except ModelFusionError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        # a framework refusing a file that passed every check: still the bundle's fault, not a crash
+        raise BundleError(f"bundle {path} could not be loaded ({type(e).__name__}: {e})") from e
 
 
 def _load_verified(path: Path, manifest: dict[str, Any], trust: bool) -> FusedModel:
@@ -262,10 +265,18 @@ def verify_checksums(path: Path, manifest: dict[str, Any]) -> list[str]:
     for rel in sorted(found - set(checksums)):
         problems.append(f"{rel}: not covered by a checksum (a file the manifest does not list)")
     for i, spec in enumerate(manifest["members"]):
+        folder = PurePosixPath(spec["dir"])
+        if folder.parts[:1] != ("members",) or len(folder.parts) < 2 or ".." in folder.parts:
+            problems.append(f"members[{i}].dir: {spec['dir']!r} is not a folder under members/")
+            continue
         inside(path, spec["dir"], f"members[{i}].dir")
-        folder = f"{spec['dir'].rstrip('/')}/"
-        if not any(rel.startswith(folder) for rel in checksums):
-            problems.append(f"members[{i}] ({spec['name']}): no checksum covers its folder {spec['dir']!r}")
+        target = (folder / spec["file"]).as_posix()
+        if (path / target).is_dir():  # a save_pretrained folder: every file in it is checked above
+            covered = any(rel.startswith(f"{target}/") for rel in checksums)
+        else:
+            covered = target in checksums
+        if not covered:
+            problems.append(f"members[{i}] ({spec['name']}): no checksum covers its file {target!r}")
     for name in manifest["strategy"].get("files", []):
         if f"strategy/{name}" not in checksums:
             problems.append(f"strategy/{name}: no checksum covers it")

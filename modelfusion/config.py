@@ -248,6 +248,7 @@ def read_yaml(text: str, source: str) -> Any:
 def _check_yaml_size(text: str, source: str) -> None:
     open_sizes: list[list[Any]] = []  # [values so far, anchor] per open mapping/sequence
     anchors: dict[str, int] = {}
+    open_anchors: set[str] = set()  # an alias to one of these would make the value contain itself
 
     def fail(event: Any, what: str) -> None:
         line = event.start_mark.line + 1
@@ -257,16 +258,21 @@ def _check_yaml_size(text: str, source: str) -> None:
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             open_sizes.append([1, event.anchor])
+            if event.anchor is not None:
+                open_anchors.add(event.anchor)
             if len(open_sizes) > MAX_DEPTH:
                 fail(event, f"nested more than {MAX_DEPTH} levels deep; a config is a few levels deep")
             continue
         if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             size, anchor = open_sizes.pop()
+            open_anchors.discard(anchor)
         elif isinstance(event, yaml.ScalarEvent):
             size, anchor = 1, event.anchor
             if len(event.value) > MAX_STRING:
                 fail(event, f"a value of {len(event.value):,} characters; the limit is {MAX_STRING:,}")
         elif isinstance(event, yaml.AliasEvent):
+            if event.anchor in open_anchors:
+                fail(event, f"alias *{event.anchor} refers to a value that contains it (a recursive alias)")
             size, anchor = anchors.get(event.anchor, 1), None
         else:
             continue

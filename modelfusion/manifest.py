@@ -22,7 +22,17 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from modelfusion.errors import BundleError, ModelFusionWarning
 from modelfusion.files import write_text_atomic
@@ -47,13 +57,19 @@ class _Entry(BaseModel):
 class MemberEntry(_Entry):
     """One member of the manifest: where its files are and how to rebuild it."""
 
+    @model_validator(mode="after")
+    def _regression_emits_values(self) -> MemberEntry:
+        if self.task == "regression" and self.output_kind != "values":
+            raise ValueError(f"a regression member emits 'values', not {self.output_kind!r}")
+        return self
+
     name: StrictStr = Field(min_length=1, max_length=256)
     framework: StrictStr
     dir: StrictStr = Field(min_length=1, max_length=1024)
     file: StrictStr = Field(min_length=1, max_length=1024)
-    task: StrictStr = "classification"
-    output_kind: StrictStr = "proba"
-    classes: list[Any] | None = None
+    task: Literal["classification", "multilabel", "regression"] = "classification"
+    output_kind: Literal["proba", "logits", "values"] = "proba"
+    classes: list[StrictStr | StrictInt | StrictFloat | StrictBool] | None = Field(None, max_length=1_000_000)
     n_outputs: StrictInt | None = Field(None, ge=0, le=10_000_000)
     architecture: StrictStr | None = None
     architecture_kwargs: dict[str, Any] | None = None
@@ -74,7 +90,7 @@ class ManifestSchema(_Entry):
     format: Literal["modelfusion-bundle"]
     format_version: StrictInt = Field(ge=1)
     task: Literal["classification", "multilabel", "regression"]
-    classes: list[Any] | None = None
+    classes: list[StrictStr | StrictInt | StrictFloat | StrictBool] | None = Field(None, max_length=1_000_000)
     members: list[MemberEntry] = Field(min_length=1)
     strategy: StrategyEntry
     metadata: dict[str, Any] | None = None

@@ -135,6 +135,8 @@ class _Reader:
 _LIST_KINDS = "biufcUS"
 #: A saved list's elements are at most this large (a declared ``(10000, 20000)f8`` is not).
 _MAX_ITEM_BYTES = 4096
+#: ... and at most this large in all (bigger arrays go to state.safetensors).
+_MAX_LIST_BYTES = 16 * 1024 * 1024
 
 
 def _list_array(values: Any, dtype: Any) -> np.ndarray:
@@ -162,6 +164,12 @@ def _list_array(values: Any, dtype: Any) -> np.ndarray:
                 "text dtype such as '<f8' or '<U5'"
             )
         dtype = dt
+    itemsize = dtype.itemsize if isinstance(dtype, np.dtype) else 8
+    if len(values) * max(itemsize, 1) > _MAX_LIST_BYTES:
+        raise BundleError(
+            f"a saved list of {len(values):,} items of {dtype} would take over {_MAX_LIST_BYTES:,} bytes; "
+            "modelfusion stores large arrays in state.safetensors, so this spec was not written by it"
+        )
     try:
         return np.asarray(values, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:

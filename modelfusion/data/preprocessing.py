@@ -353,6 +353,8 @@ def build_preprocessor(
 
 
 _STEPS = ("flatten", "image", "reshape", "text")
+#: Largest image side a preprocessing spec may ask for (a spec may come from a downloaded bundle).
+MAX_IMAGE_SIDE = 8192
 
 
 def _build_steps(spec: Any, base: Path | None) -> list[Callable[[Any], Any]]:
@@ -381,6 +383,10 @@ def _build_step(key: str, value: Any, base: Path | None) -> Callable[[Any], Any]
         return reshape_preprocessor(value)
     if key == "image":
         kwargs = _options(key, value or {}, _IMAGE_KEYS)
+        size = kwargs.get("size")
+        sides = size if isinstance(size, (list, tuple)) else [] if size is None else [size]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMAGE_SIDE for v in sides):
+            raise DataError(f"preprocess.image.size must be 1 to {MAX_IMAGE_SIDE} pixels per side, got {size!r}")
         return image_preprocessor(**kwargs)
     if key == "text":
         kwargs = _options(key, {"tokenizer": value} if isinstance(value, (str, Path)) else value, _TEXT_KEYS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelfusion.errors import MemberLoadError
+from modelfusion.errors import MemberLoadError, UnsafeFormatError
 from modelfusion.members.base import Member
 from modelfusion.members.torch import state_dict_fingerprint
 
@@ -220,7 +221,16 @@ class HFMember(Member, nn.Module):
 
     @classmethod
     def load_saved(cls, directory: Path, spec: dict[str, Any], *, trust: bool = False) -> HFMember:
-        """Rebuild a member from what :meth:`save` wrote (no remote code is trusted)."""
+        """Rebuild a member from what :meth:`save` wrote (no remote code is trusted).
+
+        Without ``trust``, a ``config.json`` that names files to load (a ``checkpoint_path`` in
+        a timm wrapper's ``model_args``, say) is refused: transformers would read them from
+        outside the bundle.
+        """
+        if not trust:
+            check_saved_config(
+                Path(directory) / spec["file"] / "config.json", owner=f"member {spec.get('name')!r}"
+            )
         kwargs = cls._common_kwargs(spec)
         name = kwargs.pop("name")
         return load_hf(Path(directory) / spec["file"], name=name, max_length=spec.get("max_length"), **kwargs)
@@ -501,3 +511,31 @@ def _tool_digest(tool: Any) -> str | None:
         json.dumps({**getattr(tool, "init_kwargs", {}), **settings}, sort_keys=True, default=str).encode()
     )
     return h.hexdigest()
+
+
+#: Config keys that make transformers (or a backbone library it calls) load a file or fetch weights.
+_LOADING_KEY = re.compile(r"checkpoint|pretrained_cfg|(^|_)(path|file|dir|url)s?$|^auto_map$", re.IGNORECASE)
+#: Keys every saved config has that name a path but load nothing.
+_INERT_KEYS = {"_name_or_path"}
+
+
+def check_saved_config(path: Path, *, owner: str) -> None:
+    """Raise UnsafeFormatError when a saved model's ``config.json`` names files to load or remote code."""
+    if not path.is_file():
+        return
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MemberLoadError(f"{owner}: '{path}' is not a valid JSON config ({exc})") from None
+    stack: list[tuple[str, Any]] = [("", config)]
+    while stack:
+        where, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            here = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and key not in _INERT_KEYS and _LOADING_KEY.search(key) and value:
+                raise UnsafeFormatError(
+                    f"{owner}: '{path}' sets {here!r}, which makes transformers load files or code named by the "
+                    "config; load the bundle with trust=True (CLI: --trust) only if you trust where it came from"
+                )
+            stack.append((here, value))

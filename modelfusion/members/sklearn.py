@@ -18,6 +18,10 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # Types from these packages may be trusted when reloading a bundle this library wrote.
 
 
+#: The estimator methods a member may score with (a saved spec names one: never any other attribute).
+SCORING_METHODS = ("predict_proba", "decision_function", "predict")
+
+
 class SklearnMember(Member):
     """A fitted scikit-learn estimator (or pipeline) as an ensemble member.
 
@@ -89,6 +93,10 @@ class SklearnMember(Member):
                 method = "decision_function"
             else:
                 method = "predict"
+        if method not in SCORING_METHODS:
+            raise MemberLoadError(
+                f"member {name!r}: method must be one of {', '.join(SCORING_METHODS)}, got {method!r}"
+            )
         if not hasattr(estimator, method):
             raise MemberLoadError(f"member {name!r}: {type(estimator).__name__} has no method {method!r}")
         self.method = method

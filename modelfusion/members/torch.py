@@ -199,12 +199,13 @@ class TorchMember(Member, nn.Module):
         if architecture:
             if not trust:
                 check_architecture(architecture, architecture_kwargs, owner=f"member {spec.get('name')!r}")
+                check_weights_fit(architecture, architecture_kwargs, path)
             module = build_architecture(architecture, architecture_kwargs)
             load_weights(module, path, architecture)
         elif path.suffix == ".pt2":
             module = load_exported(path, trust=trust)
         else:
-            module = load_torchscript(path)
+            module = load_torchscript(path, trust=trust)
         return cls(
             module,
             **cls._common_kwargs(spec),
@@ -246,7 +247,7 @@ def load_torch(
     example = None
     kind = archive_kind(path)
     if kind == "torchscript":
-        module = load_torchscript(path)
+        module = load_torchscript(path, trust=trust)
     elif kind == "export":
         module = load_exported(path, trust=trust)
         example = getattr(module, "example_input_", None)
@@ -378,9 +379,23 @@ def _modules_defining(package: Any, name: str) -> list[str]:
     return sorted(found)
 
 
-def load_torchscript(path: Path) -> torch.jit.ScriptModule:
-    """``torch.jit.load`` onto the CPU."""
-    return torch.jit.load(str(path), map_location="cpu")
+def load_torchscript(path: Path, *, trust: bool = False) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` onto the CPU; only with ``trust=True``.
+
+    A TorchScript file is a program, run by TorchScript's interpreter as it loads
+    (``__setstate__``) and predicts, and its operators include file access
+    (``torch.from_file(path, shared=True)`` reads and overwrites any file).
+    """
+    if not trust:
+        raise UnsafeFormatError(
+            f"'{path}' is TorchScript, a program whose code runs when it loads and predicts and can read and "
+            "write files; pass trust=True (CLI/config: trust) only if you trust its source, or save a state "
+            "dict with architecture= or a torch.export program (.pt2) instead"
+        )
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise MemberLoadError(f"could not load '{path}' as TorchScript: {exc}") from exc
 
 
 def load_exported(path: Path, *, trust: bool = False) -> nn.Module:
@@ -393,6 +408,35 @@ def load_exported(path: Path, *, trust: bool = False) -> nn.Module:
     if inputs and inputs[0] and isinstance(inputs[0][0], torch.Tensor):
         module.example_input_ = inputs[0][0]
     return module
+
+
+def check_weights_fit(architecture: str, kwargs: Mapping[str, Any], path: Path) -> None:
+    """Build ``architecture`` on the meta device and compare its shapes with the weights file's header.
+
+    Nothing is allocated, so arguments from a hostile manifest (``hidden: 20000000``) fail
+    here in milliseconds instead of taking gigabytes before the weights fail to fit.
+    """
+    if path.suffix != ".safetensors" or not path.is_file():
+        return
+    from safetensors import safe_open
+
+    with torch.device("meta"):
+        module = build_architecture(architecture, kwargs)
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118  (not a dict)
+    except Exception as exc:  # safetensors raises its own types for a corrupt header
+        raise MemberLoadError(f"'{path}' is not a valid safetensors file: {exc}") from None
+    wrong = [k for k, shape in found.items() if k not in expected or expected[k] != shape]
+    if wrong:
+        k = wrong[0]
+        raise MemberLoadError(
+            f"weights in '{path}' do not fit architecture {architecture!r} with architecture_kwargs={dict(kwargs)}: "
+            f"{k} is {list(found[k])} in the file but "
+            + (f"{list(expected[k])} in the network" if k in expected else "not in the network")
+            + f" ({len(wrong)} tensor(s) differ)"
+        )
 
 
 #: Names of ``torch.export`` archive entries that torch unpickles with full Python pickle.

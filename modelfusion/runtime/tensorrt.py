@@ -136,10 +136,16 @@ class TensorRTConverter:
         from modelfusion.runtime.onnx_export import build_fused_onnx
 
         if self.precision == "int8":
+            from modelfusion.manifest import inside
+            from modelfusion.members.base import sha256_file
+
             manifest, _ = read_manifest(self.model_path)
             record = (manifest.get("metadata") or {}).get("runtime", {}).get("quantized", {}).get("int8", {})
-            if record.get("mode") == "static" and (self.model_path / record["file"]).is_file():
-                return (self.model_path / record["file"]).read_bytes()
+            rel = record.get("file") if isinstance(record, dict) else None
+            if record.get("mode") == "static" and isinstance(rel, str):
+                graph = inside(self.model_path, rel, "metadata.runtime.quantized.int8.file")
+                if graph.is_file() and manifest["checksums"].get(rel) == sha256_file(graph):
+                    return graph.read_bytes()
         cached = cached_bundle_graph(self.model_path)
         if cached is not None:
             return cached.read_bytes()
@@ -152,7 +158,11 @@ class TensorRTConverter:
         from modelfusion.runtime.member_onnx import member_to_onnx
         from modelfusion.runtime.onnx_export import DEFAULT_OPSET
 
-        module = load_exported(self.model_path) if kind == "export" else load_torchscript(self.model_path)
+        module = (
+            load_exported(self.model_path, trust=self.trust)
+            if kind == "export"
+            else load_torchscript(self.model_path, trust=self.trust)
+        )
         if self.input_shape is not None:
             example = _random_rows(self.input_shape)
         else:

@@ -193,8 +193,22 @@ class Gating(Strategy):
         state = dict(state)
         arrays = state.pop("network_state_")
         super().set_fitted_state(state)
-        network = GateNetwork(int(self.n_features_), int(self.n_members_), int(self.hidden))
-        network.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
+        sizes = (int(self.n_features_), int(self.n_members_), int(self.hidden))
+        expected = {
+            "hidden_layer.weight": (sizes[2], sizes[0]),
+            "output_layer.weight": (sizes[1], sizes[2]),
+        }
+        found = {k: tuple(np.shape(arrays.get(k))) for k in expected}
+        if found != expected:  # checked before building: the sizes may come from a hostile file
+            raise StrategyError(
+                f"Gating state holds {found}, but n_features_={sizes[0]}, n_members_={sizes[1]} and "
+                f"hidden={sizes[2]} need {expected}; the saved strategy is inconsistent"
+            )
+        network = GateNetwork(*sizes)
+        try:
+            network.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()})
+        except RuntimeError as exc:
+            raise StrategyError(f"Gating state does not fit its network: {exc}") from None
         self.network_ = network.eval()
         return self
 
