@@ -144,6 +144,7 @@ def score_members_distributed(
     world_size: int | None = None,
     allow_idle: bool = False,
     all_ranks: bool = False,
+    trust: bool = False,
 ) -> PredictionSet | None:
     """:func:`~modelfusion.score_members` with the members spread over worker processes.
 
@@ -165,6 +166,9 @@ def score_members_distributed(
         Allow more workers than members.
     all_ranks : bool
         Return the PredictionSet on every rank, not only on rank 0.
+    trust : bool
+        Passed to :func:`~modelfusion.load_member` for members given as paths (TorchScript,
+        pickles: files you made yourself).
 
     Returns
     -------
@@ -185,7 +189,7 @@ def score_members_distributed(
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     if world_size == 1:
-        local = [_load(item, {}) for item in items]
+        local = [_load(item, {"trust": trust}) for item in items]
         check_member_list(local)
         results, metadata = score_each(local, data, batch_size=batch_size, cache=cache, progress=progress)
         return assemble_predictions(local, results, y=y, metadata=metadata, cache=cache)
@@ -203,7 +207,7 @@ def score_members_distributed(
         dist.init_process_group(backend="gloo", rank=rank, world_size=world_size)
         atexit.register(_destroy_process_group)
     payload = _score_share(
-        items, share, data, rank=rank, batch_size=batch_size, cache=cache, progress=progress
+        items, share, data, rank=rank, batch_size=batch_size, cache=cache, progress=progress, trust=trust
     )
     if all_ranks:
         gathered: list[Any] | None = [None] * world_size
@@ -254,10 +258,11 @@ def _score_share(
     batch_size: int,
     cache: Path | None,
     progress: bool | None,
+    trust: bool = False,
 ) -> dict[str, Any]:
     """This rank's scored members, or the error that stopped it (sent on, so no rank hangs)."""
     try:
-        local = [_load(items[i], {}) for i in share]
+        local = [_load(items[i], {"trust": trust}) for i in share]
         results, metadata = score_each(local, data, batch_size=batch_size, cache=cache, progress=progress)
     except Exception as exc:  # any failure must reach rank 0, or the gather would wait forever
         names = ", ".join(_label(items[i]) for i in share)

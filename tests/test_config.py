@@ -185,3 +185,9 @@ def test_values_from_the_environment_are_saved_unexpanded(tmp_path, monkeypatch)
     record = config_record(cfg)
     assert record["members"][0]["options"]["token"] == "${HF_TOKEN}"
     assert record["report"]["title"] == "run by ${USER_NAME:-nobody}"
+
+
+def test_a_recursive_yaml_alias_is_a_config_error(tmp_path):
+    text = "data: {source: 'builtin:digits'}\nmembers: &m [*m]\n"
+    with pytest.raises(ConfigError, match=r"alias \*m refers to a value that contains it"):
+        load_config(_write(tmp_path, text))

@@ -19,7 +19,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from modelfusion import FusedModel, load_member, score_members
-from modelfusion.errors import BundleError, MemberLoadError, UnsafeFormatError
+from modelfusion.errors import BundleError, MemberLoadError, StrategyError, UnsafeFormatError
 from modelfusion.examples.digits import MLP
 from modelfusion.manifest import manifest_digest
 from modelfusion.strategies import Mean
@@ -280,7 +280,7 @@ def test_a_member_folder_outside_the_bundle_is_refused(bundle, saved, tmp_path):
     for value in ("../outside", str(outside)):
         manifest["members"][1]["dir"] = value
         _rewrite(bundle, manifest)
-        with pytest.raises(BundleError, match="outside the bundle|absolute path"):
+        with pytest.raises(BundleError, match="outside the bundle|absolute path|not a folder under members"):
             FusedModel.load(bundle)
 
 
@@ -592,4 +592,148 @@ def test_a_preprocess_tokenizer_outside_the_bundle_is_refused(tmp_path, tokenize
     with pytest.raises(
         BundleError, match=r"members\[0\].preprocess tokenizer .*(outside the bundle|absolute path)"
     ):
+        FusedModel.load(bundle)
+
+
+# -- found by a second read: programs and constructors inside member files -------------------
+
+
+def _file_writing_torchscript(victim: Path, path: Path) -> Path:
+    """A scripted module whose forward overwrites ``victim`` in place through torch.from_file."""
+
+    class Overwrite(torch.nn.Module):
+        def __init__(self, target: str, size: int):
+            super().__init__()
+            self.target, self.size = target, size
+
+        def forward(self, x):
+            w = torch.from_file(self.target, shared=True, size=self.size, dtype=torch.uint8)
+            w.fill_(35)
+            return torch.zeros(x.shape[0], 10) + w[:1].float() * 0
+
+    scripted = torch.jit.script(Overwrite(str(victim), victim.stat().st_size))
+    scripted.save(str(path))
+    return path
+
+
+def test_torchscript_needs_trust_because_it_can_write_files(bundle, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's data\n")
+    path = _file_writing_torchscript(victim, tmp_path / "evil.torchscript.pt")
+    with pytest.raises(UnsafeFormatError, match="TorchScript, a program"):
+        load_member(path, name="evil")
+    manifest = _manifest(bundle)
+    member = manifest["members"][0]
+    del manifest["checksums"][f"{member['dir']}/weights.safetensors"]
+    (bundle / member["dir"] / "weights.safetensors").unlink()
+    _add_file(bundle, f"{member['dir']}/model.torchscript.pt", path.read_bytes(), manifest)
+    member.update(file="model.torchscript.pt", architecture=None, architecture_kwargs=None)
+    _rewrite(bundle, manifest)
+    with pytest.raises(UnsafeFormatError, match="TorchScript, a program"):
+        FusedModel.load(bundle)
+    assert victim.read_text() == "the user's data\n"
+
+
+def test_a_skops_file_that_builds_a_memmap_is_refused(bundle, tmp_path):
+    import io
+    import zipfile
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's data\n")
+
+    def text(v):
+        return {
+            "__class__": "str",
+            "__module__": "builtins",
+            "__loader__": "JsonNode",
+            "content": json.dumps(v),
+            "is_json": True,
+        }
+
+    memmap = {
+        "__class__": "memmap",
+        "__module__": "numpy",
+        "__loader__": "ConstructorFromReduceNode",
+        "content": {
+            "__class__": "tuple",
+            "__module__": "builtins",
+            "__loader__": "TupleNode",
+            "content": [text(str(victim)), text("uint8"), text("w+"), text(0)],
+        },
+    }
+    rel = "members/01-lr/model.skops"
+    with zipfile.ZipFile(bundle / rel) as src:
+        entries = {n: src.read(n) for n in src.namelist()}
+    schema = json.loads(entries["schema.json"])
+    schema["content"]["content"]["clobber_"] = memmap
+    schema["content"]["key_types"]["content"].append(dict(schema["content"]["key_types"]["content"][0]))
+    entries["schema.json"] = json.dumps(schema).encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for n, data in entries.items():
+            dst.writestr(n, data)
+    manifest = _manifest(bundle)
+    _add_file(bundle, rel, out.getvalue(), manifest)
+    _rewrite(bundle, manifest)
+    with pytest.raises(UnsafeFormatError, match="numpy.memmap"):
+        FusedModel.load(bundle)
+    assert victim.read_text() == "the user's data\n"
+
+
+def test_architecture_arguments_that_would_take_gigabytes_fail_before_allocating(bundle):
+    manifest = _manifest(bundle)
+    manifest["members"][0]["architecture_kwargs"] = {"hidden": 20_000_000}  # 5 GB of weights if built
+    _rewrite(bundle, manifest)
+    with pytest.raises(
+        MemberLoadError, match=r"do not fit architecture .*\[8\] in the file but \[20000000\]"
+    ):
+        FusedModel.load(bundle)
+
+
+def test_a_gating_state_whose_sizes_disagree_is_refused_before_building(digits_split, tmp_path):
+    from modelfusion.strategies import Gating
+
+    d = digits_split
+    lr = load_member(LogisticRegression(max_iter=200).fit(d["X_train"], d["y_train"]), name="lr")
+    preds = score_members([lr], d["X_val"], y=d["y_val"])
+    path = FusedModel([lr], Gating(hidden=4, epochs=2, random_state=0).fit(preds)).save(tmp_path / "bundle")
+    assert FusedModel.load(path).names == ["lr"]
+    manifest = _manifest(path)
+    manifest["strategy"]["params"]["hidden"] = 10_000_000
+    _rewrite(path, manifest)
+    with pytest.raises(StrategyError, match="Gating state holds .* need"):
+        FusedModel.load(path)
+
+
+def test_a_huge_declared_list_is_refused(bundle):
+    manifest = _manifest(bundle)
+    manifest["strategy"]["state"]["evil_"] = {"__list__": [""] * 100_000, "dtype": "<U1024"}
+    _rewrite(bundle, manifest)
+    with pytest.raises(BundleError, match="would take over 16,777,216 bytes"):
+        FusedModel.load(bundle)
+
+
+@pytest.mark.parametrize("folder", [".", "members", "members/../strategy", "elsewhere/00-lr"])
+def test_a_member_folder_must_lie_under_members(bundle, folder):
+    manifest = _manifest(bundle)
+    manifest["members"][1]["dir"] = folder
+    _rewrite(bundle, manifest)
+    with pytest.raises(BundleError, match="is not a folder under members/"):
+        FusedModel.load(bundle)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("output_kind", "bogus", "output_kind"),
+        ("classes", [[1, 2], [3]], "classes"),
+        ("task", "regression", "regression member emits 'values'"),
+        ("method", "fit", "method must be one of predict_proba"),
+    ],
+)
+def test_member_fields_of_the_wrong_kind_are_bundle_errors(bundle, field, value, message):
+    manifest = _manifest(bundle)
+    manifest["members"][1][field] = value
+    _rewrite(bundle, manifest)
+    with pytest.raises((BundleError, MemberLoadError), match=message):
         FusedModel.load(bundle)

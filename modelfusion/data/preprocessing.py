@@ -385,8 +385,12 @@ def _build_step(key: str, value: Any, base: Path | None) -> Callable[[Any], Any]
         kwargs = _options(key, value or {}, _IMAGE_KEYS)
         size = kwargs.get("size")
         sides = size if isinstance(size, (list, tuple)) else [] if size is None else [size]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMAGE_SIDE for v in sides):
-            raise DataError(f"preprocess.image.size must be 1 to {MAX_IMAGE_SIDE} pixels per side, got {size!r}")
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMAGE_SIDE for v in sides
+        ):
+            raise DataError(
+                f"preprocess.image.size must be 1 to {MAX_IMAGE_SIDE} pixels per side, got {size!r}"
+            )
         return image_preprocessor(**kwargs)
     if key == "text":
         kwargs = _options(key, {"tokenizer": value} if isinstance(value, (str, Path)) else value, _TEXT_KEYS)

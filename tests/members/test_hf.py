@@ -138,3 +138,19 @@ def test_hf_cache_key_changes_with_the_tokenizer_and_max_length(text_model, text
     second = score_members([shorter], TEXTS, cache_dir=tmp_path)
     assert second.metadata["bert"]["cached"] is False  # not the old outputs
     assert not np.allclose(first.outputs, second.outputs)
+
+
+def test_a_saved_config_that_names_a_file_to_load_is_refused_without_trust(text_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from modelfusion.errors import UnsafeFormatError
+    from modelfusion.members.hf import check_saved_config
+
+    check_saved_config(text_model_dir / "config.json", owner="member 'bert'")  # what save_pretrained writes
+    folder = shutil.copytree(text_model_dir, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_args"] = {"checkpoint_path": "/home/user/secret.pth"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsafeFormatError, match=r"'model_args.checkpoint_path'.*trust"):
+        HFMember.load_saved(tmp_path, {"name": "bert", "file": "model"})

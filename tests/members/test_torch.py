@@ -80,10 +80,12 @@ def test_torch_n_parameters_counts_module_parameters(mlp):
     assert TorchMember(mlp).n_parameters == 64 * 32 + 32 + 32 * 10 + 10
 
 
-def test_torchscript_file_loads_and_matches_the_module(mlp, X, mlp_logits, tmp_path):
+def test_torchscript_file_loads_with_trust_and_matches_the_module(mlp, X, mlp_logits, tmp_path):
     path = tmp_path / "mlp.ts"
     torch.jit.script(mlp).save(str(path))
-    member = load_member(path)
+    with pytest.raises(UnsafeFormatError, match="TorchScript, a program"):
+        load_member(path)
+    member = load_member(path, trust=True)
     assert isinstance(member, TorchMember) and member.name == "mlp"
     np.testing.assert_allclose(member.predict(X), mlp_logits, atol=1e-6)
 
@@ -91,7 +93,7 @@ def test_torchscript_file_loads_and_matches_the_module(mlp, X, mlp_logits, tmp_p
 def test_torchscript_saved_as_pt_is_detected_from_the_archive(mlp, X, mlp_logits, tmp_path):
     path = tmp_path / "scripted.pt"
     torch.jit.script(mlp).save(str(path))
-    member = load_member(path)
+    member = load_member(path, trust=True)
     assert isinstance(member.module, torch.jit.ScriptModule)
     np.testing.assert_allclose(member.predict(X), mlp_logits, atol=1e-6)
 
@@ -199,7 +201,7 @@ def test_save_scripted_module_writes_torchscript_and_round_trips(mlp, X, tmp_pat
     spec = member.save(tmp_path)
     assert spec["file"] == "model.torchscript.pt"
     np.testing.assert_allclose(
-        TorchMember.load_saved(tmp_path, spec).predict(X), member.predict(X), atol=1e-6
+        TorchMember.load_saved(tmp_path, spec, trust=True).predict(X), member.predict(X), atol=1e-6
     )
 
 
@@ -222,7 +224,7 @@ def test_input_shape_gives_save_an_example_input_before_predict(mlp, X, tmp_path
     member = TorchMember(mlp, input_shape=(64,))
     spec = member.save(tmp_path)
     np.testing.assert_allclose(
-        TorchMember.load_saved(tmp_path, spec).predict(X), member.predict(X), atol=1e-6
+        TorchMember.load_saved(tmp_path, spec, trust=True).predict(X), member.predict(X), atol=1e-6
     )
 
 
