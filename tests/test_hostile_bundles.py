@@ -737,3 +737,21 @@ def test_member_fields_of_the_wrong_kind_are_bundle_errors(bundle, field, value,
     _rewrite(bundle, manifest)
     with pytest.raises((BundleError, MemberLoadError), match=message):
         FusedModel.load(bundle)
+
+
+@pytest.mark.parametrize(
+    "target", ["torch.os.system", "torch.save", "torch.ops.aten.from_file.default", "#evil"]
+)
+def test_a_pt2_graph_calling_anything_but_aten_operators_is_refused(tmp_path, target):
+    import zipfile
+
+    path = _exported_program(tmp_path)
+    with zipfile.ZipFile(path) as src:
+        entries = {info.filename: src.read(info) for info in src.infolist()}
+    name = next(n for n in entries if n.endswith("models/model.json"))
+    entries[name] = entries[name].replace(b"torch.ops.aten.linear.default", target.encode())
+    with zipfile.ZipFile(path, "w") as dst:
+        for n, data in entries.items():
+            dst.writestr(n, data)
+    with pytest.raises(UnsafeFormatError, match=rf"calls '{target}', which is not an ATen operator"):
+        load_member(path, name="evil")

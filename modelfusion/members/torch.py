@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -477,6 +478,9 @@ def check_export_archive(path: Path) -> None:
                     }
                 except (ValueError, AttributeError) as exc:
                     raise MemberLoadError(f"'{path}': {name} is not a valid payload config ({exc})") from exc
+        for name in names:
+            if name.rsplit("/", 2)[-2:-1] == ["models"] and name.endswith(".json"):
+                _check_graph_targets(path, name, archive.read(name))
         for name in sorted(pickled):
             if name.rsplit("/", 1)[-1].startswith(_PICKLED_CONSTANT_PREFIXES):
                 reason = "a pickled Python object"
@@ -493,6 +497,36 @@ def check_export_archive(path: Path) -> None:
                 "which runs code from the file. Pass trust=True (CLI: --trust) only if you trust its "
                 "source, or re-export the model with plain tensors"
             )
+
+
+#: Operators a ``.pt2`` graph may call: ATen and prims kernels, Python's operator and math helpers.
+#: torch's deserializer resolves any other dotted name by ``getattr`` from ``torch``, so a
+#: hand-edited graph naming ``torch.os.system`` or ``torch.save`` would call it on predict.
+_GRAPH_TARGET = re.compile(r"^(torch\.ops\.(aten|prims|higher_order)\.[A-Za-z0-9_.]+|_operator\.[a-z_]+|math\.[a-z_]+)$")
+#: ATen kernels that touch files.
+_FILE_OPS = re.compile(r"from_file|_save|_load", re.IGNORECASE)
+
+
+def _check_graph_targets(path: Path, entry: str, data: bytes) -> None:
+    import json
+
+    try:
+        graph = json.loads(data)
+    except ValueError as exc:
+        raise MemberLoadError(f"'{path}': {entry} is not valid JSON ({exc})") from None
+    stack = [graph]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            target = node.get("target")
+            if isinstance(target, str) and (not _GRAPH_TARGET.match(target) or _FILE_OPS.search(target)):
+                raise UnsafeFormatError(
+                    f"'{path}': the exported graph calls {target!r}, which is not an ATen operator; "
+                    "torch.export.load would call it as it runs. Pass trust=True only if you trust the file's source"
+                )
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def load_weights(module: nn.Module, path: Path, architecture: str | None) -> None:
