@@ -20,6 +20,7 @@ app = typer.Typer(
     help="Fuse trained models into one predictor that is more accurate, better calibrated and cheaper to run.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
 console = Console()
@@ -82,10 +83,21 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from modelfusion import __version__
+
+        console.print(f"modelfusion {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print results and errors."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and library messages."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
 ) -> None:
     State.quiet, State.verbose = quiet, verbose
     if quiet:

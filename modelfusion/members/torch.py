@@ -502,7 +502,9 @@ def check_export_archive(path: Path) -> None:
 #: Operators a ``.pt2`` graph may call: ATen and prims kernels, Python's operator and math helpers.
 #: torch's deserializer resolves any other dotted name by ``getattr`` from ``torch``, so a
 #: hand-edited graph naming ``torch.os.system`` or ``torch.save`` would call it on predict.
-_GRAPH_TARGET = re.compile(r"^(torch\.ops\.(aten|prims|higher_order)\.[A-Za-z0-9_.]+|_operator\.[a-z_]+|math\.[a-z_]+)$")
+_GRAPH_TARGET = re.compile(
+    r"^(torch\.ops\.(aten|prims|higher_order)\.[A-Za-z0-9_.]+|_operator\.[a-z_]+|math\.[a-z_]+)$"
+)
 #: ATen kernels that touch files.
 _FILE_OPS = re.compile(r"from_file|_save|_load", re.IGNORECASE)
 

@@ -398,3 +398,31 @@ def test_a_run_without_a_report_removes_the_previous_runs_report(tmp_path, digit
     assert not any((out / name).exists() for name in ("report.html", "report.md", "metrics.json"))
     assert [p.name for p in (out / "figures").iterdir()] == ["my_notes.txt"]
     assert (out / "bundle" / "manifest.json").is_file()
+
+
+def test_version_and_short_help_flags():
+    from modelfusion import __version__
+
+    assert runner.invoke(app, ["--version"]).output.strip() == f"modelfusion {__version__}"
+    short, long = runner.invoke(app, ["-h"]), runner.invoke(app, ["--help"])
+    assert short.exit_code == 0 and short.output == long.output
+    assert runner.invoke(app, ["run", "-h"]).exit_code == 0
+
+
+def test_importing_the_package_and_the_cli_loads_no_heavy_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, modelfusion; from modelfusion.cli.app import _register; _register(); "
+        "print(sorted(m for m in ('torch', 'sklearn', 'scipy', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert modelfusion_attr("FusedModel").__name__ == "FusedModel"  # the names still resolve, lazily
+
+
+def modelfusion_attr(name: str):
+    import modelfusion
+
+    return getattr(modelfusion, name)
