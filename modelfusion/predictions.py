@@ -357,6 +357,11 @@ def score_each(
     metadata: dict[str, dict[str, Any]] = {}
     n_samples = None
     data_keys: dict[int, str | None] = {}  # hash each distinct input once, not once per member
+    checked: set[int] = set()
+    for x in inputs:
+        if id(x) not in checked:
+            check_finite_inputs(x)
+            checked.add(id(x))
     with progress_bar(enabled=progress) as bar:
         for m, x in zip(members, inputs):
             if cache is not None and id(x) not in data_keys:
@@ -371,6 +376,26 @@ def score_each(
             results.append(out)
             metadata[m.name] = {**m.describe(), **meta}
     return results, metadata
+
+
+def check_finite_inputs(data: Any, source: str = "the input") -> None:
+    """PredictionError naming the first row and column holding NaN or inf in a float array [samples, ...].
+
+    Checked before any member runs, so the message is about the data, not about a member's outputs.
+    """
+    arr = data.detach().cpu().numpy() if hasattr(data, "detach") and hasattr(data, "numpy") else data
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fc" or arr.size == 0:
+        return
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return
+    where = np.argwhere(bad)[0]
+    row, column = int(where[0]), tuple(int(i) for i in where[1:])
+    place = f"column {column[0]}" if len(column) == 1 else f"position {list(column)}"
+    raise PredictionError(
+        f"{source} has {int(bad.sum())} NaN or infinite value(s), the first in row {row}, {place} "
+        f"({arr[tuple(where)]!r}); fill or drop them before scoring (members cannot score missing values)"
+    )
 
 
 def inputs_per_member(names: Sequence[str], data: Any) -> list[Any]:
@@ -404,6 +429,7 @@ def assemble_predictions(
                 f"member {m.name!r} produced {r.shape[0]} samples, {names[0]!r} produced {results[0].shape[0]}"
             )
     task = members[0].task
+    _warn_probabilities_declared_as_logits(members, results)
     kinds = {m.output_kind for m in members}
     if task == "regression":
         kind = "values"
@@ -433,38 +459,98 @@ def assemble_predictions(
     )
 
 
-def align_classes(members: Sequence[Member], outputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], Any]:
-    """Reorder every member's columns to the first member's class order.
+def _warn_probabilities_declared_as_logits(members: Sequence[Any], results: Sequence[np.ndarray]) -> None:
+    """Warn when a member said to emit logits emits rows that are non-negative and sum to 1.
 
-    Members with known class labels are aligned by label; members without labels must
-    have the same width. Raises PredictionError naming both members otherwise.
+    Its outputs would go through softmax a second time, flattening them (a silent loss of
+    accuracy and calibration).
     """
-    ref_i = next((i for i, m in enumerate(members) if m.classes is not None), None)
-    ref_classes = None if ref_i is None else members[ref_i].classes
-    ref_width = outputs[0].shape[1]
+    for m, r in zip(members, results):
+        if m.task != "classification" or m.output_kind != "logits" or r.shape[1] < 2 or not len(r):
+            continue
+        rows = np.asarray(r[: min(len(r), 4096)], dtype=np.float64)
+        if (rows >= 0).all() and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):
+            warnings.warn(
+                f"member {m.name!r} is declared with output_kind 'logits', but its outputs are non-negative and "
+                "every row sums to 1: they look like probabilities and would be softmaxed twice; set "
+                "output_kind: proba for it",
+                ModelFusionWarning,
+                stacklevel=4,
+            )
+
+
+def align_classes(members: Sequence[Member], outputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], Any]:
+    """Put every member's columns in the task's class order: the sorted union of the declared classes.
+
+    Members that declare classes (scikit-learn's ``classes_``, a ``classes:`` option) are
+    reordered by label; one trained on fewer classes gets probability 0 for the others (with a
+    warning naming them). Members without class information emit columns in index order
+    ``0..K-1``, which is the sorted order of the labels, so they are never read in another
+    member's declared order. Raises PredictionError naming both members for a width that does
+    not fit, or for two members whose class sets share nothing.
+    """
+    declared = [m for m in members if m.task == "classification" and m.classes is not None]
+    ref_classes = task_classes(declared)
+    if ref_classes is not None and not any(
+        set(m.classes.tolist()) == set(ref_classes.tolist()) for m in declared
+    ):
+        a, b = next(
+            (a, b) for a in declared for b in declared if set(b.classes.tolist()) - set(a.classes.tolist())
+        )
+        raise PredictionError(
+            f"member {b.name!r} predicts classes {b.classes.tolist()} but {a.name!r} predicts "
+            f"{a.classes.tolist()}, and no member covers both; members must share one class set (a member "
+            "may lack some classes of another, not add its own)"
+        )
+    ref_width = outputs[0].shape[1] if ref_classes is None else len(ref_classes)
     aligned = []
     for m, out in zip(members, outputs):
         if m.task != "classification" or m.classes is None or ref_classes is None:
             if out.shape[1] != ref_width:
+                other = declared[0].name if declared else members[0].name
                 raise PredictionError(
-                    f"member {m.name!r} has {out.shape[1]} outputs but {members[0].name!r} has {ref_width}"
+                    f"member {m.name!r} has {out.shape[1]} outputs but {other!r} has {ref_width}"
+                    + (f" (classes {ref_classes.tolist()})" if ref_classes is not None else "")
+                    + "; give the member its classes (options: classes: [...]) if it was trained on fewer"
                 )
             aligned.append(out)
             continue
-        ref_name = members[ref_i].name
         if len(m.classes) != out.shape[1]:
             raise PredictionError(
                 f"member {m.name!r} declares {len(m.classes)} classes but emits {out.shape[1]} columns"
             )
-        if set(m.classes.tolist()) != set(ref_classes.tolist()):
-            raise PredictionError(
-                f"member {m.name!r} predicts classes {m.classes.tolist()} but {ref_name!r} predicts "
-                f"{ref_classes.tolist()}; members must share one class set"
+        own = m.classes.tolist()
+        order = {c: i for i, c in enumerate(own)}
+        missing = [c for c in ref_classes.tolist() if c not in order]
+        if missing:
+            warnings.warn(
+                f"member {m.name!r} was trained without class(es) {missing}: it gives them probability 0",
+                ModelFusionWarning,
+                stacklevel=4,
             )
-        order = {c: i for i, c in enumerate(m.classes.tolist())}
-        perm = [order[c] for c in ref_classes.tolist()]
-        aligned.append(out if perm == list(range(len(perm))) else out[:, perm])
+            fill = np.full((out.shape[0], 1), _ABSENT.get(m.output_kind, 0.0), dtype=out.dtype)
+            out = np.concatenate([out, fill], axis=1)
+        perm = [order.get(c, len(own)) for c in ref_classes.tolist()]
+        aligned.append(out if perm == list(range(out.shape[1])) else out[:, perm])
     return aligned, ref_classes
+
+
+#: The output a member gives a class it never saw: probability 0, or a logit that softmax sends to 0.
+_ABSENT = {"proba": 0.0, "logits": -1e9}
+
+
+def task_classes(declared: Sequence[Member]) -> np.ndarray | None:
+    """The sorted union of the classes the (classification) members declare; None when none declares any."""
+    declared = [m for m in declared if m.task == "classification" and m.classes is not None]
+    if not declared:
+        return None
+    union: list[Any] = []
+    for m in declared:
+        union += [c for c in m.classes.tolist() if c not in union]
+    try:
+        return np.asarray(sorted(union))
+    except TypeError:  # labels of mixed types cannot be sorted: keep the first member's order
+        return np.asarray(union)
 
 
 def _stack(outputs: list[np.ndarray], cache: Path | None, key: str | None) -> np.ndarray:

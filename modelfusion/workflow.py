@@ -227,7 +227,10 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
         )
     y_val = _encode(val_preds, val.y, "validation")  # fail early on missing or unknown labels
     y_test = _encode(test_preds, test.y, "test")
-    data_warnings = _unseen_class_warnings(val_preds, y_val, y_test)
+    data_warnings = [
+        *_small_split_warnings(len(val), len(test), config.fusion.cv),
+        *_unseen_class_warnings(val_preds, y_val, y_test),
+    ]
     for message in data_warnings:
         warn(message)
 
@@ -462,6 +465,26 @@ def _deploy_notes(rows: list[dict[str, Any]], batch_size: int, n_test: int) -> l
     if grown:
         notes.append(f"Deployment: {', '.join(grown)} came out larger than the fp32 graph.")
     return notes
+
+
+#: Rows per cross-validation fold below which strategy rankings are noise; and test rows likewise.
+MIN_ROWS_PER_FOLD = 10
+MIN_TEST_ROWS = 30
+
+
+def _small_split_warnings(n_val: int, n_test: int, cv: int) -> list[str]:
+    """Warnings when a split is too small to rank strategies (validation) or to measure them (test)."""
+    out = []
+    if n_val < MIN_ROWS_PER_FOLD * cv:
+        out.append(
+            f"the validation split has {n_val} rows: {cv}-fold cross-validation needs at least "
+            f"{MIN_ROWS_PER_FOLD * cv} ({MIN_ROWS_PER_FOLD} per fold) to rank strategies; the ranking is unreliable"
+        )
+    if n_test < MIN_TEST_ROWS:
+        out.append(
+            f"the test split has {n_test} rows: at least {MIN_TEST_ROWS} are needed for its accuracy to mean much"
+        )
+    return out
 
 
 def _unseen_class_warnings(val_preds: PredictionSet, y_val: np.ndarray, y_test: np.ndarray) -> list[str]:

@@ -270,3 +270,85 @@ def test_concurrent_runs_sharing_a_cache_never_read_a_half_written_entry(fitted,
     for out in results:
         np.testing.assert_allclose(out, expected, atol=1e-6)
     assert not list(tmp_path.glob(".*tmp*"))  # every write was renamed into place
+
+
+class _Fixed(Member):
+    """A member that returns given outputs, with or without declared classes."""
+
+    framework = "sklearn"
+
+    def __init__(self, name, outputs, classes=None, kind="proba"):
+        super().__init__(name=name, output_kind=kind, classes=classes)
+        self.outputs = np.asarray(outputs, dtype=np.float32)
+
+    def _predict(self, batch):
+        return self.outputs[: len(batch)]
+
+    def fingerprint(self) -> str:
+        return sha256_arrays([self.outputs])
+
+    def save(self, directory):  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def load_saved(cls, directory, spec, *, trust=False):  # pragma: no cover
+        raise NotImplementedError
+
+
+def test_a_member_without_classes_is_read_in_label_order_not_in_another_members_declared_order():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), size=50).astype(np.float32)  # columns = classes 0, 1, 2, 3
+    permuted = _Fixed("declares", p[:, [2, 0, 3, 1]], classes=[2, 0, 3, 1])
+    plain = _Fixed("plain", p)  # torch/ONNX-like: no class information, index order
+    for members in ([permuted, plain], [plain, permuted]):  # the order they are listed in does not matter
+        preds = score_members(members, np.zeros((50, 3)))
+        assert preds.classes.tolist() == [0, 1, 2, 3]
+        np.testing.assert_allclose(preds.member("declares"), p, atol=1e-6)
+        np.testing.assert_allclose(preds.member("plain"), p, atol=1e-6)
+
+
+def test_members_whose_classes_share_nothing_are_an_error_naming_both():
+    a = _Fixed("a", np.full((5, 2), 0.5), classes=["cat", "dog"])
+    b = _Fixed("b", np.full((5, 2), 0.5), classes=["car", "bus"])
+    with pytest.raises(
+        PredictionError, match=r"'b' predicts classes \['car', 'bus'\] but 'a' predicts.*no member covers"
+    ):
+        score_members([a, b], np.zeros((5, 1)))
+
+
+def test_a_member_trained_on_fewer_classes_gets_zero_probability_for_the_others(fitted, digits_split):
+    d = digits_split
+    keep = d["y_train"] != 7
+    partial = LogisticRegression(max_iter=300).fit(d["X_train"][keep], d["y_train"][keep])
+    with pytest.warns(UserWarning, match=r"member 'partial' was trained without class\(es\) \[7\]"):
+        preds = score_members(
+            [CountingMember(fitted[0], "full"), CountingMember(partial, "partial")], d["X_val"], y=d["y_val"]
+        )
+    assert preds.outputs.shape == (2, len(d["X_val"]), 10)
+    np.testing.assert_array_equal(preds.member("partial")[:, 7], 0.0)
+    np.testing.assert_allclose(preds.member("partial").sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_probabilities_declared_as_logits_are_warned_about_naming_the_member():
+    p = np.random.default_rng(0).dirichlet(np.ones(3), size=20)
+    with pytest.warns(
+        UserWarning, match=r"member 'soft' is declared with output_kind 'logits'.*softmaxed twice"
+    ):
+        score_members([_Fixed("soft", p, kind="logits")], np.zeros((20, 2)))
+
+
+def test_nan_in_the_inputs_is_named_by_row_and_column_before_any_member_runs(fitted, digits_split):
+    X = digits_split["X_val"].copy()
+    X[17, 5] = np.nan
+    member = CountingMember(fitted[0], "lr")
+    with pytest.raises(PredictionError, match=r"1 NaN or infinite value\(s\), the first in row 17, column 5"):
+        score_members([member], X)
+    assert member.calls == 0
+
+
+def test_splits_too_small_to_rank_strategies_are_warned_about():
+    from modelfusion.workflow import _small_split_warnings
+
+    (val, test) = _small_split_warnings(4, 4, cv=5)
+    assert "4 rows: 5-fold cross-validation needs at least 50" in val and "test split has 4 rows" in test
+    assert _small_split_warnings(500, 500, cv=5) == []

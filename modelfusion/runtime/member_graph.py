@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.outputs import to_proba
+from modelfusion.predictions import task_classes
 from modelfusion.runtime.errors import ExportError
 from modelfusion.runtime.graph import GraphBuilder
 from modelfusion.runtime.member_onnx import align_opset, member_to_onnx, merged_opsets
@@ -25,9 +26,9 @@ CHECK_TOLERANCE = 1e-4
 
 
 def reference_classes(members: list[Any]) -> list[Any] | None:
-    """The class order of the fused outputs: the first member with classes (as align_classes)."""
-    ref = next((m for m in members if m.classes is not None and m.task == "classification"), None)
-    return None if ref is None else ref.classes.tolist()
+    """The class order of the fused outputs: the sorted union of the declared classes (as align_classes)."""
+    ref = task_classes(members)
+    return None if ref is None else ref.tolist()
 
 
 def member_pipeline(
@@ -110,8 +111,14 @@ def _probabilities(b: GraphBuilder, y: str, member: Any, width: int) -> str:
 
 def column_order(member: Any, columns: list[Any] | None, ref: list[Any] | None) -> list[int] | None:
     labels = columns if columns is not None else (None if member.classes is None else member.classes.tolist())
-    if member.task != "classification" or ref is None or labels is None or len(labels) != len(ref):
+    if member.task != "classification" or ref is None or labels is None:
         return None
+    if len(labels) < len(ref) and set(map(str, labels)) < set(map(str, ref)):
+        raise ExportError(
+            f"member {member.name!r} was trained without class(es) "
+            f"{[c for c in ref if str(c) not in set(map(str, labels))]}; the fused graph cannot give it zero "
+            "columns yet, so it runs on the member executor"
+        )
     if set(map(str, labels)) != set(map(str, ref)):
         raise ExportError(f"member {member.name!r} predicts classes {labels} but the fused model's are {ref}")
     order = {str(c): i for i, c in enumerate(labels)}
