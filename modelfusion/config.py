@@ -124,6 +124,11 @@ class FusionConfig(_Strict):
     strategies: Literal["auto"] | list[str | StrategyConfig] = Field("auto", max_length=100)
     metric: str = Field("nll", max_length=64)
     cv: int = Field(5, ge=2, le=100)
+    fallback: Literal["best_member", "strategy"] = Field(
+        "best_member",
+        description="when a single member beats every strategy on validation CV: ship that member alone, "
+        "or the best strategy anyway",
+    )
 
     @field_validator("strategies")
     @classmethod

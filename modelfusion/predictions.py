@@ -332,7 +332,10 @@ def check_member_list(members: Sequence[Any]) -> None:
     tasks = {m.task for m in members}
     if len(tasks) > 1:
         raise PredictionError(
-            "members solve different tasks: " + ", ".join(f"{m.name}={m.task}" for m in members)
+            "members solve different tasks: "
+            + ", ".join(f"{m.name}={m.task}" for m in members)
+            + "; a torch, ONNX or Hugging Face member cannot tell its task from its outputs: set the run's "
+            "task: (or the member's options: {task: ..., output_kind: values} for regression)"
         )
 
 

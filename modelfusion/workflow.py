@@ -43,6 +43,9 @@ class RunResult:
     deployment: list[dict[str, Any]] = field(default_factory=list)
     #: what went wrong without failing the run (a deploy step that could not write its graph)
     warnings: list[str] = field(default_factory=list)
+    task: str = "classification"
+    #: set when a single member beat every strategy on validation CV (see ``fusion.fallback``)
+    notice: str | None = None
 
     @property
     def best_member(self) -> dict[str, Any]:
@@ -90,6 +93,9 @@ def load_run_members(config: RunConfig) -> list[Member]:
         path = m.path
         local = config.resolve(path)
         source = str(local) if local is not None and local.exists() else path
+        options = dict(m.options)
+        if config.task is not None:  # the run's task is every member's unless the member says otherwise
+            options.setdefault("task", config.task)
         try:
             member = load_member(
                 source,
@@ -97,7 +103,7 @@ def load_run_members(config: RunConfig) -> list[Member]:
                 name=m.name,
                 trust=m.trust,
                 preprocess=build_preprocessor(m.preprocess) if m.preprocess else None,
-                **m.options,
+                **options,
             )
         except (ValueError, FileNotFoundError, ImportError) as e:
             raise type(e)(f"members[{i}] ({m.name or path}): {e}") from e
@@ -289,6 +295,27 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
         fitted[row["name"]] = strategy
 
     chosen = search.best_name
+    _add_member_cv(member_rows, search)
+    notice = _member_beats_fusion(member_rows, strategy_rows, chosen, search, config)
+    bundle_members = members
+    if notice is not None:
+        warn(notice)
+        if config.fusion.fallback == "best_member":
+            name = _best_cv_member(member_rows, search)["name"]
+            chosen = f"{name} alone"
+            bundle_members = [m for m in members if m.name == name]
+            fitted[chosen] = _member_alone(name, val_preds, val.y)
+            strategy_scores[chosen] = fitted[chosen].combine(test_preds.subset([name]))
+            row = next(r for r in member_rows if r["name"] == name)
+            strategy_rows.append(
+                {
+                    **{k: row[k] for k in ("cv_mean", "cv_std", "latency_ms")},
+                    **evaluate(y_test, strategy_scores[chosen], test_preds.task),
+                    "name": chosen,
+                    "kind": "member alone",
+                    "n_members_used": 1,
+                }
+            )
     best = fitted[chosen]
     record = config_record(config)  # ${VAR} values unexpanded: no secret is written
     weights = getattr(best, "weights_", None)
@@ -306,7 +333,9 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
             "split": {**record["data"]["split"], "seed": _split_seed(config)},
         },
     }
-    fused_model = FusedModel(members, best, metadata=metadata)
+    if notice is not None:
+        metadata["fallback"] = {"notice": notice, "policy": config.fusion.fallback}
+    fused_model = FusedModel(bundle_members, best, metadata=metadata)
     bundle_dir = out / "bundle"
     check_bundle_target(bundle_dir)
     # Everything this run writes is staged in one hidden folder and moved into place at the
@@ -340,10 +369,11 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
                 config=record,
                 deployment=deployment,
                 notes=[
+                    *([notice] if notice else []),
                     f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
                     f"{config.fusion.cv}-fold CV on validation, evaluated once on test.",
                     *notes,
-                    *warnings,
+                    *[w for w in warnings if w != notice],
                 ],
             )
             staged.update(write_report(report, stage))
@@ -352,7 +382,18 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
         shutil.rmtree(stage, ignore_errors=True)
     fused_model.bundle_dir = bundle_dir
     files = {key: out / path.relative_to(stage) for key, path in staged.items()}
-    return RunResult(out, bundle_dir, chosen, member_rows, strategy_rows, files, deployment, warnings)
+    return RunResult(
+        out,
+        bundle_dir,
+        chosen,
+        member_rows,
+        strategy_rows,
+        files,
+        deployment,
+        warnings,
+        val_preds.task,
+        notice,
+    )
 
 
 def _publish(stage: Path, out: Path) -> None:
@@ -502,6 +543,55 @@ def _unseen_class_warnings(val_preds: PredictionSet, y_val: np.ndarray, y_test: 
         "labels (stacking) never predict them and cross-validation cannot rank strategies on them; give the "
         "validation split samples of every class"
     ]
+
+
+def _add_member_cv(member_rows: list[dict[str, Any]], search: Any) -> None:
+    """Each member's validation CV score (the search scores members as baselines), beside the strategies'."""
+    scored = {
+        r["name"]: r for r in search.rows if r.get("kind") == "member" and r.get("status", "ok") == "ok"
+    }
+    for row in member_rows:
+        if row["name"] in scored:
+            row["cv_mean"], row["cv_std"] = scored[row["name"]]["mean"], scored[row["name"]]["std"]
+
+
+def _best_cv_member(member_rows: list[dict[str, Any]], search: Any) -> dict[str, Any]:
+    scored = [r for r in member_rows if r.get("cv_mean") is not None]
+    pick = max if search.greater_is_better else min
+    return pick(scored, key=lambda r: r["cv_mean"])
+
+
+def _member_beats_fusion(
+    member_rows: list[dict[str, Any]],
+    strategy_rows: list[dict[str, Any]],
+    chosen: str,
+    search: Any,
+    config: RunConfig,
+) -> str | None:
+    """A plain sentence when a single member beats every strategy on validation CV, else None."""
+    if not any(r.get("cv_mean") is not None for r in member_rows):
+        return None
+    member = _best_cv_member(member_rows, search)
+    strategy = next(r for r in strategy_rows if r["name"] == chosen)
+    m, s = member["cv_mean"], strategy["cv_mean"]
+    if not (m > s if search.greater_is_better else m < s):
+        return None
+    then = (
+        f"the bundle holds {member['name']!r} alone (fusion.fallback: best_member)"
+        if config.fusion.fallback == "best_member"
+        else f"the bundle holds {chosen!r} anyway, as fusion.fallback: strategy asks"
+    )
+    return (
+        f"No fusion strategy beats the best single member: {member['name']!r} scores {search.metric} {m:.4f} "
+        f"in {config.fusion.cv}-fold validation CV against {s:.4f} for the best strategy ({chosen}); {then}."
+    )
+
+
+def _member_alone(name: str, val_preds: PredictionSet, y: Any) -> Any:
+    """The 'strategy' of a bundle that holds one member: its own probabilities (or values)."""
+    from modelfusion.strategies import Mean
+
+    return Mean().fit(val_preds.subset([name]), y)
 
 
 def _split_seed(config: RunConfig) -> int:

@@ -116,14 +116,12 @@ def demo(
 
 
 def _print_result(result) -> None:
-    console.print(results_table(result.members, result.strategies, result.chosen))
-    best, chosen = result.best_member, result.chosen_row
-    if "accuracy" in chosen:
-        console.print(
-            f"fused [bold]{result.chosen}[/bold]: test accuracy {100 * chosen['accuracy']:.2f}% vs "
-            f"{100 * best['accuracy']:.2f}% for the best member ({best['name']}); "
-            f"NLL {best['nll']:.4f} → {chosen['nll']:.4f}"
-        )
+    from modelfusion.evaluation.comparison import comparison_sentence
+
+    console.print(results_table(result.members, result.strategies, result.chosen, task=result.task))
+    console.print(
+        comparison_sentence(result.task, result.chosen, result.chosen_row, result.members), highlight=False
+    )
     if result.deployment:
         console.print(deployment_table(result.deployment))
     from modelfusion.manifest import manifest_digest

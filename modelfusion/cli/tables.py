@@ -46,7 +46,7 @@ def results_table(
         table.add_row(
             r["name"],
             r.get("framework") or "member",
-            "-",
+            _fmt(r.get("cv_mean"), "f"),
             *(_fmt(r.get(k), f) for k, f, _ in cols),
             _fmt(r.get("latency_ms"), "ms"),
             _fmt(r.get("n_parameters"), "int"),

@@ -284,30 +284,10 @@ def _md_text(text: str) -> str:
 
 # -- content shared by HTML and Markdown ---------------------------------------------------------
 def summary_sentence(report: FusionReport) -> str:
-    """One plain-text sentence: the chosen strategy against the best single member."""
-    s = report.summary()
-    best, chosen = s["best_member"], s["chosen_test"]
-    member = s["best_member_test"]
-    if report.task == "regression":
-        if best is None or chosen["rmse"] is None or member["rmse"] is None:
-            return f"Chosen strategy: {report.chosen}."
-        text = (
-            f"Fused {report.chosen} reaches test RMSE {chosen['rmse']:.4f} vs {member['rmse']:.4f} "
-            f"for the best member ({best}): {s['delta']['rmse']:+.4f}"
-        )
-        if chosen["r2"] is not None and member["r2"] is not None:
-            text += f", R² {member['r2']:.4f} → {chosen['r2']:.4f}"
-        return text + "."
-    if best is None or chosen["accuracy"] is None or member["accuracy"] is None:
-        return f"Chosen strategy: {report.chosen}."
-    text = (
-        f"Fused {report.chosen} reaches {100 * chosen['accuracy']:.2f}% test accuracy vs "
-        f"{100 * member['accuracy']:.2f}% for the best member ({best}): "
-        f"{s['delta']['accuracy_pp']:+.2f} pp"
-    )
-    if chosen["nll"] is not None and member["nll"] is not None:
-        text += f", NLL {member['nll']:.4f} → {chosen['nll']:.4f}"
-    return text + "."
+    """One plain-text sentence: the chosen model against the member best at each headline metric."""
+    from modelfusion.evaluation.comparison import comparison_sentence
+
+    return comparison_sentence(report.task, report.chosen, report.summary()["chosen_test"], report.members)
 
 
 def _member_rows(report: FusionReport) -> list[dict[str, Any]]:

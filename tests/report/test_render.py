@@ -55,10 +55,11 @@ def test_summary_sentence_compares_chosen_with_best_member(report):
     s = report.summary()
     sentence = summary_sentence(report)
     assert sentence.startswith(
-        f"Fused weighted_avg reaches {100 * s['chosen_test']['accuracy']:.2f}% test accuracy"
+        f"Fused weighted_avg: test accuracy {100 * s['chosen_test']['accuracy']:.2f}% vs"
     )
-    assert f"for the best member ({s['best_member']})" in sentence
-    assert " pp, NLL " in sentence and "→" in sentence
+    assert f"for the member best at it ({s['best_member']})" in sentence
+    best_nll = min(report.members, key=lambda r: r["nll"])
+    assert f"; NLL {s['chosen_test']['nll']:.4f} vs {best_nll['nll']:.4f} ({best_nll['name']})." in sentence
 
 
 def test_metrics_json_is_machine_readable(written, report):
@@ -121,7 +122,7 @@ def test_report_without_scores_still_renders_tables(tmp_path):
     )
     paths = write_report(report, tmp_path)
     assert "data:image/png" not in paths["html"].read_text()
-    assert "Fused mean reaches 83.00% test accuracy vs 80.00% for the best member (m1): +3.00 pp" in (
+    assert "Fused mean: test accuracy 83.00% vs 80.00% for the member best at it (m1)" in (
         paths["markdown"].read_text()
     )
 
