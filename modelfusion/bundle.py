@@ -136,7 +136,11 @@ def _load_verified(path: Path, manifest: dict[str, Any], trust: bool) -> FusedMo
         member = load_saved_member(folder, spec, trust=trust)
         if spec.get("preprocess") is not None:
             for tokenizer in _tokenizer_paths(spec["preprocess"]):
-                inside(folder, tokenizer, f"members[{i}].preprocess tokenizer")
+                where = inside(folder, tokenizer, f"members[{i}].preprocess tokenizer")
+                if where.is_dir() and not trust:  # its tokenizer_config.json may name files elsewhere
+                    from modelfusion.members.hf import check_saved_configs
+
+                    check_saved_configs(where, owner=f"members[{i}].preprocess tokenizer")
             member.preprocess = build_preprocessor(spec["preprocess"], base_dir=folder)
             member.preprocess_spec = spec["preprocess"]
         members.append(member)

@@ -51,7 +51,8 @@ class FusedModel:
         self.members = [by_name[n] for n in strategy.names_]
         self.strategy = strategy
         self.metadata = dict(metadata or {})
-        self.bundle_dir: Path | None = None  # set by save/load; the runtime caches fused.onnx there
+        self.bundle_dir: Path | None = None  # set by save/load; the runtime reads a recorded fused.onnx there
+        self.trusted = True  # False for a bundle loaded without trust=True
 
     @property
     def task(self) -> str:
@@ -128,6 +129,7 @@ class FusedModel:
 
         model = load_bundle(path, trust=trust, expected_digest=expected_digest)
         model.bundle_dir = Path(path)
+        model.trusted = trust  # the runtime checks the bundle's own graphs as it checked the members
         return model
 
     def __repr__(self) -> str:

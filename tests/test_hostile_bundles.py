@@ -755,3 +755,76 @@ def test_a_pt2_graph_calling_anything_but_aten_operators_is_refused(tmp_path, ta
             dst.writestr(n, data)
     with pytest.raises(UnsafeFormatError, match=rf"calls '{target}', which is not an ATen operator"):
         load_member(path, name="evil")
+
+
+# -- found by a third read: effects in .pt2 graphs, tokenizer files, allocation bombs ----------
+
+
+def test_a_pt2_graph_using_side_effecting_higher_order_ops_is_refused(tmp_path):
+    from modelfusion.members.torch import _check_op
+
+    with pytest.raises(UnsafeFormatError, match="'with_effects', which is not a plain ATen operator"):
+        _check_op(torch.ops.higher_order.with_effects, tmp_path / "m.pt2")
+    with pytest.raises(UnsafeFormatError, match="aten::from_file"):
+        _check_op(torch.ops.aten.from_file.default, tmp_path / "m.pt2")
+    assert _check_op(torch.ops.aten.linear.default, tmp_path / "m.pt2") is torch.ops.aten.linear.default
+    path = _exported_program(tmp_path)
+    assert load_member(path, name="ok").predict(np.zeros((2, 64), np.float32)).shape == (2, 10)
+
+
+def test_a_tokenizer_config_naming_another_tokenizer_file_is_refused(tmp_path):
+    bundle, _, _ = _text_bundle(tmp_path)
+    manifest = _manifest(bundle)
+    member = manifest["members"][0]
+    folder = f"{member['dir']}/preprocess-tokenizer"
+    for rel in [k for k in manifest["checksums"] if k.startswith(f"{member['dir']}/preprocess-tokenizer")]:
+        del manifest["checksums"][rel]
+        (bundle / rel).unlink()
+    _add_file(bundle, f"{folder}/tokenizer.json", b"{}", manifest)
+    config = {"fast_tokenizer_files": ["../../../../outside/tokenizer.1.0.json"]}
+    _add_file(bundle, f"{folder}/tokenizer_config.json", json.dumps(config).encode(), manifest)
+    member["preprocess"]["text"]["tokenizer"] = "preprocess-tokenizer"
+    _rewrite(bundle, manifest)
+    with pytest.raises(UnsafeFormatError, match="sets 'fast_tokenizer_files'"):
+        FusedModel.load(bundle)
+
+
+def test_a_tiny_onnx_graph_that_allocates_gigabytes_is_refused(bundle):
+    from onnx import TensorProto
+    from onnx import helper as h
+
+    nodes = [
+        h.make_node(
+            "ConstantOfShape", ["shape"], ["big"], value=h.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+        ),
+        h.make_node("ReduceSum", ["big"], ["total"], keepdims=1),
+        h.make_node("Add", ["x", "total"], ["y"]),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "bomb",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=[h.make_tensor("shape", TensorProto.INT64, [1], [1 << 30])],
+    )
+    data = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]).SerializeToString()
+    assert len(data) < 400
+    manifest = _manifest(bundle)
+    member = manifest["members"][0]
+    del manifest["checksums"][f"{member['dir']}/weights.safetensors"]
+    (bundle / member["dir"] / "weights.safetensors").unlink()
+    _add_file(bundle, f"{member['dir']}/model.onnx", data, manifest)
+    for key in ("architecture", "architecture_kwargs"):
+        member.pop(key)
+    member.update(framework="onnx", file="model.onnx")
+    _rewrite(bundle, manifest)
+    with pytest.raises(UnsafeFormatError, match=r"builds tensor 'big' of shape \[1073741824\]"):
+        FusedModel.load(bundle)
+
+
+def test_a_text_spec_padding_to_millions_of_tokens_is_refused():
+    from modelfusion.data import build_preprocessor
+    from modelfusion.data.datasets import DataError
+
+    with pytest.raises(DataError, match="max_length must be 1 to 65536 tokens, got 40000000"):
+        build_preprocessor({"text": {"tokenizer": "t.json", "max_length": 40_000_000}})

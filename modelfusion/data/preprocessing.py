@@ -354,7 +354,9 @@ def build_preprocessor(
 
 _STEPS = ("flatten", "image", "reshape", "text")
 #: Largest image side a preprocessing spec may ask for (a spec may come from a downloaded bundle).
-MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_SIDE = 4096
+#: Longest token sequence a text spec may pad to (every text in a batch is padded to it).
+MAX_TEXT_LENGTH = 65_536
 
 
 def _build_steps(spec: Any, base: Path | None) -> list[Callable[[Any], Any]]:
@@ -397,6 +399,13 @@ def _build_step(key: str, value: Any, base: Path | None) -> Callable[[Any], Any]
         if "tokenizer" not in kwargs:
             raise DataError(
                 "preprocess.text needs a tokenizer: {'text': {'tokenizer': 'path/to/tokenizer.json'}}"
+            )
+        length = kwargs.get("max_length")
+        if length is not None and not (
+            isinstance(length, int) and not isinstance(length, bool) and 1 <= length <= MAX_TEXT_LENGTH
+        ):
+            raise DataError(
+                f"preprocess.text.max_length must be 1 to {MAX_TEXT_LENGTH} tokens, got {length!r}"
             )
         tok = kwargs["tokenizer"]
         if isinstance(tok, (str, Path)) and base is not None and not Path(tok).expanduser().is_absolute():

@@ -228,9 +228,7 @@ class HFMember(Member, nn.Module):
         outside the bundle.
         """
         if not trust:
-            check_saved_config(
-                Path(directory) / spec["file"] / "config.json", owner=f"member {spec.get('name')!r}"
-            )
+            check_saved_configs(Path(directory) / spec["file"], owner=f"member {spec.get('name')!r}")
         kwargs = cls._common_kwargs(spec)
         name = kwargs.pop("name")
         return load_hf(Path(directory) / spec["file"], name=name, max_length=spec.get("max_length"), **kwargs)
@@ -517,6 +515,27 @@ def _tool_digest(tool: Any) -> str | None:
 _LOADING_KEY = re.compile(r"checkpoint|pretrained_cfg|(^|_)(path|file|dir|url)s?$|^auto_map$", re.IGNORECASE)
 #: Keys every saved config has that name a path but load nothing.
 _INERT_KEYS = {"_name_or_path"}
+
+
+#: The JSON files of a saved model, tokenizer or processor that transformers reads settings from.
+SAVED_CONFIGS = (
+    "config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "generation_config.json",
+)
+
+
+def check_saved_configs(folder: Path, *, owner: str) -> None:
+    """:func:`check_saved_config` on every settings file of a save_pretrained folder.
+
+    ``tokenizer_config.json`` can name other tokenizer files (``fast_tokenizer_files``) that
+    transformers opens instead of the folder's own.
+    """
+    for name in SAVED_CONFIGS:
+        check_saved_config(Path(folder) / name, owner=owner)
 
 
 def check_saved_config(path: Path, *, owner: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import MemberLoadError
+from modelfusion.errors import MemberLoadError, UnsafeFormatError
 from modelfusion.members.base import Member, sha256_file
 
 # onnxruntime type strings -> numpy dtypes the batch is cast to.
@@ -247,7 +247,47 @@ class OnnxMember(Member):
                     f"member {spec.get('name')!r}: '{path}' reads weights from {location!r}, outside its "
                     "bundle folder; a bundle must carry every file it loads"
                 )
+        if not trust:
+            check_onnx_allocations(path, owner=f"member {spec.get('name')!r}")
         return cls(path, **cls._common_kwargs(spec), output_name=spec.get("output_name"))
+
+
+#: Largest tensor (elements) a graph from an untrusted bundle may make from a few bytes: 2**28
+#: float32 values are 1 GiB. Tensors whose size depends on the batch are not counted.
+MAX_STATIC_ELEMENTS = 1 << 28
+
+
+def check_onnx_allocations(path: Path, *, owner: str) -> None:
+    """Raise UnsafeFormatError when a graph makes a tensor of a fixed size beyond :data:`MAX_STATIC_ELEMENTS`.
+
+    A 300-byte graph can ask for a 4 GiB ``ConstantOfShape`` on every call. ONNX shape
+    inference (with constants propagated) gives each tensor's size; sizes that follow the
+    input's batch are left alone, as are the graph's own weights (their bytes are in the file).
+    Graphs whose shapes cannot be inferred are refused only if inference itself fails badly.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # onnxruntime reports malformed graphs when the member opens
+        return
+    weights = {t.name for t in proto.graph.initializer}
+    for info in [*inferred.graph.value_info, *inferred.graph.output]:
+        if info.name in weights or not info.type.HasField("tensor_type"):
+            continue
+        dims = info.type.tensor_type.shape.dim
+        if not dims or any(not d.HasField("dim_value") for d in dims):
+            continue  # symbolic (batch-dependent) or unknown: scales with the input
+        elements = 1
+        for d in dims:
+            elements *= max(int(d.dim_value), 0)
+        if elements > MAX_STATIC_ELEMENTS:
+            raise UnsafeFormatError(
+                f"{owner}: '{path}' builds tensor {info.name!r} of shape {[d.dim_value for d in dims]} "
+                f"({elements:,} values) whatever the input; a graph from an untrusted bundle may make at most "
+                f"{MAX_STATIC_ELEMENTS:,}. Load it with trust=True (CLI: --trust) if the model really needs it"
+            )
 
 
 #: Graphs up to this size are saved with their external weights inlined (protobuf's limit is 2 GiB).

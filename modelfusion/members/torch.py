@@ -404,6 +404,8 @@ def load_exported(path: Path, *, trust: bool = False) -> nn.Module:
     if not trust:
         check_export_archive(path)
     program = torch.export.load(str(path))
+    if not trust:
+        check_exported_ops(program, path)
     module = program.module()
     inputs = getattr(program, "example_inputs", None)
     if inputs and inputs[0] and isinstance(inputs[0][0], torch.Tensor):
@@ -507,6 +509,52 @@ _GRAPH_TARGET = re.compile(
 )
 #: ATen kernels that touch files.
 _FILE_OPS = re.compile(r"from_file|_save|_load", re.IGNORECASE)
+
+
+#: Higher-order operators a graph may use: control flow only (``with_effects`` and friends run
+#: side-effecting or arbitrary callables).
+_SAFE_HIGHER_ORDER = {"cond", "while_loop", "map_impl", "scan"}
+
+
+def check_exported_ops(program: Any, path: Path) -> None:
+    """Raise UnsafeFormatError unless every operator a loaded ``.pt2`` graph calls, or passes on, is safe.
+
+    Walks every graph (control-flow branches too): each call target and each operator given
+    as an argument must be an ATen/prims kernel that touches no file, a control-flow
+    higher-order operator, or a function of Python's ``operator``/``math`` modules.
+    """
+    for graph_module in program.graph_module.modules():
+        graph = getattr(graph_module, "graph", None)
+        if not isinstance(graph, torch.fx.Graph):
+            continue
+        for node in graph.nodes:
+            if node.op in ("call_module", "call_method"):
+                raise UnsafeFormatError(
+                    f"'{path}': the exported graph has a {node.op} node ({node.target}); refused"
+                )
+            if node.op == "call_function":
+                _check_op(node.target, path)
+            torch.fx.node.map_aggregate(
+                (node.args, node.kwargs),
+                lambda v: _check_op(v, path) if callable(v) and not isinstance(v, torch.fx.Node) else v,
+            )
+
+
+def _check_op(op: Any, path: Path) -> Any:
+    if isinstance(op, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        name = op._schema.name if hasattr(op, "_schema") else op._qualified_op_name
+        ok = name.split("::")[0] in ("aten", "prims") and not _FILE_OPS.search(name)
+    elif isinstance(op, torch._ops.HigherOrderOperator):
+        name, ok = op.name(), op.name() in _SAFE_HIGHER_ORDER
+    else:
+        name = f"{getattr(op, '__module__', '?')}.{getattr(op, '__qualname__', op)}"
+        ok = getattr(op, "__module__", None) in ("_operator", "operator", "math")
+    if not ok:
+        raise UnsafeFormatError(
+            f"'{path}': the exported graph uses {name!r}, which is not a plain ATen operator; torch would run it "
+            "on predict. Pass trust=True only if you trust the file's source"
+        )
+    return op
 
 
 def _check_graph_targets(path: Path, entry: str, data: bytes) -> None:

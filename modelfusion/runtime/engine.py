@@ -84,6 +84,10 @@ def _onnx_executor(model: Any, example_input: Any) -> OnnxExecutor:
     bundle = getattr(model, "bundle_dir", None)
     cached = None if bundle is None else cached_bundle_graph(bundle)
     if cached is not None:
+        if not getattr(model, "trusted", True):  # a downloaded bundle's graph: same checks as its members'
+            from modelfusion.members.onnx import check_onnx_allocations
+
+            check_onnx_allocations(cached, owner=f"bundle {bundle}")
         return OnnxExecutor(cached)
     # Built in memory only: predicting never writes into a bundle (`modelfusion export` does).
     return OnnxExecutor(build_fused_onnx(model, example_input=example_input).SerializeToString())
