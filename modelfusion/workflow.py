@@ -17,6 +17,7 @@ import numpy as np
 
 from modelfusion.bundle import check_bundle_target
 from modelfusion.config import RunConfig, config_record, dump_config
+from modelfusion.data.datasets import source_id
 from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
 from modelfusion.files import defer_interrupts, replace_all, write_text_atomic
 from modelfusion.fused import FusedModel
@@ -331,6 +332,9 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
         "data": {
             **record["data"],
             "split": {**record["data"]["split"], "seed": _split_seed(config)},
+            "source_id": None
+            if config.data.source is None
+            else source_id(config.data.source, config.base_dir),
         },
     }
     if notice is not None:

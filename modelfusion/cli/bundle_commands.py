@@ -9,16 +9,31 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from modelfusion.cli.app import EXPECT_HELP, TRUST_HELP, app, console, handle_errors, log
+from modelfusion.cli.app import EXPECT_HELP, TRUST_HELP, app, console, handle_errors, log, warn
 from modelfusion.cli.tables import metrics_table
 
+TEXT_HELP = "The text column of a table, for text members (default: what the run used on its own data)."
 
-def _load_data(source: str, label: str | None, split: str | None, seed: int | None, metadata: dict):
-    """The data to score; with ``split``, that part of the split the run used (from the bundle)."""
+
+def _load_data(
+    source: str,
+    label: str | None,
+    split: str | None,
+    seed: int | None,
+    metadata: dict,
+    text_column: str | None = None,
+):
+    """The data to score; with ``split``, that part of the split the run used (from the bundle).
+
+    ``split="all"`` (or None) scores every row.
+    """
     from modelfusion.data import load_dataset, split_dataset
 
-    ds = load_dataset(source, label=label, base_dir=Path.cwd())
-    if not split:
+    options = _recorded_options(source, metadata)
+    if text_column is not None:
+        options["text_column"] = text_column
+    ds = load_dataset(source, label=label, base_dir=Path.cwd(), **options)
+    if not split or split == "all":
         return ds
     used = (metadata.get("data") or {}).get("split") or {}
     fractions = {"validation": used.get("validation", 0.25), "test": used.get("test", 0.25)}
@@ -27,6 +42,32 @@ def _load_data(source: str, label: str | None, split: str | None, seed: int | No
     if split not in parts:
         raise ValueError(f"--split must be one of {', '.join(parts)}, got {split!r}")
     return parts[split]
+
+
+def _recorded_options(source: str, metadata: dict) -> dict:
+    """The run's data options (``text_column``, ...) when ``source`` is the data the run used."""
+    return dict((metadata.get("data") or {}).get("options") or {}) if _is_run_data(source, metadata) else {}
+
+
+def _is_run_data(source: str, metadata: dict) -> bool:
+    """Whether ``source`` (as given on the command line) is the data the run split and fitted on."""
+    from modelfusion.data.datasets import source_id
+
+    return (metadata.get("data") or {}).get("source_id") == source_id(source, Path.cwd())
+
+
+def _default_split(data: str, split: str | None, metadata: dict) -> str:
+    """``--split`` when given; else ``test`` for the run's own data (never in-sample), else ``all`` with a warning."""
+    if split is not None:
+        return split
+    if _is_run_data(data, metadata):
+        log("scoring the run's test split (the rows it never fitted on); pass --split all for every row")
+        return "test"
+    warn(
+        f"--data {data} is not the data the run was fitted on, so all of it is scored; if it includes the "
+        "validation rows the fusion was fitted on, the numbers are in-sample"
+    )
+    return "all"
 
 
 def _inputs(model, ds, source: str):
@@ -45,9 +86,12 @@ def evaluate(
     data: str = typer.Option(..., "--data", "-d", help="builtin:NAME, a file or folder with labels."),
     label: str = typer.Option(None, "--label", help="Label column/key in the data."),
     split: str = typer.Option(
-        None, "--split", help="Evaluate on one part of the run's split: train, validation or test."
+        None,
+        "--split",
+        help="Part of the run's split: train, validation, test or all (default: test for the run's own data).",
     ),
     seed: int = typer.Option(None, "--seed", help="Override the split seed recorded in the bundle."),
+    text_column: str = typer.Option(None, "--text-column", help=TEXT_HELP),
     trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
     expect_sha256: str = typer.Option(None, "--expect-sha256", help=EXPECT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
@@ -58,7 +102,9 @@ def evaluate(
     from modelfusion.predictions import PredictionSet
 
     model = FusedModel.load(bundle, trust=trust, expected_digest=expect_sha256)
-    ds = _load_data(data, label, split, seed, model.metadata)
+    ds = _load_data(
+        data, label, _default_split(data, split, model.metadata), seed, model.metadata, text_column
+    )
     if ds.y is None:
         raise ValueError(f"--data {data}: no labels found; evaluate needs labelled data (see --label)")
     log(f"evaluating {bundle} on {len(ds)} samples")
@@ -88,6 +134,10 @@ def predict(
         None, "--output", "-o", help="Write predictions (CSV) here instead of printing."
     ),
     proba: bool = typer.Option(False, "--proba", help="Also write the fused probabilities."),
+    id_column: str = typer.Option(
+        None, "--id", help="A column of a CSV/Parquet input to copy into the output."
+    ),
+    text_column: str = typer.Option(None, "--text-column", help=TEXT_HELP),
     trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
     expect_sha256: str = typer.Option(None, "--expect-sha256", help=EXPECT_HELP),
 ) -> None:
@@ -101,7 +151,14 @@ def predict(
             f"--output {output} is a folder; give a file path such as {output / 'predictions.csv'}"
         )
     model = FusedModel.load(bundle, trust=trust, expected_digest=expect_sha256)
-    ds = load_dataset(input, base_dir=Path.cwd())
+    options = _recorded_options(input, model.metadata)
+    if text_column is not None:
+        options["text_column"] = text_column
+    if id_column is not None:
+        if Path(input).suffix.lower() not in (".csv", ".tsv", ".parquet"):
+            raise ValueError(f"--id {id_column} needs a CSV, TSV or Parquet input; {input} is not one")
+        options["keep_columns"] = [id_column]
+    ds = load_dataset(input, base_dir=Path.cwd(), labelled=False, **options)  # predicting needs no labels
     scores = model.predict_scores(_inputs(model, ds, input))
     if model.task == "regression":
         labels = scores
@@ -117,6 +174,9 @@ def predict(
         names = model.classes if model.classes is not None else range(scores.shape[1])
         header += [f"p_{c}" for c in names]
         columns.append(np.char.mod("%.6g", scores))
+    if id_column is not None:
+        header.insert(0, id_column)
+        columns.insert(0, np.asarray(ds.meta[f"column:{id_column}"]).astype(str)[:, None])
     table = np.concatenate(columns, axis=1)
     if output is None:
         for row in [header, *table[:20].tolist()]:

@@ -45,9 +45,9 @@ _MISSING = frozenset({"", "na", "nan", "n/a", "null", "none", "#n/a"})
 _OPTIONS = {
     "builtin": (),
     "images": ("image_size", "channels"),
-    "csv": ("text_column", "delimiter", "dtype"),
-    "tsv": ("text_column", "delimiter", "dtype"),
-    "parquet": ("text_column", "dtype"),
+    "csv": ("text_column", "delimiter", "dtype", "keep_columns"),
+    "tsv": ("text_column", "delimiter", "dtype", "keep_columns"),
+    "parquet": ("text_column", "dtype", "keep_columns"),
     "npy": ("labels", "mmap"),
     "npz": ("input_key",),
 }
@@ -239,6 +239,7 @@ def load_dataset(
     features: list[str] | None = None,
     base_dir: Path | None = None,
     trust: bool = False,
+    labelled: bool = True,
     **options: Any,
 ) -> Dataset:
     """Read a dataset from a built-in name, a file, a folder or a Python factory.
@@ -259,10 +260,13 @@ def load_dataset(
     features : feature columns to keep (default: every other numeric column)
     base_dir : folder relative paths are resolved against (the config's folder); default cwd
     trust : allow pickled object arrays in ``.npy``/``.npz`` (runs code from the file)
+    labelled : ``False`` for data to predict on: a table without a label column is fine
+        (``y`` is None)
     options : per-format settings
         - images: ``image_size`` (int or (H, W)), ``channels`` (1 or 3; default from the files)
         - tables: ``text_column`` (X becomes that column as a list of str), ``delimiter``,
-          ``dtype`` of X (default float32)
+          ``dtype`` of X (default float32), ``keep_columns`` (columns carried in
+          ``meta["column:NAME"]`` and left out of the features, e.g. an id)
         - npy: ``labels`` (path of a ``.npy``/``.txt``/``.csv`` file of labels), ``mmap``
         - npz: ``input_key`` (the inputs' key when it is not X, x, features or data)
 
@@ -319,13 +323,30 @@ def load_dataset(
             raise DataError(f"format='images' needs a folder of class sub-folders, {str(path)!r} is a file")
         ds = _load_image_folder(path, **options)
     elif fmt in ("csv", "tsv", "parquet"):
-        return _load_table(path, fmt, label=label, features=features, **options)
+        return _load_table(path, fmt, label=label, features=features, labelled=labelled, **options)
     elif fmt == "npy":
         _reject_label(label, "npy")
         ds = _load_npy(path, base=base, trust=trust, **options)
     else:
         ds = _load_npz(path, label=label, trust=trust, **options)
     return _select_features(ds, features) if features is not None else ds
+
+
+def source_id(source: str | Path, base: Path | None = None) -> str:
+    """A digest that identifies a data source (a builtin name, or a file's absolute path), to tell
+    later whether data given on the command line is the data a run used, without recording the path.
+
+    Examples
+    --------
+    >>> source_id("builtin:digits") == source_id("builtin:digits")
+    True
+    """
+    text = str(source)
+    if not text.startswith("builtin:"):
+        path = _resolve(text, base)
+        if path.exists():
+            text = str(path.resolve())
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _resolve(text: str, base: Path | None) -> Path:
@@ -476,6 +497,8 @@ def _load_table(
     text_column: str | None = None,
     delimiter: str | None = None,
     dtype: str = "float32",
+    labelled: bool = True,
+    keep_columns: Sequence[str] = (),
 ) -> Dataset:
     columns = (
         _read_parquet(path)
@@ -487,7 +510,7 @@ def _load_table(
 
     if label is None:
         label_col = next((c for c in _LABEL_COLUMNS if c in columns), None)
-        if label_col is None:
+        if label_col is None and labelled:
             raise DataError(
                 f"{str(path)!r} has no label column 'label' (nor 'target' or 'y')"
                 f"{_suggest(_LABEL_COLUMNS, names)}; available columns: {', '.join(names)}; "
@@ -505,11 +528,16 @@ def _load_table(
         if col not in columns:
             raise DataError(f"{where}: no text column {col!r}{_suggest(col, names)}")
 
-    y = columns[label_col]
-    if y.dtype.kind == "f" and np.isnan(y).any():
+    for col in keep_columns:
+        if col not in columns:
+            raise DataError(f"{where}: no column {col!r}{_suggest(col, names)}")
+    y = None if label_col is None else columns[label_col]
+    if y is not None and y.dtype.kind == "f" and np.isnan(y).any():
         raise DataError(f"{str(path)!r}: column {label_col!r} has {int(np.isnan(y).sum())} missing labels")
-    class_names = sorted(set(y.tolist())) if y.dtype.kind == "U" else None
+    class_names = sorted(set(y.tolist())) if y is not None and y.dtype.kind == "U" else None
     meta: dict[str, Any] = {"source": str(path), "format": fmt, "label_column": label_col}
+    meta.update({f"column:{col}": columns[col] for col in keep_columns})  # passed through, not features
+    skip = {label_col, *keep_columns}
 
     if text_column is not None:
         values = columns[text_column]
@@ -525,8 +553,8 @@ def _load_table(
                     raise DataError(f"{where}: feature column {f!r} is not numeric (e.g. {columns[f][0]!r})")
             feature_names = list(features)
         else:
-            feature_names = [c for c in names if c != label_col and columns[c].dtype.kind in "iuf"]
-            dropped = [c for c in names if c != label_col and c not in feature_names]
+            feature_names = [c for c in names if c not in skip and columns[c].dtype.kind in "iuf"]
+            dropped = [c for c in names if c not in skip and c not in feature_names]
             for c in dropped:
                 _refuse_unreadable_cells(path, c, columns[c])
             if dropped:

@@ -1,4 +1,5 @@
-"""Bad data and dangerous output folders from the command line: one clear line, exit 2, nothing lost."""
+"""Data from the command line: tables by column name, predictions without labels, bad data and dangerous
+output folders (one clear line, exit 2, nothing lost)."""
 
 from __future__ import annotations
 
@@ -88,8 +89,8 @@ def test_the_bundle_records_feature_names_and_reorders_a_csv_by_name(csv_run, tm
     straight = _write_csv(tmp_path / "straight.csv", X[:200], y[:200], FEATURES)
     order = np.random.default_rng(0).permutation(64)
     shuffled = _write_csv(tmp_path / "shuffled.csv", X[:200, order], y[:200], [FEATURES[i] for i in order])
-    a = invoke("evaluate", bundle, "--data", straight, "--json")
-    b = invoke("evaluate", bundle, "--data", shuffled, "--json")
+    a = invoke("evaluate", bundle, "--data", straight, "--split", "all", "--json")
+    b = invoke("evaluate", bundle, "--data", shuffled, "--split", "all", "--json")
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     assert json.loads(a.output) == json.loads(b.output)
 
@@ -201,3 +202,40 @@ def test_export_after_a_kill_mid_publish_restores_the_bundle_first(csv_run, tmp_
     assert "restored" in " ".join(result.output.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
     assert (tmp_path / "bundle" / "fused.onnx").is_file()
+
+
+def test_predict_on_an_unlabelled_csv_needs_no_labels_and_passes_an_id_column_through(csv_run, tmp_path):
+    _, bundle, X, _ = csv_run
+    path = tmp_path / "unlabelled.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["order_id", *FEATURES])
+        for i, row in enumerate(X[:25]):
+            writer.writerow([f"A-{i:03d}", *(f"{v:.6g}" for v in row)])
+    out = tmp_path / "preds.csv"
+    result = invoke("predict", bundle, path, "--id", "order_id", "--output", out)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["order_id", "prediction"] and rows[1][0] == "A-000" and len(rows) == 26
+    result = invoke("predict", bundle, path, "--id", "nope")
+    assert result.exit_code == 2 and "no column 'nope'" in result.output
+
+
+def test_evaluate_without_split_scores_the_runs_test_split_on_its_own_data(csv_run, tmp_path):
+    root, bundle, X, y = csv_run
+    data = json.loads((bundle / "manifest.json").read_text())["metadata"]["data"]
+    assert data["source"] == "${DATA_ROOT}/digits.csv" and "s3cr3t" not in json.dumps(data)
+    own = root / "s3cr3t-bucket" / "digits.csv"
+    result = runner.invoke(
+        app, ["evaluate", str(bundle), "--data", str(own), "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0 and "scoring the run's test split" in result.output
+    tested = json.loads(result.output[result.output.index("{") :])
+    explicit = invoke("evaluate", bundle, "--data", own, "--split", "test", "--json")
+    assert tested == json.loads(explicit.output)
+    other = _write_csv(tmp_path / "other.csv", X[:40], y[:40], FEATURES)
+    result = runner.invoke(
+        app, ["evaluate", str(bundle), "--data", str(other), "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0
+    assert "all of it is scored" in " ".join(result.output.split())
