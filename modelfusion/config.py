@@ -136,6 +136,7 @@ class FusionConfig(_Strict):
         if value == "auto":
             return value
         from modelfusion.strategies import STRATEGY_REGISTRY
+        from modelfusion.strategies.base import check_strategy_params
 
         for item in value:
             name = item if isinstance(item, str) else item.name
@@ -143,6 +144,8 @@ class FusionConfig(_Strict):
                 close = difflib.get_close_matches(name.lower(), list(STRATEGY_REGISTRY), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"unknown strategy {name!r}{hint}")
+            if not isinstance(item, str):  # checked now, not after every member has been scored
+                check_strategy_params(STRATEGY_REGISTRY[name.lower()], item.params)
         return value
 
 

@@ -191,3 +191,16 @@ def test_a_recursive_yaml_alias_is_a_config_error(tmp_path):
     text = "data: {source: 'builtin:digits'}\nmembers: &m [*m]\n"
     with pytest.raises(ConfigError, match=r"alias \*m refers to a value that contains it"):
         load_config(_write(tmp_path, text))
+
+
+def test_strategy_params_are_checked_when_the_config_loads_with_a_did_you_mean(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    text = (
+        "data: {source: 'builtin:digits'}\nmembers: [{path: m.onnx}]\n"
+        "fusion: {strategies: [{name: greedy, params: {ensemble_sise: 10}}]}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"GreedySelection has no parameter 'ensemble_sise' \(did you mean 'ensemble_size'\?\)",
+    ):
+        load_config(_write(tmp_path, text))

@@ -396,4 +396,36 @@ def get_strategy(name: str, **params: Any) -> Strategy:
         close = difflib.get_close_matches(name.lower(), list(STRATEGY_REGISTRY), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise StrategyError(f"unknown strategy {name!r}{hint} Known: {', '.join(sorted(STRATEGY_REGISTRY))}")
+    check_strategy_params(cls, params)
     return cls(**params)
+
+
+def check_strategy_params(cls: type[Strategy], params: Mapping[str, Any]) -> None:
+    """StrategyError naming each parameter ``cls`` does not take, with a did-you-mean.
+
+    Strategies follow scikit-learn: the constructor only stores its arguments, so a misspelt
+    one would otherwise surface as a TypeError after every member was scored.
+
+    Examples
+    --------
+    >>> check_strategy_params(GreedySelection, {"ensemble_sise": 10})
+    Traceback (most recent call last):
+    StrategyError: GreedySelection has no parameter 'ensemble_sise' (did you mean 'ensemble_size'?) ...
+    """
+    import difflib
+    import inspect
+
+    accepted = [
+        n
+        for n, p in inspect.signature(cls.__init__).parameters.items()
+        if n != "self" and p.kind is not p.VAR_KEYWORD
+    ]
+    problems = []
+    for key in params:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            problems.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if problems:
+        raise StrategyError(
+            f"{cls.__name__} has no parameter {', '.join(problems)}; it takes: {', '.join(accepted) or '(none)'}"
+        )
