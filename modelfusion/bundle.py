@@ -289,6 +289,61 @@ def verify_checksums(path: Path, manifest: dict[str, Any]) -> list[str]:
     return damaged
 
 
+def bundle_summary(path: str | Path) -> dict[str, Any]:
+    """What ``modelfusion info`` shows: the manifest's facts and whether every file verifies.
+
+    Reads and checks; builds no member (nothing from the bundle runs).
+    """
+    from modelfusion.manifest import manifest_digest
+
+    manifest, path = read_manifest(path)
+    try:
+        damaged = verify_checksums(path, manifest)
+        verify_digest(path, None, format_version=manifest["format_version"])
+        verification = "all verify" if not damaged else f"derived graphs failing: {', '.join(damaged)}"
+    except BundleError as exc:
+        verification, damaged = f"FAILED: {exc}", []
+    checksums = manifest["checksums"]
+    members = []
+    for spec in manifest["members"]:
+        prefix = f"{spec['dir'].rstrip('/')}/"
+        members.append(
+            {
+                "name": spec["name"],
+                "framework": spec["framework"],
+                "output_kind": spec.get("output_kind"),
+                "n_classes": len(spec.get("classes") or []) or spec.get("n_outputs") or "-",
+                "file": spec["file"],
+                "bytes": sum(
+                    (path / rel).stat().st_size
+                    for rel in checksums
+                    if rel.startswith(prefix) and (path / rel).is_file()
+                ),
+            }
+        )
+    metadata = manifest.get("metadata") or {}
+    return {
+        "path": str(path),
+        "format_version": manifest["format_version"],
+        "created": manifest.get("created"),
+        "sha256": manifest_digest(path),
+        "verification": verification,
+        "task": manifest["task"],
+        "classes": manifest.get("classes"),
+        "strategy": manifest["strategy"]["class"],
+        "chosen": metadata.get("chosen"),
+        "inputs": metadata.get("inputs"),
+        "members": members,
+        "graphs": {
+            rel: ("checksum fails" if rel in damaged else "ok")
+            for rel in checksums
+            if DERIVED_GRAPH.match(rel)
+        },
+        "versions": manifest.get("versions") or {},
+        "n_files": len(checksums),
+    }
+
+
 def check_bundle_target(path: Path) -> None:
     """Raise BundleError when ``path`` exists and is not a bundle (a bundle is only ever replaced by a bundle)."""
     if path.exists() and not _is_bundle(path):

@@ -190,6 +190,16 @@ class RunConfig(_Strict):
 
     #: Folder relative paths are resolved against (the config file's folder).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _some_members(cls, value: Any) -> Any:
+        if value is None or value == []:
+            raise ValueError(
+                "list at least one trained model, e.g. members: [{path: ../models/mymodel.onnx}]"
+            )
+        return value
+
     #: The file the config was read from (None when parsed from a mapping).
     _config_file: Path | None = PrivateAttr(None)
     #: YAML path -> the string as written, for values that had ``${VAR}`` (see :func:`config_record`).
@@ -317,6 +327,33 @@ def parse_config(raw: Any, *, base_dir: Path | None = None, source: str = "confi
     assert config is not None
     config._unexpanded = unexpanded
     return config
+
+
+def with_overrides(config: RunConfig, changes: dict[str, Any], *, source: str = "overrides") -> RunConfig:
+    """``config`` with dotted keys replaced (``{"fusion.strategies": ["mean"]}``), validated again.
+
+    Used by ``modelfusion run --output-dir / --no-cache / --strategies``; the overridden
+    values are saved as given (they did not come from the environment).
+    """
+    if not changes:
+        return config
+    raw = config.model_dump(mode="python", exclude={"base_dir"})
+    for key, value in changes.items():
+        node = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    try:
+        updated = RunConfig.model_validate({**raw, "base_dir": config.base_dir})
+    except ValidationError as e:
+        problems = [_describe(err) for err in e.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(problems), problems) from None
+    updated._config_file = config._config_file
+    updated._unexpanded = {
+        k: v for k, v in config._unexpanded.items() if ".".join(map(str, k)) not in changes
+    }
+    return updated
 
 
 def config_record(config: RunConfig) -> dict[str, Any]:

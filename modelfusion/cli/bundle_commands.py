@@ -189,3 +189,59 @@ def predict(
         writer.writerow(header)
         writer.writerows(table.tolist())
     console.print(f"wrote {len(table)} predictions to {output}")
+
+
+@app.command()
+@handle_errors
+def info(
+    bundle: Path = typer.Argument(..., help="A fused bundle folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """What a bundle holds (members, classes, strategy, inputs, versions, graphs) and whether its files verify.
+
+    Reads the manifest and checks every checksum; loads no member, so nothing in the bundle runs.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from modelfusion.bundle import bundle_summary
+
+    s = bundle_summary(bundle)
+    if as_json:
+        console.print_json(json.dumps(s, default=str))
+        return
+    inputs = s["inputs"] or {}
+    names = inputs.get("feature_names") or []
+    lines = [
+        f"{bundle}  (bundle format {s['format_version']}, created {s['created']})",
+        f"manifest sha256 {s['sha256']}; files: {s['verification']}",
+        f"task {s['task']}, {len(s['classes'] or [])} classes; strategy {s['strategy']} (chosen: {s['chosen'] or '-'})",
+    ]
+    if inputs:
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        lines.append(
+            f"inputs: [n, {', '.join(map(str, inputs.get('shape') or []))}]"
+            + (f" ({shown})" if names else "")
+        )
+    for line in lines:
+        console.print(escape(line), highlight=False)
+    table = Table(title="members")
+    for col in ("name", "framework", "output", "classes", "file", "bytes"):
+        table.add_column(col)
+    for m in s["members"]:
+        table.add_row(
+            *(
+                escape(str(v))
+                for v in (m["name"], m["framework"], m["output_kind"], m["n_classes"], m["file"])
+            ),
+            f"{m['bytes']:,}",
+        )
+    console.print(table)
+    if s["graphs"]:
+        console.print(
+            escape("graphs: " + ", ".join(f"{g} ({state})" for g, state in s["graphs"].items())),
+            highlight=False,
+        )
+    console.print(
+        escape("versions: " + ", ".join(f"{k} {v}" for k, v in s["versions"].items())), highlight=False
+    )

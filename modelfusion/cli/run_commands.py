@@ -28,6 +28,25 @@ then open `runs/fusion/report.html`. Point `members:` at your own models and `da
 your own labelled validation data when you are ready.
 """
 
+_SCAFFOLD_README_EMPTY = """# {name}
+
+A modelfusion project without members yet.
+
+- `configs/fusion.yaml` — what to fuse and how: list your models under `members:` (the
+  commented entry shows the shape), then run it.
+- `models/` — your trained members (torch, ONNX, scikit-learn, Hugging Face, Keras files).
+- `pipelines/` — preprocessing code your members need (`module:function` factories).
+- `utils/` — anything else the project needs.
+
+    modelfusion run configs/fusion.yaml
+"""
+
+_MEMBERS_PLACEHOLDER = """members:
+  # one entry per trained model; paths are relative to this file
+  # - {name: mymodel, path: ../models/mymodel.onnx}
+  # - {name: forest, path: ../models/forest.skops}
+"""
+
 _CONFIG_HEADER = """\
 # modelfusion run config. Paths are relative to this file; ${{VAR}} and ${{VAR:-default}}
 # are read from the environment. Every key is documented in the modelfusion README.
@@ -74,19 +93,48 @@ def init(
     config = digits_config(members, output_dir="../runs/fusion")
     config["cache_dir"] = "../.modelfusion-cache"
     config["name"] = name.name
+    config["report"] = {"title": f"{name.name}: fused model report"}
     text = _CONFIG_HEADER.format() + "\n" + yaml.safe_dump(config, sort_keys=False)
+    if not example:  # no member to list yet: a commented entry shows the shape
+        text = text.replace("members: []\n", _MEMBERS_PLACEHOLDER)
+        (name / "README.md").write_text(_SCAFFOLD_README_EMPTY.format(name=name.name))
     (name / "configs" / "fusion.yaml").write_text(text)
-    console.print(f"created [bold]{name}[/bold]; next: modelfusion run {name / 'configs' / 'fusion.yaml'}")
+    nxt = (
+        f"modelfusion run {name / 'configs' / 'fusion.yaml'}"
+        if example
+        else f"list your models under members: in {name / 'configs' / 'fusion.yaml'}, then modelfusion run it"
+    )
+    console.print(f"created [bold]{name}[/bold]; next: {nxt}")
 
 
 @app.command()
 @handle_errors
-def run(config: Path = typer.Argument(..., help="A fusion.yaml file.")) -> None:
+def run(
+    config: Path = typer.Argument(..., help="A fusion.yaml file."),
+    output_dir: Path = typer.Option(
+        None, "--output-dir", "-o", help="Write here instead of the config's output_dir."
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Score every member again; read and write no cache."
+    ),
+    strategies: str = typer.Option(
+        None,
+        "--strategies",
+        help="Comma-separated strategies to try instead of the config's (e.g. mean,greedy).",
+    ),
+) -> None:
     """The main job: load members, score them (cached), search strategies, save the fused bundle and report."""
-    from modelfusion.config import load_config
+    from modelfusion.config import load_config, with_overrides
     from modelfusion.workflow import run_fusion
 
-    cfg = load_config(config)
+    changes: dict = {}
+    if output_dir is not None:
+        changes["output_dir"] = str(output_dir.resolve())
+    if no_cache:
+        changes["cache_dir"] = None
+    if strategies is not None:
+        changes["fusion.strategies"] = [s.strip() for s in strategies.split(",") if s.strip()]
+    cfg = with_overrides(load_config(config), changes, source="command line")
     result = run_fusion(cfg, log=log, warn=warn)
     _print_result(result)
 

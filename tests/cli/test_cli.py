@@ -426,3 +426,39 @@ def modelfusion_attr(name: str):
     import modelfusion
 
     return getattr(modelfusion, name)
+
+
+def test_info_shows_what_a_bundle_holds_without_loading_it(tmp_path, digits_member_file):
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None)
+    assert invoke("run", path).exit_code == 0
+    bundle = tmp_path / "out" / "bundle"
+    result = invoke("info", bundle, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["verification"] == "all verify" and summary["members"][0]["name"] == "logreg"
+    assert summary["inputs"]["shape"] == [64] and summary["sha256"] in (bundle / "bundle.sha256").read_text()
+    target = bundle / "members" / "00-logreg" / "model.skops"
+    target.write_bytes(target.read_bytes() + b"x")
+    assert "FAILED" in json.loads(invoke("info", bundle, "--json").output)["verification"]
+
+
+def test_run_overrides_output_dir_cache_and_strategies_from_the_command_line(tmp_path, digits_member_file):
+    path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=".cache")
+    result = invoke(
+        "run", path, "--output-dir", tmp_path / "elsewhere", "--no-cache", "--strategies", "mean,vote"
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "elsewhere" / "metrics.json").read_text())
+    assert {s["name"] for s in metrics["strategies"]} <= {"mean", "vote"}
+    assert not (tmp_path / ".cache").exists() and not (tmp_path / "out").exists()
+    bad = invoke("run", path, "--strategies", "meen")
+    assert bad.exit_code == 2 and "did you mean 'mean'" in bad.output
+
+
+def test_init_without_the_example_explains_what_to_add(tmp_path):
+    assert invoke("init", tmp_path / "p", "--no-example").exit_code == 0
+    config = tmp_path / "p" / "configs" / "fusion.yaml"
+    assert "# - {name: mymodel, path: ../models/mymodel.onnx}" in config.read_text()
+    assert "list your models under `members:`" in (tmp_path / "p" / "README.md").read_text()
+    result = invoke("run", config)
+    assert result.exit_code == 2 and "list at least one trained model" in result.output
