@@ -102,6 +102,10 @@ def _global(
     State.quiet, State.verbose = quiet, verbose
     if quiet:
         os.environ["MODELFUSION_QUIET"] = "1"
+    if not verbose:  # libraries' own progress bars and advisories are noise here; -v shows them
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def _register() -> None:

@@ -462,3 +462,19 @@ def test_init_without_the_example_explains_what_to_add(tmp_path):
     assert "list your models under `members:`" in (tmp_path / "p" / "README.md").read_text()
     result = invoke("run", config)
     assert result.exit_code == 2 and "list at least one trained model" in result.output
+
+
+def test_library_warnings_show_only_with_verbose_and_ours_always(capsys):
+    from modelfusion.cli.app import State, _show_warning
+    from modelfusion.errors import ModelFusionWarning
+
+    _show_warning("torch.jit.load is deprecated", FutureWarning, "torch/jit.py", 1)
+    _show_warning("member 'x' was trained without class(es) [7]", ModelFusionWarning, "predictions.py", 1)
+    err = capsys.readouterr().err
+    assert "deprecated" not in err and "warning: member 'x' was trained without class(es) [7]" in err
+    State.verbose = True
+    try:
+        _show_warning("torch.jit.load is deprecated", FutureWarning, "torch/jit.py", 1)
+    finally:
+        State.verbose = False
+    assert "FutureWarning: torch.jit.load is deprecated" in capsys.readouterr().err
