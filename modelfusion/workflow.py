@@ -318,9 +318,16 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
                 }
             )
     best = fitted[chosen]
+    best, bundle_members, pruned_note = _drop_zero_weight_members(
+        best, bundle_members, val_preds, val.y, member_rows
+    )
+    if pruned_note:
+        log(pruned_note)
     record = config_record(config)  # ${VAR} values unexpanded: no secret is written
-    weights = getattr(best, "weights_", None)
-    weight_map = None if weights is None else dict(zip(val_preds.names, map(float, np.asarray(weights))))
+    weights = getattr(fitted[chosen], "weights_", None)  # every member's, zeros included, for the report
+    weight_map = (
+        None if weights is None else dict(zip(fitted[chosen].names_, map(float, np.asarray(weights))))
+    )
     metadata = {
         "config_name": config.name,
         "metric": config.fusion.metric,
@@ -374,6 +381,7 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
                 deployment=deployment,
                 notes=[
                     *([notice] if notice else []),
+                    *([pruned_note] if pruned_note else []),
                     f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
                     f"{config.fusion.cv}-fold CV on validation, evaluated once on test.",
                     *notes,
@@ -547,6 +555,38 @@ def _unseen_class_warnings(val_preds: PredictionSet, y_val: np.ndarray, y_test: 
         "labels (stacking) never predict them and cross-validation cannot rank strategies on them; give the "
         "validation split samples of every class"
     ]
+
+
+def _drop_zero_weight_members(
+    strategy: Any, members: list[Member], val_preds: PredictionSet, y: Any, member_rows: list[dict[str, Any]]
+) -> tuple[Any, list[Member], str | None]:
+    """Leave out of the bundle the members a weighted-mean strategy gives zero weight.
+
+    Greedy selection, optimised and fixed weights combine as a weighted mean, so members with
+    weight 0 change nothing: the bundle keeps the others, with the same weights (stored as a
+    :class:`~modelfusion.strategies.WeightedAverage`), and never runs, exports or loads the rest.
+    Returns the strategy, the members and a note with what that saves (None when nothing is dropped).
+    """
+    from modelfusion.strategies import GreedySelection, OptimizedWeights, WeightedAverage
+
+    weights = getattr(strategy, "weights_", None)
+    if not isinstance(strategy, (GreedySelection, OptimizedWeights, WeightedAverage)) or weights is None:
+        return strategy, members, None
+    kept = {n: float(w) for n, w in zip(strategy.names_, np.asarray(weights)) if w > 1e-12}
+    if len(kept) == len(strategy.names_):
+        return strategy, members, None
+    dropped = [n for n in strategy.names_ if n not in kept]
+    rows = {r["name"]: r for r in member_rows}
+    ms = sum(rows[n].get("latency_ms") or 0.0 for n in dropped)
+    size = sum(rows[n].get("file_size") or 0 for n in dropped)
+    pruned = WeightedAverage(weights=kept).fit(val_preds.subset(list(kept)), y)
+    note = (
+        f"{type(strategy).__name__} gives {', '.join(dropped)} zero weight, so the bundle leaves them out: it runs "
+        f"{len(kept)} of {len(strategy.names_)} members, saving {ms:.3f} ms per sample"
+        + (f" and {size / 1024:.0f} KB of member files" if size else "")
+        + "."
+    )
+    return pruned, [m for m in members if m.name in kept], note
 
 
 def _add_member_cv(member_rows: list[dict[str, Any]], search: Any) -> None:

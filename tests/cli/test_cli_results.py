@@ -69,3 +69,30 @@ def test_fallback_strategy_keeps_the_best_strategy_and_still_says_so(regression_
     assert "holds 'mean' anyway" in " ".join(result.output.split())
     manifest = json.loads((regression_members / "anyway" / "bundle" / "manifest.json").read_text())
     assert [m["name"] for m in manifest["members"]] == ["ridge", "net"]
+
+
+def test_members_a_weighted_strategy_gives_zero_weight_are_left_out_of_the_bundle(tmp_path):
+    import skops.io
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+
+    X, y = load_digits(return_X_y=True)
+    skops.io.dump(LogisticRegression(max_iter=300).fit(X / 16.0, y), tmp_path / "good.skops")
+    skops.io.dump(GaussianNB().fit(X[:60] / 16.0, y[:60]), tmp_path / "poor.skops")
+    config = {
+        "data": {"source": "builtin:digits"},
+        "members": [{"path": "good.skops"}, {"path": "poor.skops"}],
+        "fusion": {"strategies": [{"name": "weighted", "params": {"weights": {"good": 1.0, "poor": 0.0}}}]},
+        "output_dir": "out",
+        "cache_dir": None,
+    }
+    (tmp_path / "fusion.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(tmp_path / "fusion.yaml")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "bundle" / "manifest.json").read_text())
+    assert [m["name"] for m in manifest["members"]] == ["good"]
+    notes = json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"]
+    assert any(
+        "gives poor zero weight, so the bundle leaves them out: it runs 1 of 2 members" in n for n in notes
+    )
