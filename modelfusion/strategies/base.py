@@ -25,6 +25,7 @@ from sklearn.exceptions import NotFittedError
 
 from modelfusion.errors import PredictionError, StrategyError, UnseenClassWarning
 from modelfusion.predictions import PredictionSet, as_prediction_set
+from modelfusion.threads import small_work_threads
 
 #: Every concrete strategy, keyed by lower-case class name and by its ``alias``.
 STRATEGY_REGISTRY: dict[str, type[Strategy]] = {}
@@ -103,7 +104,8 @@ class Strategy(BaseEstimator):
                     UnseenClassWarning,
                     stacklevel=2,
                 )
-        self._fit(preds, y_enc)
+        with small_work_threads(preds.outputs.size):
+            self._fit(preds, y_enc)
         return self
 
     def combine(
@@ -119,7 +121,8 @@ class Strategy(BaseEstimator):
             return self.combine_records(predictions)
         self._check_fitted()
         preds = self._align(as_prediction_set(predictions))
-        return self._combine(preds)
+        with small_work_threads(preds.outputs.size):
+            return self._combine(preds)
 
     def combine_records(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Fuse one output per model given as records ``{"model": name, "output": value}``.
