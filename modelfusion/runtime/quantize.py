@@ -386,13 +386,14 @@ def quantize_bundle(
     calibration_size: int = 512,
     trust: bool = False,
 ) -> dict[str, Any]:
-    """Quantize a bundle's fused graph to ``fused.int8.onnx`` / ``fused.fp16.onnx`` and measure what it costs.
+    """Quantize a bundle's fused graph to ``fused.int8.onnx`` (dynamic), ``fused.int8-static.onnx`` or
+    ``fused.fp16.onnx`` and measure what it costs; each mode has its own file, so one never overwrites another.
 
     Exports ``fused.onnx`` first if the bundle has none. ``data`` — ``(X, y)`` or an object with
     ``.X`` and ``.y`` (a :class:`~modelfusion.data.Dataset`), normally the validation split —
     calibrates static mode (its first ``calibration_size`` rows) and measures accuracy and NLL
     (RMSE for regression) of both graphs. The record below is stored in the manifest under
-    ``metadata.runtime.quantized.<precision>`` with the file's checksum, and returned:
+    ``metadata.runtime.quantized.<key>`` (:func:`graph_key`) with the file's checksum, and returned:
     ``{file, mode, precision, size_bytes, size_bytes_fp32, accuracy_fp32, accuracy_quantized,
     delta_pp, nll_fp32, nll_quantized, max_abs_diff, samples}``.
 
@@ -408,7 +409,8 @@ def quantize_bundle(
     check_request(mode, precision, has_calibration=X is not None)
     bundle = Path(bundle_dir)
     fp32 = _bundle_graph(bundle, X, trust)
-    name = f"fused.{precision}.onnx"
+    key = graph_key(precision, mode)
+    name = f"fused.{key}.onnx"
     calibration = None if X is None else X[:calibration_size]
     with staged_bundle_file(bundle, name) as staged:
         quantize_onnx(fp32, staged.path, mode=mode, calibration=calibration, precision=precision)
@@ -430,10 +432,15 @@ def quantize_bundle(
         manifest, _ = read_manifest(bundle)
         metadata = dict(manifest.get("metadata") or {})
         runtime = dict(metadata.get("runtime") or {})
-        runtime["quantized"] = {**dict(runtime.get("quantized") or {}), precision: record}
+        runtime["quantized"] = {**dict(runtime.get("quantized") or {}), key: record}
         metadata["runtime"] = runtime
         staged.metadata = metadata
     return record
+
+
+def graph_key(precision: str, mode: str) -> str:
+    """The name a quantized graph and its record go by: ``int8`` (dynamic), ``int8-static``, ``fp16``."""
+    return f"{precision}-static" if mode == "static" else precision
 
 
 def check_request(mode: str, precision: str, *, has_calibration: bool) -> None:

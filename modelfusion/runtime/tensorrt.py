@@ -140,7 +140,8 @@ class TensorRTConverter:
             from modelfusion.members.base import sha256_file
 
             manifest, _ = read_manifest(self.model_path)
-            record = (manifest.get("metadata") or {}).get("runtime", {}).get("quantized", {}).get("int8", {})
+            quantized = (manifest.get("metadata") or {}).get("runtime", {}).get("quantized", {})
+            record = quantized.get("int8-static") or quantized.get("int8", {})  # "int8": bundles before 0.2
             rel = record.get("file") if isinstance(record, dict) else None
             if record.get("mode") == "static" and isinstance(rel, str):
                 graph = inside(self.model_path, rel, "metadata.runtime.quantized.int8.file")

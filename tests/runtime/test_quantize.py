@@ -33,13 +33,15 @@ def test_int8_bundle_keeps_digits_accuracy_within_one_point(mode, digits_bundle,
     record = quantize_bundle(bundle, mode=mode, data=(digits_split["X_val"], digits_split["y_val"]))
     assert abs(record["delta_pp"]) <= 1.0
     assert record["accuracy_fp32"] > 0.9
-    assert (bundle / "fused.int8.onnx").stat().st_size == record["size_bytes"]
+    key = "int8" if mode == "dynamic" else "int8-static"  # each mode its own file: neither overwrites
+    assert record["file"] == f"fused.{key}.onnx"
+    assert (bundle / record["file"]).stat().st_size == record["size_bytes"]
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["metadata"]["runtime"]["quantized"]["int8"]["mode"] == mode
-    assert "fused.int8.onnx" in manifest["checksums"]
+    assert manifest["metadata"]["runtime"]["quantized"][key]["mode"] == mode
+    assert record["file"] in manifest["checksums"]
     FusedModel.load(bundle)  # every checksum, the new files' included, still verifies
     usual = 0o666 & ~current_umask()  # what open(..., "w") gives; mkstemp alone would give 0600
-    assert {(bundle / f).stat().st_mode & 0o777 for f in ("fused.int8.onnx", "manifest.json")} == {usual}
+    assert {(bundle / f).stat().st_mode & 0o777 for f in (record["file"], "manifest.json")} == {usual}
 
 
 @pytest.fixture
@@ -293,3 +295,15 @@ def test_int8_shrinks_a_graph_dominated_by_a_knn_training_set(fused_graph, digit
     X, y = digits_split["X_test"], digits_split["y_test"]
     full, reduced = OnnxExecutor(fused_graph).run(X), OnnxExecutor(small).run(X)
     assert abs((full.argmax(1) == y).mean() - (reduced.argmax(1) == y).mean()) <= 0.01
+
+
+def test_static_and_dynamic_int8_graphs_live_side_by_side(digits_bundle, digits_split, tmp_path):
+    bundle = shutil.copytree(digits_bundle, tmp_path / "bundle")
+    data = (digits_split["X_val"], digits_split["y_val"])
+    dynamic = quantize_bundle(bundle, mode="dynamic", data=data)
+    first = (bundle / dynamic["file"]).read_bytes()
+    static = quantize_bundle(bundle, mode="static", data=data)
+    assert (dynamic["file"], static["file"]) == ("fused.int8.onnx", "fused.int8-static.onnx")
+    assert (bundle / dynamic["file"]).read_bytes() == first  # the static run left the dynamic graph alone
+    quantized = json.loads((bundle / "manifest.json").read_text())["metadata"]["runtime"]["quantized"]
+    assert quantized["int8"]["mode"] == "dynamic" and quantized["int8-static"]["mode"] == "static"
