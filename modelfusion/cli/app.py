@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -56,6 +57,31 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         err_console.print(f"[dim]{escape(f'{category.__name__}: {message} ({filename}:{lineno})')}[/dim]")
 
 
+#: Library phrasing in messages -> what to type: command-line flags for commands that take a
+#: bundle or data, config keys for the commands driven by a YAML file.
+_FLAG_PHRASES = [
+    (re.compile(r"trust=True \(CLI(/config)?: (--)?trust\)"), "--trust"),
+    (re.compile(r"trust=True"), "--trust"),
+    (re.compile(r"label='<column>'"), "--label COLUMN"),
+    (re.compile(r"\blabel=(?=\S)"), "--label "),
+    (re.compile(r"\btext_column="), "--text-column "),
+]
+_CONFIG_PHRASES = [
+    (re.compile(r"trust=True \(CLI(/config)?: (--)?trust\)"), "trust: true in the member's entry"),
+    (re.compile(r"trust=True"), "trust: true in the member's entry"),
+    (re.compile(r"label='<column>'"), "data.label: COLUMN"),
+    (re.compile(r"\btext_column=(?=\s|$|[;,.])"), "data.options.text_column"),
+]
+_CONFIG_COMMANDS = ("run", "demo", "init")
+
+
+def cli_phrasing(message: str, command: str) -> str:
+    """``message`` with Python argument names replaced by the flag or config key of ``command``."""
+    for pattern, text in _CONFIG_PHRASES if command in _CONFIG_COMMANDS else _FLAG_PHRASES:
+        message = pattern.sub(text, message)
+    return message
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn user errors into one red line and exit code 2 (tracebacks only with --verbose)."""
 
@@ -77,7 +103,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except USER_ERRORS as e:
             if State.verbose:
                 err_console.print_exception()
-            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+            message = cli_phrasing(str(e), fn.__name__)
+            err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

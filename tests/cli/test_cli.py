@@ -478,3 +478,16 @@ def test_library_warnings_show_only_with_verbose_and_ours_always(capsys):
     finally:
         State.verbose = False
     assert "FutureWarning: torch.jit.load is deprecated" in capsys.readouterr().err
+
+
+def test_cli_messages_name_flags_or_config_keys_not_python_arguments(tmp_path):
+    from modelfusion.cli.app import cli_phrasing
+
+    message = "'m.ts' is TorchScript; pass trust=True (CLI/config: trust) only if you trust its source"
+    assert "pass --trust only" in cli_phrasing(message, "predict")
+    assert "pass trust: true in the member's entry only" in cli_phrasing(message, "run")
+    path = tmp_path / "nolabel.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    bundle = tmp_path / "missing-bundle"
+    result = invoke("evaluate", bundle, "--data", path)
+    assert result.exit_code == 2 and "trust=True" not in result.output and "label=" not in result.output
