@@ -23,6 +23,7 @@ from modelfusion.files import defer_interrupts, replace_all, write_text_atomic
 from modelfusion.fused import FusedModel
 from modelfusion.inputs import input_record
 from modelfusion.members.base import Member
+from modelfusion.phases import Phases
 from modelfusion.predictions import PredictionSet, score_members
 from modelfusion.recovery import bundle_lock, recover_folder
 
@@ -47,6 +48,8 @@ class RunResult:
     task: str = "classification"
     #: set when a single member beat every strategy on validation CV (see ``fusion.fallback``)
     notice: str | None = None
+    #: (phase, seconds) in the order they ran
+    phases: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def best_member(self) -> dict[str, Any]:
@@ -145,7 +148,12 @@ def run_fusion(config: RunConfig, *, progress: bool | None = None, log=print, wa
         for action in recover_folder(out, (*PUBLISHED, RUN_RECORD)):
             warn(action)
         check_output_dir(out, config.config_file)
-        return _run_locked(config, out, progress=progress, log=log, warn=warn)
+        phases = Phases(log)
+        with phases.collect_warnings(warn):
+            result = _run_locked(config, out, progress=progress, log=log, warn=warn, phases=phases)
+        log(phases.summary())
+        result.phases = phases.times
+        return result
 
 
 def check_output_dir(out: Path, config_file: Path | None = None) -> None:
@@ -212,15 +220,19 @@ def _is_bundle(path: Path) -> bool:
     return (path / "manifest.json").is_file() and not path.is_symlink()
 
 
-def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, warn) -> RunResult:
+def _run_locked(
+    config: RunConfig, out: Path, *, progress: bool | None, log, warn, phases: Phases
+) -> RunResult:
     from modelfusion.evaluation import evaluate
     from modelfusion.strategies import search_strategies
 
     cache = config.resolve(config.cache_dir) if config.cache_dir else None
 
+    phases.start("loading data")
     val, test = load_run_data(config)
+    phases.start("loading members")
     members = load_run_members(config)
-    log(f"scoring {len(members)} members on {len(val)} validation and {len(test)} test samples")
+    phases.start("scoring", f"{len(members)} members on {len(val)} validation and {len(test)} test samples")
     val_preds = score_members(
         members, val.X, y=val.y, batch_size=config.batch_size, cache_dir=cache, progress=progress
     )
@@ -255,8 +267,8 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
         }
         member_rows.append(row)
 
-    log(
-        f"searching fusion strategies ({config.fusion.cv}-fold CV on validation, metric {config.fusion.metric})"
+    phases.start(
+        "searching", f"fusion strategies by {config.fusion.cv}-fold CV on validation ({config.fusion.metric})"
     )
     # Strategies take the raw labels (they map them to the members' classes themselves);
     # y_val / y_test are the encoded indices the metrics need.
@@ -270,6 +282,7 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
         progress=progress,
     )
 
+    phases.start("evaluating", "each strategy fitted on validation, scored on test")
     member_latency = sum(r["latency_ms"] or 0.0 for r in member_rows)
     strategy_rows, strategy_scores, fitted = [], {}, {}
     for row in search.rows:
@@ -353,8 +366,13 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
     # end: an interrupted or failed run leaves the previous run's bundle and report together.
     stage = Path(tempfile.mkdtemp(prefix=".run-", suffix=".tmp", dir=out))
     try:
+        phases.start("saving", "the bundle")
         fused_model.save(stage / "bundle")
-        deployment, notes, deploy_warnings = _deploy(config, fused_model, stage / "bundle", val, test, log)
+        if config.deploy.wanted:
+            from modelfusion.runtime.deployment import deployment_steps
+
+            phases.start("exporting", ", ".join(deployment_steps(config.deploy.quantize, config.deploy.fp16)))
+        deployment, notes, deploy_warnings = _deploy(config, fused_model, stage / "bundle", val, test)
         for message in deploy_warnings:
             warn(message)
         warnings = [*data_warnings, *deploy_warnings]
@@ -363,6 +381,7 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
         if config.report.enabled:
             from modelfusion.report import FusionReport, write_report
 
+            phases.start("report")
             report = FusionReport(
                 title=config.report.title or f"modelfusion: {config.name}",
                 task=val_preds.task,
@@ -386,10 +405,13 @@ def _run_locked(config: RunConfig, out: Path, *, progress: bool | None, log, war
                     f"{config.fusion.cv}-fold CV on validation, evaluated once on test.",
                     *notes,
                     *[w for w in warnings if w != notice],
+                    *[w for w in phases.warnings if w not in warnings],
                 ],
             )
             staged.update(write_report(report, stage))
+        phases.start("publishing")
         _publish(stage, out)
+        phases.stop()
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     fused_model.bundle_dir = bundle_dir
@@ -462,7 +484,7 @@ def _figures_folder(out: Path) -> Path:
 
 
 def _deploy(
-    config: RunConfig, model: FusedModel, bundle_dir: Path, val: Any, test: Any, log
+    config: RunConfig, model: FusedModel, bundle_dir: Path, val: Any, test: Any
 ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """The ``deploy:`` section: export and quantize into the bundle, measured on test (and validation).
 
@@ -478,7 +500,6 @@ def _deploy(
     if not deploy.wanted:
         return [], [], []
     steps = deployment_steps(deploy.quantize, deploy.fp16)
-    log(f"exporting the fused model: {', '.join(steps)}")
     rows: list[dict[str, Any]] = []
     try:
         for row in iter_deployment(

@@ -96,3 +96,29 @@ def test_members_a_weighted_strategy_gives_zero_weight_are_left_out_of_the_bundl
     assert any(
         "gives poor zero weight, so the bundle leaves them out: it runs 1 of 2 members" in n for n in notes
     )
+
+
+def test_a_member_trained_on_fewer_classes_is_noted_in_the_report_and_the_phases_are_timed(tmp_path):
+    import skops.io
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_digits(return_X_y=True)
+    keep = y != 7
+    skops.io.dump(LogisticRegression(max_iter=300).fit(X / 16.0, y), tmp_path / "full.skops")
+    skops.io.dump(LogisticRegression(max_iter=300).fit(X[keep] / 16.0, y[keep]), tmp_path / "partial.skops")
+    config = {
+        "data": {"source": "builtin:digits"},
+        "members": [{"path": "full.skops"}, {"path": "partial.skops"}],
+        "fusion": {"strategies": ["mean"]},
+        "output_dir": "out",
+        "cache_dir": None,
+    }
+    (tmp_path / "fusion.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(tmp_path / "fusion.yaml")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning: member 'partial' was trained without class(es) [7]" in text
+    assert "phases: loading data" in text and "scoring" in text and "; total " in text
+    notes = json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"]
+    assert any("member 'partial' was trained without class(es) [7]" in n for n in notes)
