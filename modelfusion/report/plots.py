@@ -149,18 +149,39 @@ def plot_fusion_comparison(
         jitter = rng.uniform(-0.12, 0.12, size=scores[n].size) if scores[n].size > 1 else np.zeros(1)
         ax.scatter(x[i] + jitter, scores[n], s=16, color="black", alpha=0.7, zorder=4, linewidths=0)
 
-    all_values = np.concatenate([scores[n] for n in names])
-    lo = min(all_values.min(), (mean - std).min())
-    hi = max(all_values.max(), (mean + std).max())
+    # A loss far worse than the rest (rank averaging's NLL, say) would flatten every other bar:
+    # the axis is cut above the others and the taller bars are marked with their value.
+    median = float(np.median(mean))
+    outliers = {n for n in names if not greater and median > 0 and len(names) >= 3 and means[n] > 3 * median}
+    shown = [n for n in names if n not in outliers]
+    all_values = np.concatenate([scores[n] for n in shown])
+    lo = min(all_values.min(), min(mean[i] - std[i] for i, n in enumerate(names) if n in shown))
+    hi = max(all_values.max(), max(mean[i] + std[i] for i, n in enumerate(names) if n in shown))
     span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
     # Zoom on the data: fold scores often differ in the second decimal, invisible from 0.
     bottom = lo - 0.6 * span
     if lo >= 0 and bottom < 0:
         bottom = 0.0
-    ax.set_ylim(bottom, hi + 0.35 * span)
+    top_limit = hi + 0.35 * span
+    ax.set_ylim(bottom, top_limit)
     for i, n in enumerate(names):
+        if n in outliers:
+            ax.text(
+                x[i],
+                top_limit - 0.02 * span,
+                f"↑ {_format_score(mean[i])}",
+                ha="center",
+                va="top",
+                fontsize=8,
+            )
+            continue
         top = max(mean[i] + std[i], scores[n].max())  # above the error bar and every dot
         ax.text(x[i], top + 0.05 * span, _format_score(mean[i]), ha="center", va="bottom", fontsize=8)
+    notes = []
+    if bottom > 0:
+        notes.append(f"axis starts at {_format_score(bottom)}, not 0")
+    if outliers:
+        notes.append(f"cut at {_format_score(top_limit)}: taller bars marked ↑")
 
     long_labels = len(names) > 4 or max(len(n) for n in names) > 12
     ax.set_xticks(x)
@@ -169,6 +190,17 @@ def plot_fusion_comparison(
     )
     ax.set_xlabel("strategy")
     ax.set_ylabel(_label(metric or "score"))
+    if notes:  # said on the axes, where the eye reads the scale
+        ax.text(
+            0.01,
+            0.98,
+            "; ".join(notes),
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=7,
+            color="#555",
+        )
     direction = "higher" if greater else "lower"
     n_folds = max(v.size for v in scores.values())
     ax.set_title(f"Fusion strategies across {n_folds} folds ({direction} is better)")
@@ -229,16 +261,10 @@ def strategy_comparison_figure(report: FusionReport, n_boot: int = 1000, seed: i
         else (FUSED_COLOR if k == "fused" else MEMBER_COLOR)
         for n, k, *_ in values
     ]
-    ax.barh(
-        y_pos,
-        val,
-        xerr=err,
-        color=colors,
-        height=0.65,
-        capsize=3,
-        zorder=2,
-        error_kw={"elinewidth": 1.0, "zorder": 3},
-    )
+    # Points with their intervals, not bars: the axis is zoomed on the values, and a bar's
+    # length from a cut axis would exaggerate small differences.
+    ax.errorbar(val, y_pos, xerr=err, fmt="none", ecolor="black", elinewidth=1.0, capsize=3, zorder=2)
+    ax.scatter(val, y_pos, s=70, c=colors, edgecolors="black", linewidths=0.6, zorder=3)
     ax.set_yticks(y_pos)
     ax.set_yticklabels([_label(n) for n, *_ in values])
     for label, (n, k, *_) in zip(ax.get_yticklabels(), values, strict=True):
@@ -259,8 +285,13 @@ def strategy_comparison_figure(report: FusionReport, n_boot: int = 1000, seed: i
     ax.set_xlim(left, hi + 0.2 * span)
     if metric.name in _PERCENT_METRICS:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    start = (
+        ""
+        if left <= 0
+        else f"; axis starts at {f'{100 * left:.0f}%' if metric.name in _PERCENT_METRICS else _format_score(left)}, not 0"
+    )
     ax.set_xlabel(
-        f"test {metric.name} ({'higher' if metric.greater_is_better else 'lower'} is better), 95% CI"
+        f"test {metric.name} ({'higher' if metric.greater_is_better else 'lower'} is better), 95% CI{start}"
     )
     ax.set_title("Fused strategies vs members on the test split")
     handles = [
