@@ -25,8 +25,8 @@ from pydantic import (
 )
 
 from modelfusion.errors import ConfigError
+from modelfusion.importpath import is_import_path
 
-_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:function
 #: Rows per scoring call: beyond this a batch no longer fits in memory for any real model.
 MAX_BATCH_SIZE = 1_000_000
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -478,7 +478,7 @@ def _check_paths(raw: dict[str, Any], base_dir: Path) -> list[str]:
             if not isinstance(section, dict) or not isinstance(section.get("source"), str):
                 continue
             src = section["source"]
-            if src.startswith("builtin:") or section.get("format") == "factory" or _FACTORY.match(src):
+            if src.startswith("builtin:") or section.get("format") == "factory" or is_import_path(src):
                 continue
             p = Path(os.path.expanduser(src))
             p = p if p.is_absolute() else base_dir / p

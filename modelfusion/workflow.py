@@ -21,6 +21,7 @@ from modelfusion.data.datasets import source_id
 from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
 from modelfusion.files import defer_interrupts, replace_all, write_text_atomic
 from modelfusion.fused import FusedModel
+from modelfusion.importpath import importable_from
 from modelfusion.inputs import input_record
 from modelfusion.members.base import Member
 from modelfusion.phases import Phases
@@ -101,14 +102,15 @@ def load_run_members(config: RunConfig) -> list[Member]:
         if config.task is not None:  # the run's task is every member's unless the member says otherwise
             options.setdefault("task", config.task)
         try:
-            member = load_member(
-                source,
-                framework=m.framework,
-                name=m.name,
-                trust=m.trust,
-                preprocess=build_preprocessor(m.preprocess) if m.preprocess else None,
-                **options,
-            )
+            with importable_from(config.base_dir):  # architecture factories next to the config (pipelines/)
+                member = load_member(
+                    source,
+                    framework=m.framework,
+                    name=m.name,
+                    trust=m.trust,
+                    preprocess=build_preprocessor(m.preprocess) if m.preprocess else None,
+                    **options,
+                )
         except (ValueError, FileNotFoundError, ImportError) as e:
             raise type(e)(f"members[{i}] ({m.name or path}): {e}") from e
         member.preprocess_spec = m.preprocess

@@ -13,10 +13,8 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
-import re
-import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.errors import ModelFusionError, ModelFusionWarning
+from modelfusion.importpath import importable_from, is_import_path
 from modelfusion.predictions import data_fingerprint, data_length
 
 FORMATS = ("builtin", "images", "csv", "tsv", "parquet", "npy", "npz", "factory")
@@ -51,7 +50,6 @@ _OPTIONS = {
     "npy": ("labels", "mmap"),
     "npz": ("input_key",),
 }
-_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*(\.py)?:[A-Za-z_][\w.]*$")
 
 
 class DataError(ModelFusionError, ValueError):
@@ -303,7 +301,7 @@ def load_dataset(
     base = Path(base_dir) if base_dir is not None else None
     path = _resolve(text, base)
     if fmt == "factory" or (
-        fmt == "auto" and isinstance(source, str) and not path.exists() and _FACTORY_RE.match(text)
+        fmt == "auto" and isinstance(source, str) and not path.exists() and is_import_path(text)
     ):
         return _load_factory(text, base, label=label, features=features, options=options)
     if not path.exists():
@@ -755,16 +753,6 @@ def _pickle_error(path: Path) -> DataError:
 # -- factories ----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _prepended_path(folder: Path) -> Iterator[None]:
-    sys.path.insert(0, str(folder))
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(folder))
-
-
 def _load_factory(
     spec: str, base: Path | None, *, label: str | None, features: Sequence[str] | None, options: dict
 ) -> Dataset:
@@ -773,7 +761,7 @@ def _load_factory(
         raise DataError(f"a data factory is written 'package.module:function', got {spec!r}")
     folder = base if base is not None else Path.cwd()
     try:
-        with _prepended_path(folder):
+        with importable_from(folder):
             if module_name.endswith(".py"):
                 file = _resolve(module_name, base)
                 if not file.exists():

@@ -5,13 +5,13 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from modelfusion.errors import MemberFileNotFoundError, MemberLoadError, ModelFusionError
+from modelfusion.importpath import is_import_path
 from modelfusion.members.base import Member
 
 # Accepted spellings of each framework, case-insensitive.
@@ -50,8 +50,6 @@ EXTENSIONS: dict[str, str] = {
 # State-dict files that are a Hugging Face checkpoint when a transformers config.json sits beside them.
 HF_CHECKPOINT_EXTENSIONS = (".bin", ".safetensors", ".pt", ".pth")
 
-# "package.module:Factory" (also "pkg:Outer.Inner"): a model class or function to call.
-_FACTORY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 # Options every adapter accepts (see Member).
 MEMBER_OPTIONS = ("task", "output_kind", "classes", "n_outputs", "preprocess")
@@ -125,7 +123,7 @@ def load_member(
         if name is not None:
             source.name = str(name)
         return source
-    if isinstance(source, str) and _FACTORY.match(source) and not Path(source).expanduser().exists():
+    if is_import_path(source, allow_file=False) and not Path(source).expanduser().exists():
         return _load_factory(source, fw, name=name, trust=trust, options=options)
     if isinstance(source, (str, os.PathLike)):
         return _load_path(source, fw, name=name, trust=trust, options=options)
