@@ -339,10 +339,8 @@ def _run_locked(
     if pruned_note:
         log(pruned_note)
     record = config_record(config)  # ${VAR} values unexpanded: no secret is written
-    weights = getattr(fitted[chosen], "weights_", None)  # every member's, zeros included, for the report
-    weight_map = (
-        None if weights is None else dict(zip(fitted[chosen].names_, map(float, np.asarray(weights))))
-    )
+    learned = fitted[chosen].member_weights(val_preds.subset(fitted[chosen].names_))  # zeros included
+    weight_map, weight_meaning = learned if learned is not None else (None, None)
     metadata = {
         "config_name": config.name,
         "metric": config.fusion.metric,
@@ -403,6 +401,7 @@ def _run_locked(
                 notes=[
                     *([notice] if notice else []),
                     *([pruned_note] if pruned_note else []),
+                    *([f"Weights chart ({chosen}): {weight_meaning}."] if weight_meaning else []),
                     f"{len(val)} validation / {len(test)} test samples; strategies ranked by "
                     f"{config.fusion.cv}-fold CV on validation, evaluated once on test.",
                     *notes,

@@ -109,7 +109,7 @@ FIGURES = [
     ("cv_scores", "Validation cross-validation scores of each strategy (bars: mean ± std, dots: folds)"),
     ("reliability", "Reliability diagram: best member vs the chosen fused model"),
     ("error_correlation", "How correlated the members' errors are on the test split"),
-    ("weights", "Weights of the chosen strategy"),
+    ("weights", "How the chosen strategy relies on each member (see the notes for what the numbers are)"),
     ("deployment", "Exported graphs: file size and CPU throughput (ONNX Runtime), test accuracy"),
     ("deployment_breakdown", "Where each exported graph's bytes and kernel time go, member by member"),
 ]

@@ -244,6 +244,20 @@ class Strategy(BaseEstimator):
             f"{type(self).__name__} was fitted on members {self.names_}; missing {missing}, unexpected {extra}"
         )
 
+    def member_weights(self, predictions: PredictionSet | None = None) -> tuple[dict[str, float], str] | None:
+        """How much the fitted strategy relies on each member, and what the numbers mean; None if it cannot say.
+
+        The default reads ``weights_`` (weighted averages, greedy selection counts, optimised
+        weights); learned combiners (stacking, gating) override it. ``predictions`` are the
+        validation predictions, for strategies whose weights depend on the sample.
+        """
+        weights = getattr(self, "weights_", None)
+        if weights is None:
+            return None
+        return dict(
+            zip(self.names_, map(float, np.asarray(weights)))
+        ), "weight of each member in the fused average"
+
     def fitted_state(self) -> dict[str, Any]:
         """Learned attributes (names ending in ``_``), for saving in a bundle."""
         return {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}

@@ -162,6 +162,13 @@ class Gating(Strategy):
             out = self.to_torch()(torch.tensor(np.asarray(preds.scores), dtype=torch.float32))
         return out.double().numpy()
 
+    def member_weights(self, predictions: PredictionSet | None = None) -> tuple[dict[str, float], str] | None:
+        """The gate each member gets, averaged over ``predictions`` (the validation samples)."""
+        if predictions is None:
+            return None
+        gates = self.sample_weights(predictions).mean(axis=1)
+        return dict(zip(self.names_, map(float, gates))), "average gate on the validation samples"
+
     def sample_weights(self, predictions: PredictionSet | np.ndarray) -> np.ndarray:
         """Per-sample gate values, float array [members, samples]; each column sums to one."""
         self._check_fitted()

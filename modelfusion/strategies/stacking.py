@@ -245,6 +245,22 @@ class Stacking(Strategy):
         floor = feature_floor(self.n_outputs_)
         return LinearStackModule(est.coef_, est.intercept_, "classification", self.features, floor, placement)
 
+    def member_weights(self, predictions: PredictionSet | None = None) -> tuple[dict[str, float], str] | None:
+        """Each member's share of a linear meta-learner's absolute coefficients (None for other learners)."""
+        self._check_fitted()
+        learners = self.meta_learner_ if isinstance(self.meta_learner_, list) else [self.meta_learner_]
+        if not all(hasattr(est, "coef_") for est in learners):
+            return None
+        per_member = np.zeros(self.n_members_)
+        for est in learners:
+            coef = np.abs(
+                np.atleast_2d(np.asarray(est.coef_, dtype=np.float64))
+            )  # [outputs, members x features]
+            per_member += coef.reshape(coef.shape[0], self.n_members_, -1).sum(axis=(0, 2))
+        total = per_member.sum()
+        shares = per_member / total if total > 0 else per_member
+        return dict(zip(self.names_, map(float, shares))), "share of the meta-learner's absolute coefficients"
+
     def fitted_state(self) -> dict[str, Any]:
         """Learned attributes; a linear meta-learner is stored as plain arrays.
 

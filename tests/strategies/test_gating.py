@@ -127,3 +127,13 @@ def test_labels_are_required(random_predictions):
     unlabeled = PredictionSet(random_predictions.outputs, names=random_predictions.names)
     with pytest.raises(StrategyError, match="pass y"):
         Gating().fit(unlabeled)
+
+
+def test_gating_reports_the_average_gate_per_member(digits_predictions):
+    from modelfusion.strategies.gating import Gating
+
+    val, y_val, _, _ = digits_predictions
+    gating = Gating(hidden=4, epochs=5, random_state=0).fit(val, y_val)
+    weights, meaning = gating.member_weights(val)
+    assert list(weights) == list(val.names) and sum(weights.values()) == pytest.approx(1.0)
+    assert gating.member_weights() is None and "average gate" in meaning

@@ -248,3 +248,10 @@ def test_a_run_warns_when_test_holds_a_class_validation_lacks(digits_predictions
     keep = np.flatnonzero(np.asarray(y_val) != 7)
     (message,) = _unseen_class_warnings(val.take(keep), y_val_enc[keep], y_test_enc)
     assert "class(es) 7 appear in the test split but not in validation" in message
+
+
+def test_stacking_reports_each_members_share_of_the_meta_learner(digits_predictions):
+    val, y_val, _, _ = digits_predictions
+    weights, meaning = Stacking().fit(val, y_val).member_weights()
+    assert list(weights) == list(val.names) and sum(weights.values()) == pytest.approx(1.0)
+    assert all(w >= 0 for w in weights.values()) and "meta-learner" in meaning
