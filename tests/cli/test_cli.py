@@ -491,3 +491,11 @@ def test_cli_messages_name_flags_or_config_keys_not_python_arguments(tmp_path):
     bundle = tmp_path / "missing-bundle"
     result = invoke("evaluate", bundle, "--data", path)
     assert result.exit_code == 2 and "trust=True" not in result.output and "label=" not in result.output
+
+
+def test_the_chosen_strategys_latency_is_that_of_the_engine_the_bundle_uses(demo_run):
+    metrics = json.loads((demo_run / "results" / "metrics.json").read_text())
+    chosen = next(s for s in metrics["strategies"] if s["name"] == metrics["chosen"])
+    graph = next(d for d in metrics["deployment"] if d["name"] == "ONNX fp32")
+    assert chosen["latency_ms"] == pytest.approx(graph["latency_ms"]) and chosen["engine"] == "onnx"
+    assert any("engine the bundle uses" in n for n in metrics["notes"])
