@@ -83,7 +83,7 @@ def _save_locked(model: FusedModel, path: Path) -> Path:
             "members": members,
             "strategy": strategy_spec,
             "metadata": model.metadata,
-            "versions": _versions(),
+            "versions": library_versions(),
             "checksums": files,
         }
         write_manifest(tmp, manifest, default=_json_default)
@@ -410,7 +410,8 @@ def _tokenizer_paths(spec: Any) -> list[Any]:
     return [tokenizer] if isinstance(tokenizer, str) else []
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """The versions of Python and the libraries a bundle or report was made with."""
     import numpy
     import onnx
     import onnxruntime

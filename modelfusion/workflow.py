@@ -10,12 +10,13 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from modelfusion.bundle import check_bundle_target
+from modelfusion.bundle import check_bundle_target, library_versions
 from modelfusion.config import RunConfig, config_record, dump_config
 from modelfusion.data.datasets import source_id
 from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
@@ -399,6 +400,9 @@ def _run_locked(
                 fold_scores=search.fold_scores,
                 config=record,
                 deployment=deployment,
+                data_summary=_data_summary(val, test),
+                versions=library_versions(),
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 notes=[
                     *([notice] if notice else []),
                     *([pruned_note] if pruned_note else []),
@@ -633,6 +637,22 @@ def _latency_on_bundle_engine(
         + (f", against {eager:.3f} ms run eagerly" if eager else "")
         + "; the other strategies' latencies are eager (members one by one, then the rule)."
     )
+
+
+def _data_summary(val: Any, test: Any) -> dict[str, Any]:
+    """What the report's Data section says: rows, features, columns left out, class balance."""
+    X = getattr(val, "X", None)
+    summary: dict[str, Any] = {"validation_rows": len(val), "test_rows": len(test)}
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        summary["features"] = int(X.shape[1])
+    dropped = (getattr(val, "meta", None) or {}).get("dropped_columns")
+    if dropped:
+        summary["dropped_columns"] = list(dropped)
+    y = getattr(val, "y", None)
+    if y is not None and np.asarray(y).ndim == 1 and np.asarray(y).dtype.kind in "iuUSb":
+        labels, counts = np.unique(np.asarray(y), return_counts=True)
+        summary["class_counts"] = {str(k): int(c) for k, c in zip(labels, counts)}
+    return summary
 
 
 def _add_member_cv(member_rows: list[dict[str, Any]], search: Any) -> None:

@@ -45,6 +45,9 @@ class FusionReport:
     fold_scores : each strategy's validation cross-validation scores of ``metric``
     config : the configuration the run used, shown verbatim
     notes : free-text remarks shown at the end
+    data_summary : ``{"validation_rows", "test_rows", "features", "dropped_columns",
+        "class_counts"}`` (any may be missing), shown in the Data section
+    versions, created : library versions and the time the run made the report
     deployment : one row per exported graph (fp32 ONNX, int8, fp16): ``name``, ``file``,
         ``file_size``, ``size_ratio``, ``accuracy``, ``nll``, ``delta_pp``, ``latency_ms``,
         ``speedup`` (see :func:`~modelfusion.runtime.deployment.prepare_deployment`)
@@ -68,6 +71,11 @@ class FusionReport:
     config: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     deployment: list[dict[str, Any]] = field(default_factory=list)
+    #: rows per split, features, dropped columns, class balance (see the workflow)
+    data_summary: dict[str, Any] | None = None
+    #: library versions and when the report was made
+    versions: dict[str, str] | None = None
+    created: str | None = None
 
     def __post_init__(self) -> None:
         check_task(self.task)
@@ -174,6 +182,29 @@ class FusionReport:
         names = list(self.member_names)
         names += [r["name"] for r in self.members if r["name"] not in names]
         return names
+
+    def details(self) -> dict[str, Any] | None:
+        """The chosen model on test in detail (classification): per-class metrics, overall figures,
+        the confusion matrix, and McNemar's paired test against the best member."""
+        from modelfusion.evaluation.details import class_metrics, confusion, paired_test
+
+        chosen = self.strategy_scores.get(self.chosen)
+        if self.task != "classification" or chosen is None or self.y_test is None:
+            return None
+        rows, overall = class_metrics(self.y_test, chosen, self.class_names)
+        out: dict[str, Any] = {
+            "classes": rows,
+            **overall,
+            "confusion": confusion(self.y_test, chosen).tolist(),
+        }
+        best = self.best_member
+        if best is not None and best in self.member_names and self.member_scores is not None:
+            member = self.member_scores[self.member_names.index(best)]
+            out["paired_test"] = {
+                "against": best,
+                **paired_test(self.y_test, np.asarray(chosen).argmax(1), np.asarray(member).argmax(1)),
+            }
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Chosen strategy vs best member on test: their metrics and the differences.

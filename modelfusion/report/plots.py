@@ -498,3 +498,60 @@ def _member_colors(n: int) -> np.ndarray:
         return colormaps["turbo"](np.linspace(0.05, 0.95, n))
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return cmap(np.arange(n))
+
+
+def confusion_figure(report: FusionReport) -> Figure | None:
+    """The chosen model's confusion matrix on test, counts in the cells (None outside classification)."""
+    details = report.details()
+    if details is None:
+        return None
+    matrix = np.asarray(details["confusion"])
+    names = [_label(c) for c in report.class_names] or [str(i) for i in range(len(matrix))]
+    side = max(3.5, 0.45 * len(matrix) + 1.8)
+    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="test samples")
+    ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 6 else 0)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    limit = matrix.max() / 2 if matrix.size else 0
+    for i in range(len(matrix)):
+        for j in range(len(matrix)):
+            if matrix[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if matrix[i, j] > limit else "black",
+                )
+    ax.set_title(f"{_label(report.chosen)}: confusion matrix (test)")
+    return fig
+
+
+def regression_fit_figure(report: FusionReport) -> Figure | None:
+    """Predicted vs actual and residuals of the chosen model on test (regression only)."""
+    scores = report.strategy_scores.get(report.chosen)
+    if report.task != "regression" or scores is None or report.y_test is None:
+        return None
+    y = np.asarray(report.y_test, dtype=np.float64).reshape(len(report.y_test), -1)[:, 0]
+    pred = np.asarray(scores, dtype=np.float64).reshape(len(y), -1)[:, 0]
+    fig = Figure(figsize=(9.0, 4.0), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    left.scatter(y, pred, s=12, alpha=0.6, color=CHOSEN_COLOR, linewidths=0)
+    left.plot([lo, hi], [lo, hi], color="black", linestyle="--", linewidth=1, label="perfect")
+    left.set_xlabel("actual")
+    left.set_ylabel("predicted")
+    left.legend(loc="upper left", fontsize=8)
+    left.set_title("predicted vs actual")
+    right.scatter(pred, y - pred, s=12, alpha=0.6, color=FUSED_COLOR, linewidths=0)
+    right.axhline(0, color="black", linewidth=1)
+    right.set_xlabel("predicted")
+    right.set_ylabel("residual (actual − predicted)")
+    right.set_title("residuals")
+    return fig

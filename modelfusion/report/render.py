@@ -112,6 +112,8 @@ FIGURES = [
     ("weights", "How the chosen strategy relies on each member (see the notes for what the numbers are)"),
     ("deployment", "Exported graphs: file size and CPU throughput (ONNX Runtime), test accuracy"),
     ("deployment_breakdown", "Where each exported graph's bytes and kernel time go, member by member"),
+    ("confusion", "Confusion matrix of the chosen model on the test split (rows: true class)"),
+    ("regression_fit", "The chosen model on the test split: predicted vs actual, and the residuals"),
 ]
 #: The files :func:`write_report` writes besides ``figures/``.
 REPORT_FILES = ("report.html", "report.md", "metrics.json")
@@ -123,6 +125,8 @@ _FIGURE_FUNCTIONS = {
     "weights": plots.weights_figure,
     "deployment": plots.deployment_figure,
     "deployment_breakdown": plots.deployment_breakdown_figure,
+    "confusion": plots.confusion_figure,
+    "regression_fit": plots.regression_fit_figure,
 }
 
 
@@ -355,8 +359,12 @@ def _metrics_document(report: FusionReport, diversity: dict[str, Any] | None) ->
             "class_names": report.class_names,
             "n_test_samples": None if report.y_test is None else len(report.y_test),
             "deployment": report.deployment,
+            "details": report.details(),
+            "data": report.data_summary,
             "notes": report.notes,
             "config": report.config,
+            "versions": report.versions,
+            "created": report.created,
         }
     )
 
@@ -451,6 +459,15 @@ def _render_html(
         _html_table(members, _columns(members, _MEMBER_ORDER), metric=report.metric),
     ]
     parts += [_html_figure(figs[k][1], figs[k][0]) for k in ("weights", "reliability") if k in figs]
+    details = report.details()
+    if details is not None or "regression_fit" in figs:
+        parts.append(f"<h2>{e(report.chosen)} in detail</h2>")
+        if details is not None:
+            parts.append(f"<p>{e(details_sentence(details))}</p>")
+            parts.append(_html_table(details["classes"], _DETAIL_COLUMNS, metric=None))
+        parts += [_html_figure(figs[k][1], figs[k][0]) for k in ("confusion", "regression_fit") if k in figs]
+    if report.data_summary:
+        parts += ["<h2>Data</h2>", f"<p>{e(data_sentence(report.data_summary))}</p>"]
     if diversity is not None or "error_correlation" in figs:
         parts.append("<h2>Diversity</h2>")
         if diversity is not None:
@@ -483,8 +500,52 @@ def _render_html(
             "<h2>Configuration</h2>",
             f"<details><summary>show</summary><pre>{e(config)}</pre></details>",
         ]
+    if provenance_line(report):
+        parts.append(f'<p class="meta">{e(provenance_line(report))}</p>')
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
+
+
+_DETAIL_COLUMNS = ["class", "precision", "recall", "f1", "support", "roc_auc", "pr_auc"]
+
+
+def details_sentence(d: Mapping[str, Any]) -> str:
+    """Balanced accuracy, macro AUCs and the paired test, in one sentence."""
+    text = f"Balanced accuracy {100 * d['balanced_accuracy']:.2f}%"
+    if d.get("macro_roc_auc") is not None:
+        text += f", macro ROC-AUC {d['macro_roc_auc']:.4f}, macro PR-AUC {d['macro_pr_auc']:.4f}"
+    test = d.get("paired_test")
+    if test:
+        text += (
+            f". Against the best member ({test['against']}): right where it is wrong on {test['a_only']} samples, "
+            f"wrong where it is right on {test['b_only']}; {test['test']} p = {test['p_value']:.3g}"
+            + (
+                " (a difference this large is unlikely by chance)"
+                if test["p_value"] < 0.05
+                else " (not significant at 5%)"
+            )
+        )
+    return text + "."
+
+
+def data_sentence(d: Mapping[str, Any]) -> str:
+    """Rows per split, features, dropped columns and class balance."""
+    parts = [f"{d.get('validation_rows', '?')} validation and {d.get('test_rows', '?')} test rows"]
+    if d.get("features"):
+        parts.append(f"{d['features']} features")
+    if d.get("dropped_columns"):
+        parts.append(f"columns left out: {', '.join(map(str, d['dropped_columns']))}")
+    counts = d.get("class_counts")
+    if counts:
+        low, high = min(counts.values()), max(counts.values())
+        parts.append(f"{len(counts)} classes in validation, {low} to {high} rows each")
+    return "; ".join(parts) + "."
+
+
+def provenance_line(report: FusionReport) -> str:
+    """When the report was made and with which libraries."""
+    versions = ", ".join(f"{k} {v}" for k, v in (report.versions or {}).items())
+    return " · ".join(p for p in (f"made {report.created}" if report.created else "", versions) if p)
 
 
 def _diversity_sentence(d: Mapping[str, Any]) -> str:
@@ -539,6 +600,19 @@ def _render_markdown(
         *figure("weights"),
         *figure("reliability"),
     ]
+    details = report.details()
+    if details is not None or "regression_fit" in links:
+        lines += [f"## {_md_text(report.chosen)} in detail", ""]
+        if details is not None:
+            lines += [
+                details_sentence(details),
+                "",
+                render_markdown_table(details["classes"], _DETAIL_COLUMNS),
+                "",
+            ]
+        lines += figure("confusion") + figure("regression_fit")
+    if report.data_summary:
+        lines += ["## Data", "", data_sentence(report.data_summary), ""]
     if diversity is not None or "error_correlation" in links:
         lines += ["## Diversity", ""]
         if diversity is not None:
@@ -575,6 +649,9 @@ def _render_markdown(
             "```",
             "",
         ]
+    provenance = provenance_line(report)
+    if provenance:
+        lines += [f"_{provenance}_", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -38,7 +38,7 @@ def test_html_is_self_contained_with_embedded_png_figures(written):
 
 def test_html_has_both_tables_and_highlights_the_chosen_strategy(written, report):
     html = written[1]["html"].read_text(encoding="utf-8")
-    assert html.count("<table>") == 2
+    assert html.count("<table>") == 3  # strategies, members, and the chosen model's per-class table
     chosen_row = re.search(r"<tr class=chosen>(.*?)</tr>", html).group(1)
     assert "weighted_avg" in chosen_row
     assert "11.7M" in html and "44.7 MB" in html  # resnet18 parameters and file size
@@ -235,3 +235,44 @@ def test_report_without_deployment_has_no_such_section(written):
     _, paths = written
     assert "Deployment" not in paths["html"].read_text()
     assert "figure_deployment" not in paths
+
+
+def test_the_chosen_model_in_detail_has_per_class_metrics_a_confusion_matrix_and_a_paired_test(
+    written, report
+):
+    out, files = written
+    doc = json.loads(files["metrics"].read_text())
+    details = doc["details"]
+    assert len(details["classes"]) == len(report.class_names)
+    assert {"precision", "recall", "f1", "support", "roc_auc", "pr_auc"} <= set(details["classes"][0])
+    assert sum(map(sum, details["confusion"])) == len(report.y_test)
+    assert (
+        0 <= details["paired_test"]["p_value"] <= 1
+        and details["paired_test"]["against"] == report.best_member
+    )
+    html_text = files["html"].read_text()
+    assert "in detail</h2>" in html_text and "McNemar exact" in html_text
+    assert (out / "figures" / "confusion.png").is_file()
+
+
+def test_the_report_says_when_and_with_which_libraries_it_was_made(tmp_path, make_report):
+    report = make_report()
+    report.versions, report.created = {"modelfusion": "0.1.0", "numpy": "2.4"}, "2026-12-02T00:00:00+00:00"
+    report.data_summary = {
+        "validation_rows": 449,
+        "test_rows": 449,
+        "features": 64,
+        "class_counts": {"0": 44, "1": 46},
+    }
+    files = write_report(report, tmp_path)
+    text = files["markdown"].read_text()
+    assert "made 2026-12-02T00:00:00+00:00 · modelfusion 0.1.0, numpy 2.4" in text
+    assert (
+        "449 validation and 449 test rows; 64 features; 2 classes in validation, 44 to 46 rows each." in text
+    )
+
+
+def test_a_regression_report_plots_predicted_against_actual(regression_report, tmp_path):
+    write_report(regression_report, tmp_path)
+    assert (tmp_path / "figures" / "regression_fit.png").is_file()
+    assert not (tmp_path / "figures" / "confusion.png").exists()
