@@ -650,8 +650,7 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
             frame = pd.read_parquet(path)
         except ImportError as exc:
             raise DataError(
-                f"reading the Parquet file {str(path)!r} needs pyarrow: pip install pyarrow "
-                "(or pip install pandas pyarrow)"
+                f"reading the Parquet file {str(path)!r} needs pyarrow: pip install 'modelfusion[parquet]'"
             ) from exc
         raw = {str(c): frame[c].tolist() for c in frame.columns}
     out = {}

@@ -73,7 +73,7 @@ def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     monkeypatch.setitem(sys.modules, "pandas", None)
-    with pytest.raises(DataError, match="pip install pyarrow"):
+    with pytest.raises(DataError, match=r"needs pyarrow: pip install 'modelfusion\[parquet\]'"):
         load_dataset(path)
 
 
@@ -241,3 +241,15 @@ def test_fingerprint_is_stable_and_changes_with_labels():
     assert a.fingerprint() != Dataset(X, np.array([0, 1, 1])).fingerprint()
     assert Dataset(["a", "b"], np.array(["x", "y"], dtype=object)).fingerprint()
     assert Dataset([np.zeros((2, 2)), np.zeros((3, 3))]).fingerprint()
+
+
+def test_a_parquet_table_loads_with_the_parquet_extra(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table({"a": [0.1, 0.2, 0.3], "b": [1.0, 2.0, 3.0], "label": ["x", "y", "x"]}),
+        tmp_path / "t.parquet",
+    )
+    ds = load_dataset(tmp_path / "t.parquet")
+    assert ds.X.shape == (3, 2) and ds.y.tolist() == ["x", "y", "x"] and ds.feature_names == ["a", "b"]
