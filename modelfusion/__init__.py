@@ -12,9 +12,6 @@ Examples
 
 __version__ = "0.1.0"
 
-import importlib
-from typing import Any
-
 from modelfusion.errors import (
     BundleError,
     ConfigError,
@@ -25,6 +22,7 @@ from modelfusion.errors import (
     StrategyError,
     UnsafeFormatError,
 )
+from modelfusion.lazy import lazy_attributes
 
 #: Public names and the module each lives in, imported on first use (PEP 562): ``import
 #: modelfusion`` and ``modelfusion --help`` stay light, torch and scikit-learn load when needed.
@@ -43,18 +41,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'modelfusion' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "BundleError",

@@ -5,9 +5,7 @@ is imported when it is first used (PEP 562), so the prediction store and the str
 use :class:`Member` without paying for torch.
 """
 
-import importlib
-from typing import Any
-
+from modelfusion.lazy import lazy_attributes
 from modelfusion.members.base import Member
 
 _LAZY = {
@@ -22,17 +20,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'modelfusion.members' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = [
