@@ -512,12 +512,45 @@ def _to_fp16(src: Path, dst: str) -> None:
             raise QuantizationError(
                 'fp16 needs onnxconverter-common: pip install "modelfusion[export]"'
             ) from exc
+    import onnxruntime as ort
+
     model = onnx.load(str(src))
     block = float_nodes(model)
     with warnings.catch_warnings():  # "float32 number ... will be truncated": expected for tiny weights
         warnings.simplefilter("ignore", UserWarning)
         converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=block)
-    onnx.save(converted, dst)
+    _retarget_casts(converted)
+    data = converted.SerializeToString()
+    try:
+        ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a converter limit: say so instead of failing later in a measurement
+        raise QuantizationError(
+            f"the fp16 converter produced a graph ONNX Runtime cannot load ({type(exc).__name__}: "
+            f"{str(exc).split('] ', 1)[-1][:300]}); use int8 (--mode dynamic) for this bundle"
+        ) from None
+    with open(dst, "wb") as fh:
+        fh.write(data)
+
+
+def _retarget_casts(model: Any) -> int:
+    """Make each ``Cast`` to float whose output the converter retyped to float16 cast to float16.
+
+    The converter changes the declared type of a Cast's output but not its ``to`` attribute
+    (Keras-exported graphs cast to float), which leaves a graph ONNX Runtime refuses to load.
+    Returns how many nodes changed.
+    """
+    from onnx import TensorProto
+
+    declared = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "Cast" or declared.get(node.output[0]) != TensorProto.FLOAT16:
+            continue
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.FLOAT16
+                changed += 1
+    return changed
 
 
 class _CalibrationReader:

@@ -307,3 +307,17 @@ def test_static_and_dynamic_int8_graphs_live_side_by_side(digits_bundle, digits_
     assert (bundle / dynamic["file"]).read_bytes() == first  # the static run left the dynamic graph alone
     quantized = json.loads((bundle / "manifest.json").read_text())["metadata"]["runtime"]["quantized"]
     assert quantized["int8"]["mode"] == "dynamic" and quantized["int8-static"]["mode"] == "static"
+
+
+def test_fp16_of_a_bundle_with_a_keras_member_loads_and_matches(digits_split, tmp_path):
+    keras = pytest.importorskip("keras")
+    from modelfusion import load_member, score_members
+    from modelfusion.strategies import Mean
+
+    net = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+    net.save(tmp_path / "k.keras")
+    member = load_member(tmp_path / "k.keras", name="k", output_kind="proba")
+    X, y = digits_split["X_val"][:200], digits_split["y_val"][:200]
+    bundle = FusedModel([member], Mean().fit(score_members([member], X, y=y))).save(tmp_path / "bundle")
+    record = quantize_bundle(bundle, mode="dynamic", precision="fp16", data=(X, y))  # was: ORT type error
+    assert record["file"] == "fused.fp16.onnx" and record["max_abs_diff"] < 1e-2
