@@ -346,13 +346,14 @@ def bundle_summary(path: str | Path) -> dict[str, Any]:
 
 def check_bundle_target(path: Path) -> None:
     """Raise BundleError when ``path`` exists and is not a bundle (a bundle is only ever replaced by a bundle)."""
-    if path.exists() and not _is_bundle(path):
+    if path.exists() and not is_bundle(path):
         raise BundleError(
             f"{path} exists and is not a modelfusion bundle; refusing to replace it (choose another path)"
         )
 
 
-def _is_bundle(path: Path) -> bool:
+def is_bundle(path: Path) -> bool:
+    """Whether ``path`` holds a modelfusion manifest (a quick look; :func:`load_bundle` verifies)."""
     try:
         return json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):

@@ -106,16 +106,17 @@ def replace_all(moves: list[tuple[Path | None, Path]]) -> None:
     except BaseException:
         for dst, aside, moved in reversed(done):
             if moved:
-                _remove(dst)
+                remove_path(dst)
             if aside is not None:
                 os.replace(aside, dst)
         raise
     for _, aside, _ in done:
         if aside is not None:
-            _remove(aside)
+            remove_path(aside)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete a file, link or folder (a link is removed, never followed); nothing if it is gone."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from modelfusion.errors import BundleError
+from modelfusion.files import remove_path
 
 _ASIDE = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]{12}$")
 _TEMPORARY = re.compile(r"^\.(.+\.[^.]+\.tmp(\.[A-Za-z0-9]+)?|run-.+\.tmp)$")
@@ -101,13 +101,13 @@ def recover_folder(folder: str | Path, names: Collection[str] | None = None) -> 
         if aside:
             target = folder / aside.group("name")
             if target.exists() or target.is_symlink():
-                _remove(entry)
+                remove_path(entry)
                 actions.append(f"removed {entry.name} (left by an interrupted replacement of {target.name})")
             else:
                 os.replace(entry, target)
                 actions.append(f"restored {target} (an interrupted command had moved it aside)")
         elif _TEMPORARY.match(entry.name):
-            _remove(entry)
+            remove_path(entry)
             actions.append(f"removed {entry.name} (a temporary file of an interrupted command)")
     return actions
 
@@ -145,10 +145,10 @@ def recover_bundle(path: str | Path) -> list[str]:
                     f"restored {target.name} in {path} (the recorded graph; the unrecorded one is dropped)"
                 )
             else:
-                _remove(entry)
+                remove_path(entry)
                 actions.append(f"removed {entry.name} from {path} (left by an interrupted update)")
         elif _TEMPORARY.match(entry.name):
-            _remove(entry)
+            remove_path(entry)
             actions.append(f"removed {entry.name} from {path} (a temporary file of an interrupted command)")
     return actions
 
@@ -157,10 +157,3 @@ def _ours(entry: str, names: Collection[str]) -> bool:
     if entry.startswith(".run-") and entry.endswith(".tmp"):
         return True
     return any(entry.startswith(f".{name}.") for name in names)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.bundle import check_bundle_target, library_versions
+from modelfusion.bundle import check_bundle_target, is_bundle, library_versions
 from modelfusion.config import RunConfig, config_record, dump_config
 from modelfusion.data.datasets import source_id
 from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
@@ -174,7 +174,7 @@ def check_output_dir(out: Path, config_file: Path | None = None) -> None:
             ["output_dir: holds the config file"],
         )
     recorded = _run_record(out)
-    legacy = recorded is None and _is_bundle(out / "bundle")
+    legacy = recorded is None and is_bundle(out / "bundle")
     foreign = []
     for name in PUBLISHED:
         entry = out / name
@@ -189,7 +189,7 @@ def check_output_dir(out: Path, config_file: Path | None = None) -> None:
                 f"figures/{p.name}" for p in files if (recorded or {}).get(f"figures/{p.name}") != _digest(p)
             ]
         elif name == "bundle":
-            if not _is_bundle(entry):
+            if not is_bundle(entry):
                 foreign.append("bundle")
         elif (recorded or {}).get(name) != _digest(entry):
             foreign.append(name)
@@ -217,10 +217,6 @@ def _digest(path: Path) -> str | None:
     from modelfusion.members.base import sha256_file
 
     return sha256_file(path) if path.is_file() and not path.is_symlink() else None
-
-
-def _is_bundle(path: Path) -> bool:
-    return (path / "manifest.json").is_file() and not path.is_symlink()
 
 
 def _run_locked(
