@@ -110,11 +110,12 @@ def _torch(member: Any, example: np.ndarray, opset: int) -> MemberGraph:
         with warnings.catch_warnings(), eval_mode(member), torch.no_grad():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.filterwarnings("ignore", message="It is recommended that constant folding be turned off")
+            warnings.filterwarnings("ignore", message="no signature found for <torch.ScriptMethod")
             # Shape asserts of torch.export modules trace as constants; the batch-size check in
             # onnx_export catches a graph that really depends on them.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                member,
+                _exportable(member),
                 (x,),
                 buffer,
                 dynamo=False,
@@ -131,7 +132,21 @@ def _torch(member: Any, example: np.ndarray, opset: int) -> MemberGraph:
         ) from exc
     import onnx
 
-    return MemberGraph(onnx.load_from_string(buffer.getvalue()))
+    proto = onnx.load_from_string(buffer.getvalue())
+    del proto.graph.output[1:]  # a TorchScript module returning a tuple: the member's scores come first
+    return MemberGraph(proto)
+
+
+def _exportable(member: Any) -> Any:
+    """What torch.onnx.export is given: the ScriptModule itself for TorchScript members.
+
+    A ScriptModule cannot be traced from inside an eager wrapper (the tracer sees it as an
+    unregistered module), but the exporter takes it directly and converts its graph.
+    """
+    import torch
+
+    module = getattr(member, "module", None)
+    return module if isinstance(module, torch.jit.ScriptModule) else member
 
 
 # -- ONNX files -------------------------------------------------------------------------------

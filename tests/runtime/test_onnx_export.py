@@ -196,3 +196,37 @@ def test_preprocess_callable_without_spec_is_named(digits_members, digits_split)
     fused = _fused_with(member, digits_members, digits_split)
     with pytest.raises(ExportError, match="member 'opaque' has a preprocess callable with no spec"):
         build_fused_onnx(fused)
+
+
+class _TupleHead(nn.Module):
+    """Returns (logits, features): a TorchScript member's scores are its first output."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(64, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = torch.relu(self.body(x))
+        return self.head(features), features
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.(script|trace)` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.(trace_method|load)` is deprecated:FutureWarning")
+@pytest.mark.parametrize("how", ["script", "trace", "tuple"])
+def test_torchscript_members_from_files_are_merged_with_parity(how, digits_members, digits_split, tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+    if how == "script":
+        scripted = torch.jit.script(net)
+    elif how == "trace":
+        scripted = torch.jit.trace(net, torch.zeros(2, 64))
+    else:
+        scripted = torch.jit.script(_TupleHead().eval())
+    path = tmp_path / f"{how}.torchscript.pt"
+    scripted.save(str(path))
+    member = load_member(path, name=how, output_kind="logits", trust=True)
+    fused = _fused_with(member, digits_members, digits_split)
+    X = digits_split["X_test"]
+    proto = build_fused_onnx(fused)
+    np.testing.assert_allclose(_run(proto, X), fused.predict_proba(X, engine="members"), atol=1e-4)
