@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import PredictionError
+from modelfusion.errors import ArgumentTypeError, ParameterError, PredictionError
 from modelfusion.members.base import Member
 from modelfusion.predictions import (
     PredictionSet,
@@ -55,9 +55,9 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
         world_size = found[1] if world_size is None else world_size
     rank, world_size = int(rank), int(world_size)
     if world_size < 1:
-        raise ValueError(f"world_size must be >= 1, got {world_size}")
+        raise ParameterError(f"world_size must be >= 1, got {world_size}")
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside 0..{world_size - 1} for world_size={world_size}")
+        raise ParameterError(f"rank {rank} is outside 0..{world_size - 1} for world_size={world_size}")
     return rank, world_size
 
 
@@ -75,7 +75,7 @@ def balance_partition(costs: Sequence[float], world_size: int) -> list[list[int]
     [[0], [1, 2, 3]]
     """
     if world_size < 1:
-        raise ValueError(f"world_size must be >= 1, got {world_size}")
+        raise ParameterError(f"world_size must be >= 1, got {world_size}")
     loads = [0.0] * world_size
     shares: list[list[int]] = [[] for _ in range(world_size)]
     for i in sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i)):
@@ -198,7 +198,7 @@ def score_members_distributed(
 
     if not dist.is_initialized():
         if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
-            raise ValueError(
+            raise ParameterError(
                 f"rank {rank} of {world_size}: score_members_distributed talks through torch.distributed, "
                 "but there is no process group and no MASTER_ADDR/MASTER_PORT to start one. Launch with "
                 "torchrun --nproc-per-node N, or call torch.distributed.init_process_group first (under "
@@ -286,15 +286,15 @@ def _assemble(gathered: list[dict[str, Any]], *, y: Any, cache: Path | None) -> 
 
 def _items(members: Any) -> list[Any]:
     if members is None:
-        raise ValueError("load_model_partition needs members= (members, model objects or paths)")
+        raise ParameterError("load_model_partition needs members= (members, model objects or paths)")
     if isinstance(members, Mapping):
         items = [_Named(str(n), m) for n, m in members.items()]
     elif isinstance(members, (str, os.PathLike)):
-        raise TypeError(f"members must be a list or dict of members, got one path {str(members)!r}")
+        raise ArgumentTypeError(f"members must be a list or dict of members, got one path {str(members)!r}")
     else:
         items = list(members)
     if not items:
-        raise ValueError("members is empty; give at least one member to partition")
+        raise ParameterError("members is empty; give at least one member to partition")
     return items
 
 
@@ -307,7 +307,7 @@ class _Named:
 def _share(items: list[Any], rank: int, world_size: int, allow_idle: bool) -> list[int]:
     if world_size > len(items) and not allow_idle:
         names = ", ".join(_label(item) for item in items)
-        raise ValueError(
+        raise ParameterError(
             f"world_size={world_size} is larger than the number of members ({len(items)}: {names}); "
             f"{world_size - len(items)} rank(s) would have nothing to do. Launch at most {len(items)} "
             "processes, or pass allow_idle=True to let the extra ranks sit idle."

@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
+from modelfusion.errors import InputError, ParameterError
+
 OutputKind = Literal["proba", "logits", "values"]
 Task = Literal["classification", "multilabel", "regression"]
 
@@ -24,14 +26,14 @@ EPS = 1e-12
 def check_kind(kind: str) -> str:
     """Return ``kind`` if it is a known output kind, else raise a ValueError listing them."""
     if kind not in OUTPUT_KINDS:
-        raise ValueError(f"output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+        raise ParameterError(f"output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
     return kind
 
 
 def check_task(task: str) -> str:
     """Return ``task`` if it is a known task, else raise a ValueError listing them."""
     if task not in TASKS:
-        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+        raise ParameterError(f"task {task!r} is not one of {', '.join(TASKS)}")
     return task
 
 
@@ -44,7 +46,7 @@ def to_proba(scores: np.ndarray, kind: str, task: str) -> np.ndarray:
     """
     check_kind(kind)
     if task == "regression" or kind == "values":
-        raise ValueError("regression values have no probabilities")
+        raise InputError("regression values have no probabilities")
     scores = np.asarray(scores)
     if task == "multilabel":
         return expit(scores) if kind == "logits" else scores

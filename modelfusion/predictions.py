@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import ModelFusionWarning, PredictionError
+from modelfusion.errors import ModelFusionWarning, PredictionError, UnknownNameError
 from modelfusion.files import atomic_path
 from modelfusion.members.base import Member, sha256_arrays
 from modelfusion.outputs import EPS, check_kind, check_task, to_log_proba, to_proba
@@ -182,7 +182,7 @@ class PredictionSet:
     def member(self, name: str) -> np.ndarray:
         """One member's outputs [samples, outputs]."""
         if name not in self.names:
-            raise KeyError(f"no member {name!r}; members are {', '.join(self.names)}")
+            raise UnknownNameError(f"no member {name!r}; members are {', '.join(self.names)}")
         return self.outputs[self.names.index(name)]
 
     def _replace(self, outputs: np.ndarray, names: Sequence[str] | None = None) -> PredictionSet:

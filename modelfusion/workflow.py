@@ -19,7 +19,13 @@ import numpy as np
 from modelfusion.bundle import check_bundle_target, is_bundle, library_versions
 from modelfusion.config import RunConfig, config_record, dump_config
 from modelfusion.data.datasets import source_id
-from modelfusion.errors import ConfigError, ModelFusionError, PredictionError
+from modelfusion.errors import (
+    ConfigError,
+    MemberFileNotFoundError,
+    MemberLoadError,
+    ModelFusionError,
+    PredictionError,
+)
 from modelfusion.files import defer_interrupts, replace_all, write_text_atomic
 from modelfusion.fused import FusedModel
 from modelfusion.importpath import importable_from
@@ -112,8 +118,18 @@ def load_run_members(config: RunConfig) -> list[Member]:
                     preprocess=build_preprocessor(m.preprocess) if m.preprocess else None,
                     **options,
                 )
-        except (ValueError, FileNotFoundError, ImportError) as e:
+        except ModelFusionError as e:
             raise type(e)(f"members[{i}] ({m.name or path}): {e}") from e
+        except FileNotFoundError as e:
+            raise MemberFileNotFoundError(f"members[{i}] ({m.name or path}): {e}") from e
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            OSError,
+            ImportError,
+        ) as e:  # the framework's word on the file
+            raise MemberLoadError(f"members[{i}] ({m.name or path}): {type(e).__name__}: {e}") from e
         member.preprocess_spec = m.preprocess
         members.append(member)
     return members

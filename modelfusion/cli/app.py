@@ -30,7 +30,10 @@ err_console = Console(stderr=True)
 TRUST_HELP = "Allow what runs code from the bundle: unlisted architectures, pickles, SavedModels."
 EXPECT_HELP = "Refuse the bundle unless its manifest's sha256 is this (see bundle/bundle.sha256)."
 
-USER_ERRORS = (ModelFusionError, FileNotFoundError, ValueError, ImportError, PermissionError)
+#: What becomes one red line and exit code 2: errors modelfusion raised on purpose, and the
+#: operating system's (a missing file, a full disk, no permission). Anything else is a bug of
+#: ours and keeps its traceback (exit 1), so it is never mistaken for the user's mistake.
+USER_ERRORS = (ModelFusionError, OSError)
 
 
 class State:

@@ -11,6 +11,7 @@ import typer
 
 from modelfusion.cli.app import EXPECT_HELP, TRUST_HELP, app, console, handle_errors, log, warn
 from modelfusion.cli.tables import metrics_table
+from modelfusion.errors import DataError, ParameterError
 
 TEXT_HELP = "The text column of a table, for text members (default: what the run used on its own data)."
 
@@ -40,7 +41,7 @@ def _load_data(
     seed = used.get("seed", 0) if seed is None else seed
     parts = split_dataset(ds, **fractions, seed=seed, stratify=used.get("stratify", True))
     if split not in parts:
-        raise ValueError(f"--split must be one of {', '.join(parts)}, got {split!r}")
+        raise ParameterError(f"--split must be one of {', '.join(parts)}, got {split!r}")
     return parts[split]
 
 
@@ -106,7 +107,7 @@ def evaluate(
         data, label, _default_split(data, split, model.metadata), seed, model.metadata, text_column
     )
     if ds.y is None:
-        raise ValueError(f"--data {data}: no labels found; evaluate needs labelled data (see --label)")
+        raise DataError(f"--data {data}: no labels found; evaluate needs labelled data (see --label)")
     log(f"evaluating {bundle} on {len(ds)} samples")
     scores = model.predict_scores(_inputs(model, ds, f"--data {data}"))
     encoder = PredictionSet(
@@ -147,7 +148,7 @@ def predict(
     from modelfusion.fused import FusedModel
 
     if output is not None and output.is_dir():
-        raise ValueError(
+        raise ParameterError(
             f"--output {output} is a folder; give a file path such as {output / 'predictions.csv'}"
         )
     model = FusedModel.load(bundle, trust=trust, expected_digest=expect_sha256)
@@ -156,7 +157,7 @@ def predict(
         options["text_column"] = text_column
     if id_column is not None:
         if Path(input).suffix.lower() not in (".csv", ".tsv", ".parquet"):
-            raise ValueError(f"--id {id_column} needs a CSV, TSV or Parquet input; {input} is not one")
+            raise ParameterError(f"--id {id_column} needs a CSV, TSV or Parquet input; {input} is not one")
         options["keep_columns"] = [id_column]
     ds = load_dataset(input, base_dir=Path.cwd(), labelled=False, **options)  # predicting needs no labels
     scores = model.predict_scores(_inputs(model, ds, input))

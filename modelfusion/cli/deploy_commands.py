@@ -12,6 +12,7 @@ from rich.table import Table
 
 from modelfusion.cli.app import TRUST_HELP, app, console, handle_errors, log, warn
 from modelfusion.cli.tables import _fmt
+from modelfusion.errors import ParameterError
 
 FORMATS = ("onnx", "tensorrt")
 
@@ -42,7 +43,7 @@ def export(
 ) -> None:
     """Write the whole ensemble (members + fusion rule) as ONE ONNX graph with a dynamic batch axis."""
     if format not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise ParameterError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if format == "tensorrt":
         from modelfusion.runtime.tensorrt import TensorRTConverter
 

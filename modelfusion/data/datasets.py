@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import importlib.util
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import ModelFusionError, ModelFusionWarning
+from modelfusion.dependencies import require
+from modelfusion.errors import (
+    ArgumentTypeError,
+    DataError,
+    DataFileNotFoundError,
+    InputError,
+    ModelFusionError,
+    ModelFusionWarning,
+)
 from modelfusion.importpath import importable_from, is_import_path
 from modelfusion.predictions import data_fingerprint, data_length
 
@@ -50,14 +59,6 @@ _OPTIONS = {
     "npy": ("labels", "mmap"),
     "npz": ("input_key",),
 }
-
-
-class DataError(ModelFusionError, ValueError):
-    """A dataset is malformed, ambiguous or in a format that cannot be read."""
-
-
-class DataFileNotFoundError(ModelFusionError, FileNotFoundError):
-    """A data file or folder does not exist."""
 
 
 @dataclass(eq=False, repr=False)
@@ -108,7 +109,7 @@ class Dataset:
     def __getitem__(self, index: slice | np.ndarray | Sequence[int]) -> Dataset:
         """The samples at ``index`` (a slice, an integer array or a boolean mask) as a new Dataset."""
         if isinstance(index, (int, np.integer)):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"index a Dataset with a slice or an array of indices, got the integer {index}; "
                 f"use ds[{index}:{index + 1}] for one sample, or ds.X / ds.y for raw values"
             )
@@ -116,12 +117,14 @@ class Dataset:
             index = np.asarray(index)
             if index.dtype == bool:
                 if len(index) != len(self):
-                    raise IndexError(f"boolean mask of length {len(index)} for {len(self)} samples")
+                    raise InputError(f"boolean mask of length {len(index)} for {len(self)} samples")
                 index = np.flatnonzero(index)
             elif index.size == 0:
                 index = index.astype(np.int64)
             elif not np.issubdtype(index.dtype, np.integer):
-                raise TypeError(f"index a Dataset with integers or a boolean mask, got dtype {index.dtype}")
+                raise ArgumentTypeError(
+                    f"index a Dataset with integers or a boolean mask, got dtype {index.dtype}"
+                )
         return Dataset(
             X=_take(self.X, index),
             y=None if self.y is None else self.y[index],
@@ -205,7 +208,7 @@ def _inputs_fingerprint(x: Any) -> str:
         return hashlib.sha256("|".join(data_fingerprint(v) for v in x).encode()).hexdigest()
     key = data_fingerprint(x)
     if key is None:
-        raise TypeError(f"cannot fingerprint inputs of type {type(x).__name__}")
+        raise ArgumentTypeError(f"cannot fingerprint inputs of type {type(x).__name__}")
     return key
 
 
@@ -315,6 +318,28 @@ def load_dataset(
     if fmt == "auto":
         fmt = _infer_format(path)
     _check_options(fmt, options)
+    try:
+        return _load_file(
+            path, fmt, base, label=label, features=features, labelled=labelled, trust=trust, **options
+        )
+    except (ModelFusionError, OSError):
+        raise
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # the reader's word on a malformed file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {str(path)!r} as {fmt} ({type(exc).__name__}: {detail})") from exc
+
+
+def _load_file(
+    path: Path,
+    fmt: str,
+    base: Path | None,
+    *,
+    label: str | None,
+    features: list[str] | None,
+    labelled: bool,
+    trust: bool,
+    **options: Any,
+) -> Dataset:
     if fmt == "images":
         _reject_label(label, "images")
         if not path.is_dir():
@@ -636,23 +661,9 @@ def _parse_column(values: list[str]) -> np.ndarray:
 
 
 def _read_parquet(path: Path) -> dict[str, np.ndarray]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        pq = None
-    if pq is not None:
-        table = pq.read_table(path)
-        raw = {name: table.column(name).to_pylist() for name in table.column_names}
-    else:
-        try:
-            import pandas as pd
-
-            frame = pd.read_parquet(path)
-        except ImportError as exc:
-            raise DataError(
-                f"reading the Parquet file {str(path)!r} needs pyarrow: pip install 'modelfusion[parquet]'"
-            ) from exc
-        raw = {str(c): frame[c].tolist() for c in frame.columns}
+    pq = require("pyarrow.parquet", purpose=f"reading the Parquet file {str(path)!r}", extra="parquet")
+    table = pq.read_table(path)
+    raw = {name: table.column(name).to_pylist() for name in table.column_names}
     out = {}
     for name, values in raw.items():
         if all(isinstance(v, str) or v is None for v in values):
@@ -691,6 +702,8 @@ def _load_npy(
 
 
 def _load_npz(path: Path, *, label: str | None, trust: bool, input_key: str | None = None) -> Dataset:
+    if not zipfile.is_zipfile(path):  # np.load would read any other file as a pickle
+        raise DataError(f"{str(path)!r} is not a .npz archive (not a zip file); write it with np.savez")
     with np.load(path, allow_pickle=trust) as archive:
         keys = list(archive.files)
         x_key = input_key if input_key is not None else next((k for k in _NPZ_INPUT_KEYS if k in keys), None)
@@ -716,6 +729,9 @@ def _load_npz(path: Path, *, label: str | None, trust: bool, input_key: str | No
 
 
 def _np_load(path: Path, trust: bool, mmap_mode: str | None = None) -> np.ndarray:
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY" and not trust:  # np.load would read any other file as a pickle
+            raise DataError(f"{str(path)!r} is not a .npy file (no NumPy header); write it with np.save")
     if not trust and _holds_objects(path):
         raise _pickle_error(path)
     try:

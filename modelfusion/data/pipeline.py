@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.data.datasets import Dataset
+from modelfusion.errors import ArgumentTypeError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +60,9 @@ class DataPipeline:
         ``name`` (default: the function's name) identifies the stage in :meth:`fingerprint`.
         """
         if not callable(fn):
-            raise TypeError(f"stage for modality {modality!r} must be callable, got {type(fn).__name__}")
+            raise ArgumentTypeError(
+                f"stage for modality {modality!r} must be callable, got {type(fn).__name__}"
+            )
         self._stages.setdefault(str(modality), []).append(Stage(name or _callable_name(fn), fn, batched))
         return self
 
@@ -102,7 +105,7 @@ class DataPipeline:
         """
         if isinstance(data, Dataset):
             if not isinstance(data.X, Mapping):
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"DataPipeline processes a Dataset whose X is a dict of modalities; "
                     f"dataset {data.name!r} has X of type {type(data.X).__name__}. Wrap it, e.g. "
                     f"Dataset({{{self.modalities[0] if self.modalities else 'image'!r}: X}}, y), or use "
@@ -113,7 +116,7 @@ class DataPipeline:
             return self._process_record(data)
         if isinstance(data, (list, tuple)) and all(isinstance(r, Mapping) for r in data):
             return [self._process_record(r) for r in data]
-        raise TypeError(
+        raise ArgumentTypeError(
             f"DataPipeline takes a record (dict of modality -> value), a list of records or a Dataset, "
             f"got {type(data).__name__}"
         )
@@ -144,7 +147,7 @@ class DataPipeline:
             known = ", ".join(self._stages) or "none yet (add_stage or pass modalities=)"
             close = difflib.get_close_matches(str(modality), list(self._stages), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(
+            raise DataError(
                 f"unknown modality {modality!r}{hint}; this pipeline knows: {known}. Declare pass-through "
                 f"modalities with DataPipeline(modalities=[...]) or pass strict=False"
             )

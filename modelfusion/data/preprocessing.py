@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.data.datasets import DataError, DataFileNotFoundError
+from modelfusion.dependencies import require
+from modelfusion.errors import ArgumentTypeError, DataError, DataFileNotFoundError
 
 _PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>", "<|pad|>", "[pad]")
 
@@ -207,7 +208,9 @@ class TextPreprocessor:
 
     def __call__(self, batch: Any) -> dict[str, np.ndarray]:
         if isinstance(batch, str):
-            raise TypeError("text_preprocessor takes a batch of strings; wrap a single string in a list")
+            raise ArgumentTypeError(
+                "text_preprocessor takes a batch of strings; wrap a single string in a list"
+            )
         texts = batch.tolist() if isinstance(batch, np.ndarray) else list(batch)
         enc = self.tokenizer(
             [str(t) for t in texts],
@@ -265,10 +268,11 @@ def _load_tokenizer(tokenizer: Any) -> Any:
             raise DataFileNotFoundError(
                 f"tokenizer {str(tokenizer)!r} does not exist (resolved to {path.resolve()})"
             )
-        try:
-            from transformers import AutoTokenizer, PreTrainedTokenizerFast
-        except ImportError as exc:
-            raise DataError("loading a tokenizer needs transformers: pip install 'modelfusion[hf]'") from exc
+        transformers = require("transformers", purpose="loading a tokenizer", extra="hf")
+        AutoTokenizer, PreTrainedTokenizerFast = (
+            transformers.AutoTokenizer,
+            transformers.PreTrainedTokenizerFast,
+        )
         if path.is_file():
             return PreTrainedTokenizerFast(tokenizer_file=str(path))
         try:
@@ -282,7 +286,7 @@ def _load_tokenizer(tokenizer: Any) -> Any:
 
         return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
     if not callable(tokenizer):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"tokenizer must be a Hugging Face tokenizer or a path to one, got {type(tokenizer).__name__}"
         )
     return tokenizer

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.errors import InputError
 from modelfusion.outputs import check_task
 from modelfusion.predictions import PredictionSet
 
@@ -44,13 +45,13 @@ def _inputs(predictions, y, task: str | None) -> tuple[np.ndarray, np.ndarray | 
     if scores.ndim == 2:  # [members, samples] single-output values
         scores = scores[:, :, None]
     if scores.ndim != 3:
-        raise ValueError(f"member scores must be shaped [members, samples, outputs], got {scores.shape}")
+        raise InputError(f"member scores must be shaped [members, samples, outputs], got {scores.shape}")
     if scores.shape[0] == 0:
-        raise ValueError("need at least one member")
+        raise InputError("need at least one member")
     names = [f"member_{i}" for i in range(scores.shape[0])]
     y = None if y is None else np.asarray(y)
     if y is not None and len(y) != scores.shape[1]:
-        raise ValueError(f"{len(y)} labels for {scores.shape[1]} samples")
+        raise InputError(f"{len(y)} labels for {scores.shape[1]} samples")
     if task is not None:
         task = check_task(task)
     elif y is None:
@@ -66,14 +67,14 @@ def _inputs(predictions, y, task: str | None) -> tuple[np.ndarray, np.ndarray | 
 
 def _need_labels(y, what: str) -> np.ndarray:
     if y is None:
-        raise ValueError(f"{what} needs true labels: pass y (or build the PredictionSet with labels=)")
+        raise InputError(f"{what} needs true labels: pass y (or build the PredictionSet with labels=)")
     return y
 
 
 def _hard_predictions(scores: np.ndarray, task: str) -> np.ndarray:
     """[members, samples] (classification) or [members, samples * labels] (multi-label)."""
     if task == "regression":
-        raise ValueError(
+        raise InputError(
             "disagreement compares class predictions; for regression compare residuals with error_correlation"
         )
     if task == "multilabel":
@@ -88,14 +89,14 @@ def _correct(scores: np.ndarray, y: np.ndarray, task: str) -> np.ndarray:
         return pred == (np.asarray(y) == 1).reshape(1, -1)
     y = np.asarray(y).astype(np.int64)
     if y.ndim != 1 or len(y) != scores.shape[1]:
-        raise ValueError(f"labels must be [samples] = [{scores.shape[1]}], got {y.shape}")
+        raise InputError(f"labels must be [samples] = [{scores.shape[1]}], got {y.shape}")
     return pred == y[None, :]
 
 
 def _residuals(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64).reshape(scores.shape[1], -1)
     if y.shape[1] != scores.shape[2]:
-        raise ValueError(f"regression targets {y.shape} do not match member outputs {scores.shape[1:]}")
+        raise InputError(f"regression targets {y.shape} do not match member outputs {scores.shape[1:]}")
     return (scores.astype(np.float64) - y[None]).reshape(scores.shape[0], -1)
 
 
@@ -159,7 +160,7 @@ def oracle_accuracy(predictions, y=None, *, task: str | None = None) -> float:
     scores, y, task, _ = _inputs(predictions, y, task)
     y = _need_labels(y, "oracle_accuracy")
     if task == "regression":
-        raise ValueError(
+        raise InputError(
             "oracle accuracy needs classes; for regression use diversity_summary()['oracle_rmse']"
         )
     return float(_correct(scores, y, task).any(axis=0).mean())
@@ -193,7 +194,7 @@ def diversity_summary(
     y = _need_labels(y, "diversity_summary")
     names = list(names) if names is not None else default_names
     if len(names) != scores.shape[0]:
-        raise ValueError(f"{len(names)} names for {scores.shape[0]} members")
+        raise InputError(f"{len(names)} names for {scores.shape[0]} members")
     corr = error_correlation(scores, y, task=task)
     summary: dict[str, Any] = {"n_members": len(names)}
     if task == "regression":

@@ -21,6 +21,7 @@ from functools import partial
 
 import numpy as np
 
+from modelfusion.errors import ArgumentTypeError, InputError, ParameterError
 from modelfusion.outputs import EPS, check_task
 
 __all__ = [
@@ -51,13 +52,13 @@ def _as_int_labels(y: np.ndarray, what: str) -> np.ndarray:
     if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
         return y.astype(np.int64, copy=False)
     if not np.issubdtype(y.dtype, np.number):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{what} must be encoded as integers, got dtype {y.dtype}; "
             "map them with PredictionSet.encode_labels first"
         )
     yi = y.astype(np.int64)
     if (yi != y).any():
-        raise ValueError(f"{what} must be whole numbers (encoded classes), got non-integer values")
+        raise InputError(f"{what} must be whole numbers (encoded classes), got non-integer values")
     return yi
 
 
@@ -68,29 +69,29 @@ def _class_inputs(y, scores) -> tuple[np.ndarray, np.ndarray, bool]:
     if not np.issubdtype(p.dtype, np.floating):
         p = p.astype(np.float64)
     if y.ndim == 0 or len(y) == 0:
-        raise ValueError("classification metrics need at least one labelled sample")
+        raise InputError("classification metrics need at least one labelled sample")
     if y.ndim == 2:  # multi-label indicator matrix
         if p.shape != y.shape:
-            raise ValueError(
+            raise InputError(
                 f"multi-label targets are shaped {y.shape} but scores are {p.shape}; "
                 "give one probability per sample and label"
             )
         y = _as_int_labels(y, "multi-label targets")
         if y.size and (y.min() < 0 or y.max() > 1):
-            raise ValueError("multi-label targets must be 0/1")
+            raise InputError("multi-label targets must be 0/1")
         return y, p, True
     if y.ndim != 1:
-        raise ValueError(f"labels must be [samples] or [samples, labels], got shape {y.shape}")
+        raise InputError(f"labels must be [samples] or [samples, labels], got shape {y.shape}")
     if p.ndim == 1:  # binary task, positive-class probability only
         p = np.stack([1.0 - p, p], axis=1)
     if p.ndim != 2 or p.shape[0] != y.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"scores must be [samples, classes] with {y.shape[0]} samples to match the labels, got {p.shape}"
         )
     y = _as_int_labels(y, "labels")
     if y.size and (y.min() < 0 or y.max() >= p.shape[1]):
         bad = y[(y < 0) | (y >= p.shape[1])][:5].tolist()
-        raise ValueError(
+        raise InputError(
             f"labels {bad} are outside 0..{p.shape[1] - 1}, the {p.shape[1]} score columns; "
             "encode labels as column indices (PredictionSet.encode_labels)"
         )
@@ -104,9 +105,9 @@ def _regression_inputs(y, pred) -> tuple[np.ndarray, np.ndarray]:
     y2 = y.reshape(len(y), -1) if y.ndim else y.reshape(1, 1)
     p2 = p.reshape(len(p), -1) if p.ndim else p.reshape(1, 1)
     if y2.shape != p2.shape:
-        raise ValueError(f"regression targets are shaped {y.shape} but predictions are {p.shape}")
+        raise InputError(f"regression targets are shaped {y.shape} but predictions are {p.shape}")
     if y2.shape[0] == 0:
-        raise ValueError("regression metrics need at least one sample")
+        raise InputError("regression metrics need at least one sample")
     return y2, p2
 
 
@@ -139,9 +140,9 @@ def accuracy(y, scores) -> float:
 def _top_k_hits(y, scores, k: int = 5) -> np.ndarray:
     y, p, multilabel = _class_inputs(y, scores)
     if multilabel:
-        raise ValueError("top-k accuracy is defined for single-label classification, not multi-label")
+        raise InputError("top-k accuracy is defined for single-label classification, not multi-label")
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ParameterError(f"k must be >= 1, got {k}")
     # Rank of the true class = number of classes scored strictly higher; ties count in
     # the sample's favour, which scikit-learn's argsort-based version breaks by index.
     rank = (p > _true_proba(y, p)[:, None]).sum(axis=1)
@@ -226,7 +227,7 @@ def _confidence_outcome(y, scores) -> tuple[np.ndarray, np.ndarray]:
 
 def _bin_sums(conf: np.ndarray, outcome: np.ndarray, n_bins: int) -> tuple[np.ndarray, ...]:
     if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        raise ParameterError(f"n_bins must be >= 1, got {n_bins}")
     # Equal-width bins (lo, hi], as in Guo et al. (2017); a confidence of 0 joins the first bin.
     idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     count = np.bincount(idx, minlength=n_bins).astype(np.float64)
@@ -244,7 +245,7 @@ def ece(y, scores, n_bins: int = 15) -> float:
     """
     conf, outcome = _confidence_outcome(y, scores)
     if conf.size == 0:
-        raise ValueError("ECE needs at least one sample")
+        raise InputError("ECE needs at least one sample")
     count, conf_sum, hit_sum = _bin_sums(conf, outcome, n_bins)
     return float(np.abs(hit_sum - conf_sum).sum() / conf.size)
 
@@ -362,7 +363,7 @@ def get_metric(name: str | Metric) -> Metric:
         return name
     key = str(name).strip().lower()
     if key not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; choose one of: {', '.join(sorted(METRICS))}")
+        raise ParameterError(f"unknown metric {name!r}; choose one of: {', '.join(sorted(METRICS))}")
     return METRICS[key]
 
 
@@ -404,7 +405,7 @@ def evaluate(y, scores, task: str, metrics: Sequence[str | Metric] | None = None
     for m in metrics:
         metric = get_metric(m)
         if task not in metric.tasks:
-            raise ValueError(
+            raise ParameterError(
                 f"metric {metric.name!r} is not defined for {task}; it applies to {', '.join(metric.tasks)}"
             )
         out[m.name if isinstance(m, Metric) else str(m)] = metric(y, scores)
@@ -438,9 +439,9 @@ def bootstrap_ci(
     scores = np.asarray(scores)
     n = len(y)
     if n == 0:
-        raise ValueError("bootstrap_ci needs at least one sample")
+        raise InputError("bootstrap_ci needs at least one sample")
     if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+        raise ParameterError(f"n_boot must be >= 1, got {n_boot}")
     rng = np.random.default_rng(seed)
     stats = np.empty(n_boot)
     if m.per_sample is not None:

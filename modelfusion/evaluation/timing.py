@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.errors import ArgumentTypeError, ParameterError
 from modelfusion.predictions import data_length
 
 __all__ = ["measure_latency"]
@@ -58,14 +59,14 @@ def measure_latency(
     0.012
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise ParameterError(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
+        raise ParameterError(f"warmup must be >= 0, got {warmup}")
     if n_samples is None:
         try:
             n_samples = data_length(batch)
         except TypeError:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"cannot tell the batch size of a {type(batch).__name__}; pass n_samples="
             ) from None
     n_samples = max(int(n_samples), 1)

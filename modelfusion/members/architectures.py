@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from modelfusion.errors import UnsafeFormatError
+from modelfusion.errors import ParameterError, UnsafeFormatError
 
 #: Import paths a manifest may name without trust: constructors that only build layers.
 SAFE_FACTORIES: set[str] = {
@@ -57,7 +57,7 @@ def register_architecture(import_path: str) -> None:
     >>> FusedModel.load("downloaded/bundle")   # members built by mypkg.nets:make_mlp load
     """
     if ":" not in import_path:
-        raise ValueError(f"register_architecture takes 'package.module:factory', got {import_path!r}")
+        raise ParameterError(f"register_architecture takes 'package.module:factory', got {import_path!r}")
     SAFE_FACTORIES.add(import_path)
 
 

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from modelfusion.errors import MemberLoadError, PredictionError
 from modelfusion.outputs import check_kind, check_task, to_proba
 
 
@@ -56,7 +57,7 @@ class Member(ABC):
         self.task = check_task(task)
         self.output_kind = check_kind(output_kind)
         if self.task == "regression" and self.output_kind != "values":
-            raise ValueError(f"member {name!r}: regression members emit 'values', not {output_kind!r}")
+            raise MemberLoadError(f"member {name!r}: regression members emit 'values', not {output_kind!r}")
         self.classes = None if classes is None else np.asarray(classes)
         self.n_outputs = (
             n_outputs if n_outputs is not None else (None if self.classes is None else len(self.classes))
@@ -77,7 +78,7 @@ class Member(ABC):
         if out.ndim == 1:
             out = out[:, None]
         if out.ndim != 2:
-            raise ValueError(
+            raise PredictionError(
                 f"member {self.name!r} returned an array of shape {out.shape}; expected [samples, outputs]"
             )
         if self.n_outputs is None:

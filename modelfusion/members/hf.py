@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelfusion.errors import MemberLoadError, UnsafeFormatError
+from modelfusion.dependencies import require
+from modelfusion.errors import ArgumentTypeError, InputError, MemberLoadError, UnsafeFormatError
 from modelfusion.members.base import Member
 from modelfusion.members.torch import state_dict_fingerprint
 
@@ -145,7 +146,7 @@ class HFMember(Member, nn.Module):
         elif isinstance(batch, np.ndarray) and batch.dtype.kind in "iu":
             inputs = {main_input: batch}
         else:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"member {self.name!r} (a {self.modality} model) cannot take a {type(batch).__name__}; pass "
                 "a list of strings, images, or a dict of model inputs"
             )
@@ -164,7 +165,7 @@ class HFMember(Member, nn.Module):
 
     def _tokenize(self, texts: list[str]) -> Mapping[str, Any]:
         if self.tokenizer is None:
-            raise ValueError(
+            raise InputError(
                 f"member {self.name!r} got text but has no tokenizer; load it with tokenizer= (a path or "
                 "a tokenizer object) or pass a dict of input_ids"
             )
@@ -182,7 +183,7 @@ class HFMember(Member, nn.Module):
 
     def _process_images(self, batch: Any) -> Mapping[str, Any]:
         if self.processor is None:
-            raise ValueError(
+            raise InputError(
                 f"member {self.name!r} got images but has no image processor; load it with processor= or "
                 "pass a tensor of pixel_values"
             )
@@ -436,13 +437,7 @@ def ensure_pad_token(tokenizer: Any, config: Any = None) -> None:
 
 def import_transformers() -> Any:
     """``import transformers``, or a MemberLoadError saying how to install it."""
-    try:
-        import transformers
-    except ImportError as exc:
-        raise MemberLoadError(
-            f'Hugging Face members need transformers ({exc}); install it with pip install "modelfusion[hf]"'
-        ) from exc
-    return transformers
+    return require("transformers", purpose="loading a Hugging Face member", extra="hf")
 
 
 def is_vision_config(config: Any) -> bool:

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelfusion.errors import MemberLoadError, UnsafeFormatError
+from modelfusion.errors import (
+    ArgumentTypeError,
+    MemberLoadError,
+    MemberSaveError,
+    UnknownNameError,
+    UnsafeFormatError,
+)
 from modelfusion.members.base import Member, sha256_arrays, sha256_file
 
 _PROBA_ACTIVATIONS = ("softmax", "sigmoid")
@@ -216,7 +222,7 @@ class SavedModelMember(Member):
         elif len(self.inputs) == 1:
             feeds = {next(iter(self.inputs)): tf.convert_to_tensor(_float32(batch))}
         else:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"member {self.name!r} takes {len(self.inputs)} inputs ({', '.join(self.inputs)}); pass a "
                 "dict {input_name: array}"
             )
@@ -224,7 +230,7 @@ class SavedModelMember(Member):
         if isinstance(out, Mapping):
             if self.output_name is not None:
                 if self.output_name not in out:
-                    raise KeyError(
+                    raise UnknownNameError(
                         f"member {self.name!r}: no output {self.output_name!r}; outputs are {', '.join(out)}"
                     )
                 out = out[self.output_name]
@@ -243,13 +249,13 @@ class SavedModelMember(Member):
     def fingerprint(self) -> str:
         """sha256 over the files of the SavedModel folder."""
         if self.source_path is None:
-            raise ValueError(f"member {self.name!r}: a SavedModel member needs the folder it came from")
+            raise MemberSaveError(f"member {self.name!r}: a SavedModel member needs the folder it came from")
         return sha256_file(self.source_path)
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Copy the SavedModel folder to ``saved_model/``."""
         if self.source_path is None:
-            raise ValueError(f"member {self.name!r}: a SavedModel member needs the folder it came from")
+            raise MemberSaveError(f"member {self.name!r}: a SavedModel member needs the folder it came from")
         target = Path(directory) / "saved_model"
         shutil.copytree(self.source_path, target, dirs_exist_ok=True)
         return {

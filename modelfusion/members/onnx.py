@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import MemberLoadError, UnsafeFormatError
+from modelfusion.errors import (
+    InputError,
+    MemberLoadError,
+    MemberSaveError,
+    PredictionError,
+    UnsafeFormatError,
+)
 from modelfusion.members.base import Member, sha256_file
 
 # onnxruntime type strings -> numpy dtypes the batch is cast to.
@@ -170,13 +176,13 @@ class OnnxMember(Member):
         if isinstance(batch, Mapping):
             missing = [n for n in self.input_names if n not in batch]
             if missing:
-                raise ValueError(
+                raise InputError(
                     f"member {self.name!r}: the batch has no entry for input(s) {', '.join(missing)}; "
                     f"the model takes {', '.join(self.input_names)}"
                 )
             return {n: self._cast(n, batch[n]) for n in self.input_names}
         if len(self.input_names) > 1:
-            raise ValueError(
+            raise InputError(
                 f"member {self.name!r}: the model has {len(self.input_names)} inputs "
                 f"({', '.join(self.input_names)}); pass the batch as a dict {{input_name: array}}"
             )
@@ -213,7 +219,7 @@ class OnnxMember(Member):
             return sha256_file(self.model_path)
         if self._model_bytes is not None:
             return hashlib.sha256(self._model_bytes).hexdigest()
-        raise ValueError(
+        raise MemberSaveError(
             f"member {self.name!r} wraps an InferenceSession whose model bytes are unknown; "
             "load it from the .onnx file instead"
         )
@@ -230,7 +236,7 @@ class OnnxMember(Member):
         elif self._model_bytes is not None:
             target.write_bytes(self._model_bytes)
         else:
-            raise ValueError(
+            raise MemberSaveError(
                 f"member {self.name!r} wraps an InferenceSession whose model bytes are unknown; "
                 "load it from the .onnx file instead"
             )
@@ -343,7 +349,7 @@ def onnxruntime_errors(what: str) -> Iterator[None]:
         message = str(exc).split("] ", 1)[
             -1
         ]  # drop ORT's "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" prefix
-        raise ValueError(f"{what} cannot run on this input: {message}") from None
+        raise InputError(f"{what} cannot run on this input: {message}") from None
 
 
 def load_onnx(source: Any, *, name: str, trust: bool = False, **options: Any) -> OnnxMember:
@@ -391,6 +397,6 @@ def _zipmap_to_array(rows: list[dict], classes: np.ndarray | None, name: str) ->
     try:
         return np.array([[row[k] for k in keys] for row in rows], dtype=np.float32)
     except KeyError as exc:
-        raise ValueError(
+        raise PredictionError(
             f"member {name!r}: the ZipMap output has classes {list(rows[0])}, expected {keys}"
         ) from exc

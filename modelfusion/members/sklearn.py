@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import MemberLoadError, UnsafeFormatError
+from modelfusion.errors import MemberLoadError, PredictionError, UnsafeFormatError
 from modelfusion.members.base import Member
 from modelfusion.safe_skops import load_skops
 
@@ -133,7 +133,7 @@ class SklearnMember(Member):
             if out.ndim == 2:  # multi-label indicator rows
                 return out.astype(np.float32)
             if self.classes is None:
-                raise ValueError(
+                raise PredictionError(
                     f"member {self.name!r} scores with predict(), so labels become one-hot rows, but its "
                     "classes are unknown; pass classes= in column order"
                 )

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelfusion.errors import MemberLoadError, UnsafeFormatError
+from modelfusion.errors import (
+    ArgumentTypeError,
+    MemberLoadError,
+    MemberSaveError,
+    PredictionError,
+    UnsafeFormatError,
+)
 from modelfusion.members.architectures import check_architecture
 from modelfusion.members.base import Member, sha256_arrays
 
@@ -119,7 +125,7 @@ class TorchMember(Member, nn.Module):
         else:
             arr = np.asarray(batch)
             if arr.dtype == object or arr.dtype.kind in "USV":
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"member {self.name!r} takes numeric arrays or tensors, got an array of {arr.dtype}; "
                     "convert the batch with preprocess= first"
                 )
@@ -164,7 +170,7 @@ class TorchMember(Member, nn.Module):
 
     def _export(self) -> torch.export.ExportedProgram:
         if self.example_input_ is None:
-            raise ValueError(
+            raise MemberSaveError(
                 f"member {self.name!r}: saving a plain nn.Module uses torch.export, which needs an example "
                 "input; call member.predict(batch) once first, or load it with input_shape=(...) or "
                 "architecture='package.module:factory' (then only the weights are saved)"
@@ -180,7 +186,7 @@ class TorchMember(Member, nn.Module):
                     dynamic_shapes=({0: torch.export.Dim("batch")},),
                 )
         except Exception as exc:
-            raise ValueError(
+            raise MemberSaveError(
                 f"member {self.name!r}: torch.export could not trace the module with a dynamic batch "
                 f"dimension ({type(exc).__name__}: {exc}); pass architecture= so only the weights are "
                 "saved, or wrap it with torch.jit.script"
@@ -649,7 +655,7 @@ def _first_tensor(out: Any) -> torch.Tensor:
         out = list(out.values())
     if isinstance(out, (list, tuple)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise TypeError(f"the module returned {type(out).__name__}; expected a tensor [samples, outputs]")
+    raise PredictionError(f"the module returned {type(out).__name__}; expected a tensor [samples, outputs]")
 
 
 @contextlib.contextmanager

@@ -10,15 +10,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from modelfusion.errors import ModelFusionError
-from modelfusion.multimodal.projection import FeatureWidthError, check_widths
-
-
-class NumClassesError(ModelFusionError, AttributeError, ValueError):
-    """A MultimodalFusion model was asked for its classifier without knowing its number of classes.
-
-    An AttributeError too, so ``hasattr(model, "classifier")`` stays False instead of raising.
-    """
+from modelfusion.errors import FeatureWidthError, NumClassesError, ParameterError
+from modelfusion.multimodal.projection import check_widths
 
 
 class MultimodalFusion(nn.Module):
@@ -126,7 +119,7 @@ def _check_num_classes(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"num_classes must be a positive int, got {value!r}")
+        raise ParameterError(f"num_classes must be a positive int, got {value!r}")
     return value
 
 

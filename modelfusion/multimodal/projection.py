@@ -7,13 +7,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from modelfusion.errors import ModelFusionError
+from modelfusion.errors import FeatureWidthError, ParameterError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
-
-
-class FeatureWidthError(ModelFusionError, ValueError):
-    """An encoder's features do not have the width the fusion model expects."""
 
 
 class Projection(nn.Module):
@@ -46,7 +42,7 @@ class Projection(nn.Module):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Projection {name} must be a positive int, got {value!r}")
+                raise ParameterError(f"Projection {name} must be a positive int, got {value!r}")
         self.in_features, self.out_features = in_features, out_features
         self.linear = nn.Linear(in_features, out_features)
         self.norm = nn.LayerNorm(out_features) if norm else nn.Identity()
@@ -92,7 +88,7 @@ def _activation(activation: str | nn.Module | None) -> nn.Module:
     if isinstance(activation, nn.Module):
         return activation
     if activation not in ACTIVATIONS:
-        raise ValueError(
+        raise ParameterError(
             f"Projection activation {activation!r} is not one of {', '.join(ACTIVATIONS)} (or pass an nn.Module)"
         )
     return ACTIVATIONS[activation]()

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.errors import InputError
 from modelfusion.evaluation.metrics import evaluate, get_metric
 from modelfusion.outputs import check_task
 
@@ -90,7 +91,7 @@ class FusionReport:
         ):
             for i, row in enumerate(rows):
                 if "name" not in row:
-                    raise ValueError(f"FusionReport.{where}[{i}] has no 'name': {sorted(row)}")
+                    raise InputError(f"FusionReport.{where}[{i}] has no 'name': {sorted(row)}")
         if not self.member_names:
             self.member_names = [str(r["name"]) for r in self.members]
         self.member_names = [str(n) for n in self.member_names]
@@ -101,7 +102,7 @@ class FusionReport:
         self._check_arrays()
         known = {r["name"] for r in self.strategies} | set(self.strategy_scores)
         if known and self.chosen not in known:
-            raise ValueError(
+            raise InputError(
                 f"FusionReport.chosen is {self.chosen!r}, which is not among the strategies: "
                 f"{', '.join(sorted(known))}"
             )
@@ -115,19 +116,19 @@ class FusionReport:
         if scores.ndim == 2:  # single-output regression members
             scores = scores[:, :, None]
         if scores.ndim != 3:
-            raise ValueError(f"member_scores must be [members, samples, classes], got {scores.shape}")
+            raise InputError(f"member_scores must be [members, samples, classes], got {scores.shape}")
         if scores.shape[0] != len(self.member_names):
-            raise ValueError(
+            raise InputError(
                 f"member_scores holds {scores.shape[0]} members but member_names has "
                 f"{len(self.member_names)}: {', '.join(self.member_names)}"
             )
         self.member_scores = scores
         n = scores.shape[1]
         if self.y_test is not None and len(self.y_test) != n:
-            raise ValueError(f"y_test has {len(self.y_test)} samples but member_scores has {n}")
+            raise InputError(f"y_test has {len(self.y_test)} samples but member_scores has {n}")
         for name, s in self.strategy_scores.items():
             if len(s) != n:
-                raise ValueError(f"strategy_scores[{name!r}] has {len(s)} samples, member_scores has {n}")
+                raise InputError(f"strategy_scores[{name!r}] has {len(s)} samples, member_scores has {n}")
 
     # -- derived values ----------------------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
+from modelfusion.errors import ArgumentTypeError, InputError
 from modelfusion.evaluation.diversity import error_correlation
 from modelfusion.evaluation.metrics import bootstrap_ci, calibration_bins, ece, get_metric
 from modelfusion.report.data import FusionReport
@@ -47,24 +48,24 @@ def _fold_scores(results: Any) -> dict[str, np.ndarray]:
     elif isinstance(getattr(results, "fold_scores", None), Mapping):
         raw = results.fold_scores
     else:
-        raise TypeError(
+        raise ArgumentTypeError(
             "plot_fusion_comparison expects {strategy_name: [fold scores]} or a search result "
             f"with a fold_scores dict, got {type(results).__name__}"
         )
     if not raw:
-        raise ValueError("plot_fusion_comparison got no strategies; pass {strategy_name: [fold scores]}")
+        raise InputError("plot_fusion_comparison got no strategies; pass {strategy_name: [fold scores]}")
     out = {}
     for name, values in raw.items():
         if isinstance(values, (str, bytes)):
-            raise ValueError(f"scores for {name!r} must be numbers, got the string {values!r}")
+            raise InputError(f"scores for {name!r} must be numbers, got the string {values!r}")
         try:
             arr = np.asarray(values if np.ndim(values) else [values], dtype=np.float64).ravel()
         except (TypeError, ValueError):
-            raise ValueError(f"scores for {name!r} must be numbers, got {values!r}") from None
+            raise InputError(f"scores for {name!r} must be numbers, got {values!r}") from None
         if arr.size == 0:
-            raise ValueError(f"strategy {name!r} has no scores")
+            raise InputError(f"strategy {name!r} has no scores")
         if not np.isfinite(arr).all():
-            raise ValueError(f"scores for {name!r} contain NaN or infinity: {arr.tolist()}")
+            raise InputError(f"scores for {name!r} contain NaN or infinity: {arr.tolist()}")
         out[str(name)] = arr
     return out
 

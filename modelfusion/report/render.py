@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from modelfusion.errors import ArgumentTypeError
 from modelfusion.evaluation.diversity import diversity_summary
 from modelfusion.evaluation.metrics import get_metric
 from modelfusion.files import write_bytes_atomic
@@ -681,7 +682,7 @@ def write_report(report: FusionReport, output_dir: str | os.PathLike[str]) -> di
     PosixPath('runs/cifar10/report/report.html')
     """
     if not isinstance(report, FusionReport):
-        raise TypeError(f"write_report expects a FusionReport, got {type(report).__name__}")
+        raise ArgumentTypeError(f"write_report expects a FusionReport, got {type(report).__name__}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = _render_figures(report)

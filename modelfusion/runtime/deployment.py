@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.errors import ParameterError
 from modelfusion.runtime.profile import graph_breakdown
 from modelfusion.runtime.quantize import _split_data, check_request, graph_quality, quantize_bundle
 
@@ -91,7 +92,7 @@ def iter_deployment(
 
     X, y = _split_data(validation)
     if X is None:
-        raise ValueError(
+        raise ParameterError(
             "deployment needs validation=(X, y): the data that calibrates and measures the graphs"
         )
     X_eval, y_eval = (X, y) if test is None else _split_data(test)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import ModelFusionError
+from modelfusion.errors import ModelFusionError, ParameterError
 from modelfusion.runtime.errors import ExportError
 from modelfusion.runtime.executors import MemberExecutor, OnnxExecutor, TorchExecutor
 
@@ -34,7 +34,7 @@ def select_engine(model: Any, preference: str = "auto", *, example_input: Any = 
     export and, in ``auto``, to check the graph against the members before it is trusted.
     """
     if preference not in ENGINES:
-        raise ValueError(f"engine={preference!r} is not one of {', '.join(ENGINES)}")
+        raise ParameterError(f"engine={preference!r} is not one of {', '.join(ENGINES)}")
     cache = model.__dict__.setdefault("_executors", {})
     if preference not in cache:
         if preference == "auto":

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.dependencies import require
 from modelfusion.members.torch import eval_mode
 from modelfusion.runtime.errors import ExportError, ExportWarning
 from modelfusion.runtime.trees import compact_tree_ensembles
@@ -208,13 +209,7 @@ def onnx_member_graph(proto: Any, output_name: str, member: str, opset: int) -> 
 def _sklearn(member: Any, example: np.ndarray, opset: int) -> MemberGraph:
     import onnxruntime as ort
 
-    try:
-        from skl2onnx import to_onnx
-    except ImportError as exc:
-        raise ExportError(
-            f"member {member.name!r}: converting scikit-learn members needs skl2onnx; pip install "
-            '"modelfusion[export]"'
-        ) from exc
+    to_onnx = require("skl2onnx", purpose=f"member {member.name!r}: converting scikit-learn members").to_onnx
     X = np.asarray(example)
     if X.ndim != 2:
         raise ExportError(

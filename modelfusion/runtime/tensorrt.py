@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.errors import ParameterError
 from modelfusion.files import write_bytes_atomic
 from modelfusion.runtime.errors import ExportError, QuantizationError, TensorRTUnavailableError
 
@@ -75,7 +76,7 @@ class TensorRTConverter:
             ``tensorrt`` is not importable or there is no CUDA GPU.
         """
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+            raise ParameterError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         kind = self._input_kind()
         trt = require_tensorrt()
         onnx_bytes = self._onnx_bytes(kind)

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from modelfusion.errors import StrategyError
+from modelfusion.errors import StrategyError, UnknownNameError
 from modelfusion.evaluation.metrics import METRICS, Metric, accuracy, get_metric
 from modelfusion.predictions import PredictionSet, as_prediction_set
 from modelfusion.progress import progress_bar
@@ -108,7 +108,9 @@ class SearchResult:
     def strategy(self, name: str) -> Strategy:
         """An unfitted copy of the candidate called ``name`` (as it ran in the search)."""
         if name not in self._strategies:
-            raise KeyError(f"no strategy {name!r} ran in this search; ran: {', '.join(self._strategies)}")
+            raise UnknownNameError(
+                f"no strategy {name!r} ran in this search; ran: {', '.join(self._strategies)}"
+            )
         return clone(self._strategies[name])
 
     def fit_best(self, predictions: PredictionSet | np.ndarray, y: Any = None) -> Strategy:

@@ -18,7 +18,8 @@ from scipy.optimize import minimize
 from scipy.special import softmax
 from torch import nn
 
-from modelfusion.errors import ModelFusionError, StrategyError
+from modelfusion.dependencies import require
+from modelfusion.errors import StrategyError
 from modelfusion.outputs import EPS
 from modelfusion.predictions import PredictionSet
 from modelfusion.strategies.averaging import WeightedSum, weighted_mean
@@ -37,10 +38,6 @@ BAYES_ONLY_METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("mae",),
 }
 METHODS = ("softmax", "slsqp", "bayes")
-
-
-class MissingDependencyError(ModelFusionError, ImportError):
-    """An optional dependency is not installed; the message says which extra to install."""
 
 
 class OptimizedWeights(Strategy):
@@ -262,14 +259,12 @@ class MixtureLoss:
 
 def import_optuna() -> Any:
     """Import optuna, or raise :class:`MissingDependencyError` saying how to install it."""
-    try:
-        import optuna
-    except ImportError as err:
-        raise MissingDependencyError(
-            "OptimizedWeights(method='bayes') needs optuna, which is not installed: "
-            'run pip install "modelfusion[optuna]" (or use method="softmax")'
-        ) from err
-    return optuna
+    return require(
+        "optuna",
+        purpose="OptimizedWeights(method='bayes')",
+        extra="optuna",
+        alternative="or use method='softmax'",
+    )
 
 
 def _to_simplex(w: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,35 @@ def test_evaluate_without_split_scores_the_runs_test_split_on_its_own_data(csv_r
     )
     assert result.exit_code == 0
     assert "all of it is scored" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("junk.npz", b"\x00\x01not a zip at all" * 20, "is not a .npz archive"),
+        ("junk.npy", b"\x80\x04junk bytes" * 20, "is not a .npy file"),
+        ("junk.csv", bytes(range(128, 256)) * 2, "cannot read .* as csv \\(UnicodeDecodeError"),
+        ("junk.parquet", b"PAR1" + b"\x00" * 64, "cannot read .* as parquet"),
+    ],
+)
+def test_a_malformed_data_file_exits_2_naming_it(name, content, expected, csv_run, tmp_path):
+    _, bundle, _, _ = csv_run
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = invoke("predict", bundle, path)
+    assert result.exit_code == 2, result.output
+    assert re.search(expected, result.output.replace("\n", "")), result.output
+
+
+def test_a_bug_of_ours_keeps_its_traceback_instead_of_posing_as_a_user_error(csv_run, monkeypatch):
+    """Only ModelFusionError and OSError become the one-line exit 2; a plain ValueError is a bug."""
+    import modelfusion.bundle
+
+    _, bundle, _, _ = csv_run
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(modelfusion.bundle, "bundle_summary", broken)
+    with pytest.raises(ValueError, match="an internal invariant broke"):
+        invoke("info", bundle)

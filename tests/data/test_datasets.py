@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from modelfusion.data import DataError, DataFileNotFoundError, Dataset, load_dataset
-from modelfusion.errors import ModelFusionError
+from modelfusion.errors import MissingDependencyError, ModelFusionError
 
 # -- tables ---------------------------------------------------------------------------------
 
@@ -73,7 +73,9 @@ def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     monkeypatch.setitem(sys.modules, "pandas", None)
-    with pytest.raises(DataError, match=r"needs pyarrow: pip install 'modelfusion\[parquet\]'"):
+    with pytest.raises(
+        MissingDependencyError, match=r'needs pyarrow, .*pip install "modelfusion\[parquet\]"'
+    ):
         load_dataset(path)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modelfusion.errors import MemberLoadError
+from modelfusion.errors import MemberLoadError, MissingDependencyError
 from modelfusion.members import HFMember, load_member
 from tests.members.conftest import LABELS
 
@@ -111,7 +111,9 @@ def test_hf_folder_that_is_not_a_model_raises_member_load_error(tmp_path):
 
 def test_missing_transformers_names_the_extra_to_install(text_model_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(MemberLoadError, match=r'pip install "modelfusion\[hf\]"'):
+    with pytest.raises(
+        MissingDependencyError, match=r'member needs transformers, .*pip install "modelfusion\[hf\]"'
+    ):
         load_member(text_model_dir)
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy.optimize import approx_fprime, check_grad
 
-from modelfusion.errors import StrategyError
+from modelfusion.errors import MissingDependencyError, StrategyError
 from modelfusion.predictions import PredictionSet
 from modelfusion.strategies.averaging import Mean
-from modelfusion.strategies.weights import MissingDependencyError, MixtureLoss, OptimizedWeights
+from modelfusion.strategies.weights import MixtureLoss, OptimizedWeights
 
 
 def nll(p: np.ndarray, y: np.ndarray) -> float:
