@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from modelfusion.dependencies import require
 from modelfusion.errors import (
     ArgumentTypeError,
     MemberLoadError,
@@ -359,32 +360,24 @@ def load_saved_model(folder: Path, **options: Any) -> SavedModelMember:
 
 def import_tensorflow(folder: Path | None = None) -> Any:
     """Import tensorflow, or raise a MemberLoadError naming what to install (and the alternatives)."""
-    try:
-        import tensorflow as tf
-    except ImportError as exc:
-        where = (
-            f"'{folder}' is a TensorFlow SavedModel folder; loading it" if folder else "SavedModel members"
-        )
-        raise MemberLoadError(
-            f"{where} needs tensorflow, which is not installed ({exc}). Install it with pip install "
-            "tensorflow, or convert the model once where tensorflow is available to a format that "
-            "loads without it: ONNX (python -m tf2onnx.convert --saved-model DIR --output model.onnx) "
-            "or a Keras 3 .keras file (model.save('model.keras'))."
-        ) from exc
-    return tf
+    return require(
+        "tensorflow",
+        purpose=f"'{folder}' is a TensorFlow SavedModel folder; loading it"
+        if folder
+        else "a SavedModel member",
+        alternative="or convert the model once where tensorflow is available to a format that loads without "
+        "it: ONNX (python -m tf2onnx.convert --saved-model DIR --output model.onnx) or a Keras 3 .keras "
+        "file (model.save('model.keras'))",
+    )
 
 
 def import_keras() -> Any:
     """Import keras on the torch backend, or raise a MemberLoadError saying what to do."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
     already = "keras" in sys.modules
-    try:
-        import keras
-    except ImportError as exc:
-        raise MemberLoadError(
-            f"Keras members need keras 3 on the torch backend ({exc}); install it with pip install "
-            f'"modelfusion[keras]" and set KERAS_BACKEND=torch'
-        ) from exc
+    keras = require(
+        "keras", purpose="a Keras member", extra="keras", alternative="keras 3, with KERAS_BACKEND=torch"
+    )
     backend = keras.backend.backend()
     if backend != "torch":
         when = "was imported" if already else "is configured"

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.dependencies import require
 from modelfusion.files import atomic_path
 from modelfusion.runtime.errors import QuantizationError
 from modelfusion.runtime.session import write_settings
@@ -505,13 +506,10 @@ def _to_fp16(src: Path, dst: str) -> None:
 
     try:
         from onnxconverter_common.float16 import convert_float_to_float16
-    except ImportError:
-        try:
-            from onnxruntime.transformers.float16 import convert_float_to_float16
-        except ImportError as exc:
-            raise QuantizationError(
-                'fp16 needs onnxconverter-common: pip install "modelfusion[export]"'
-            ) from exc
+    except ImportError:  # the same converter ships inside onnxruntime.transformers
+        convert_float_to_float16 = require(
+            "onnxruntime.transformers.float16", purpose="fp16", extra="export", package="onnxconverter-common"
+        ).convert_float_to_float16
     import onnxruntime as ort
 
     model = onnx.load(str(src))
