@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from modelfusion.errors import MemberLoadError, UnsafeFormatError
+from modelfusion.errors import MemberLoadError, MissingDependencyError, UnsafeFormatError
 from modelfusion.members import KerasMember, ModelLoader, load_member
 
 # Keras' torch backend converts tensors with np.array(x), which numpy 2 flags; not our code.
@@ -99,5 +99,5 @@ def test_keras_on_another_backend_is_refused(keras_model, monkeypatch):
 
 def test_missing_keras_names_the_extra_to_install(keras_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", None)
-    with pytest.raises(MemberLoadError, match=r'pip install "modelfusion\[keras\]"'):
+    with pytest.raises(MissingDependencyError, match=r'a Keras member needs keras, .*pip install "modelfusion\[keras\]"'):
         load_member(keras_path)
