@@ -11,15 +11,15 @@ $(BIN)/python:
 
 # One stamp per install profile, so `make test` after `make demo` only adds what is missing.
 $(VENV)/.core: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e .
 	@touch $@
 
 $(VENV)/.all-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[all,dev]"
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e ".[all,dev]"
 	@touch $@
 
 $(VENV)/.bench: pyproject.toml | $(VENV)/.all-dev
-	$(BIN)/pip install -q -e ".[all,dev,bench]"
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e ".[all,dev,bench]"
 	@touch $@
 
 demo: $(VENV)/.core

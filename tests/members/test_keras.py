@@ -99,5 +99,7 @@ def test_keras_on_another_backend_is_refused(keras_model, monkeypatch):
 
 def test_missing_keras_names_the_extra_to_install(keras_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", None)
-    with pytest.raises(MissingDependencyError, match=r'a Keras member needs keras, .*pip install "modelfusion\[keras\]"'):
+    with pytest.raises(
+        MissingDependencyError, match=r'a Keras member needs keras, .*pip install "modelfusion\[keras\]"'
+    ):
         load_member(keras_path)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from modelfusion import MemberLoadError, ModelLoader, load_member, load_saved_member, score_members
-from modelfusion.errors import MemberFileNotFoundError
+from modelfusion.errors import MemberFileNotFoundError, MissingDependencyError
 from modelfusion.members import HFMember, KerasMember, TorchMember
 from modelfusion.members.keras import SavedModelMember
 from modelfusion.strategies import WeightedAverage
@@ -71,12 +71,12 @@ def test_item2_savedmodel_folder_without_tensorflow_names_the_package_to_install
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # as on a machine without tensorflow
     folder = _saved_model_folder(tmp_path)
     loader = ModelLoader(framework="tensorflow", model_path=folder, input_shape=(224, 224, 3))
-    with pytest.raises(MemberLoadError, match="SavedModel folder.*pip install tensorflow") as info:
+    with pytest.raises(MissingDependencyError, match="SavedModel folder.*pip install tensorflow") as info:
         loader.load()
     assert str(folder) in str(info.value)
-    with pytest.raises(MemberLoadError, match="pip install tensorflow"):
+    with pytest.raises(MissingDependencyError, match="pip install tensorflow"):
         load_member(folder)  # the framework is inferred from saved_model.pb
-    with pytest.raises(MemberLoadError, match="pip install tensorflow"):
+    with pytest.raises(MissingDependencyError, match="pip install tensorflow"):
         load_member(folder / "saved_model.pb")
 
 
