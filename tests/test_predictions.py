@@ -347,7 +347,7 @@ def test_nan_in_the_inputs_is_named_by_row_and_column_before_any_member_runs(fit
 
 
 def test_splits_too_small_to_rank_strategies_are_warned_about():
-    from modelfusion.workflow import _small_split_warnings
+    from modelfusion.stages import small_split_warnings as _small_split_warnings
 
     (val, test) = _small_split_warnings(4, 4, cv=5)
     assert "4 rows: 5-fold cross-validation needs at least 50" in val and "test split has 4 rows" in test

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from modelfusion.cli.app import TRUST_HELP, app, console, handle_errors, log, warn
-from modelfusion.cli.tables import _fmt
+from modelfusion.columns import MISSING, format_value
 from modelfusion.errors import ParameterError
 
 FORMATS = ("onnx", "tensorrt")
@@ -49,7 +49,9 @@ def export(
 
         target = output or bundle / "fused.engine"
         TensorRTConverter(model_path=bundle, output_path=target, precision=precision, trust=trust).convert()
-        console.print(f"wrote {target} ({_fmt(target.stat().st_size, 'bytes')}, TensorRT {precision})")
+        console.print(
+            f"wrote {target} ({format_value('file_size', target.stat().st_size)}, TensorRT {precision})"
+        )
         return
     from modelfusion.fused import FusedModel
     from modelfusion.runtime.engine import record_bundle_graph
@@ -77,7 +79,7 @@ def export(
     table = Table(title=f"{bundle.name} as one ONNX graph", box=box.SIMPLE_HEAD, show_header=False)
     table.add_column("property", style="bold")
     table.add_column("value")
-    table.add_row("size", _fmt(len(payload), "bytes"))
+    table.add_row("size", format_value("file_size", len(payload)))
     table.add_row("opset", str(next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))))
     table.add_row("input", escape(f"input [batch, {props['modelfusion.input_shape'].strip('[]')}]"))
     table.add_row("output", escape("scores [batch, outputs]"))
@@ -140,11 +142,14 @@ def quantization_table(record: dict[str, Any], title: str) -> Table:
         (_label(record), record["file"], record["size_bytes"], "quantized"),
     ):
         metrics = (
-            [_fmt(record.get(f"rmse_{suffix}"), "f")]
+            [format_value("rmse", record.get(f"rmse_{suffix}"))]
             if regression
-            else [_fmt(record.get(f"accuracy_{suffix}"), "pct"), _fmt(record.get(f"nll_{suffix}"), "f")]
+            else [
+                format_value("accuracy", record.get(f"accuracy_{suffix}")),
+                format_value("nll", record.get(f"nll_{suffix}")),
+            ]
         )
-        table.add_row(tag, file, _fmt(size, "bytes"), *metrics)
+        table.add_row(tag, file, format_value("file_size", size), *metrics)
     return table
 
 
@@ -160,9 +165,9 @@ def member_bytes_table(fp32: Path, quantized: Path, label: str) -> Table:
         now = after.get(row["member"], 0)
         table.add_row(
             escape(row["member"]),
-            _fmt(row["bytes"], "bytes"),
-            _fmt(now, "bytes"),
-            "-" if not now else f"{row['bytes'] / now:.2f}x" + (" (larger)" if now > row["bytes"] else ""),
+            format_value("file_size", row["bytes"]),
+            format_value("file_size", now),
+            MISSING if not now else format_value("size_ratio", row["bytes"] / now),
         )
     return table
 

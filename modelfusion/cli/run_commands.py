@@ -122,9 +122,15 @@ def run(
         "--strategies",
         help="Comma-separated strategies to try instead of the config's (e.g. mean,greedy).",
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Check the config and print the plan (data, members, strategies, outputs); run nothing.",
+    ),
 ) -> None:
     """The main job: load members, score them (cached), search strategies, save the fused bundle and report."""
     from modelfusion.config import load_config, with_overrides
+    from modelfusion.plan import plan_run
     from modelfusion.workflow import run_fusion
 
     changes: dict = {}
@@ -135,7 +141,11 @@ def run(
     if strategies is not None:
         changes["fusion.strategies"] = [s.strip() for s in strategies.split(",") if s.strip()]
     cfg = with_overrides(load_config(config), changes, source="command line")
-    result = run_fusion(cfg, log=log, warn=warn)
+    plan = plan_run(cfg)
+    if dry_run:
+        console.print("\n".join(plan.describe()), highlight=False, markup=False, soft_wrap=True)
+        return
+    result = run_fusion(plan, log=log, warn=warn)
     _print_result(result)
 
 

@@ -1,93 +1,65 @@
-"""Rich tables printed at the end of a run and by ``evaluate``."""
+"""Rich tables printed at the end of a run and by ``evaluate``: the report's rows, cells from :mod:`modelfusion.columns`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
 from rich.table import Table
 
+from modelfusion.columns import format_value, header
 
-def _fmt(value: Any, kind: str) -> str:
-    if value is None:
-        return "-"
-    if kind == "pct":
-        return f"{100 * value:.2f}%"
-    if kind == "ms":
-        return f"{value:.3f}"
-    if kind == "int":
-        return (
-            f"{value / 1e6:.2f}M" if value >= 1e6 else (f"{value / 1e3:.1f}K" if value >= 1e3 else str(value))
-        )
-    if kind == "bytes":
-        return f"{value / 2**20:.2f} MB" if value >= 2**20 else f"{value / 2**10:.1f} KB"
-    return f"{value:.4f}"
+CLASSIFICATION_METRICS = ("accuracy", "nll", "ece")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
 
 
 def results_table(
-    members: list[dict[str, Any]], strategies: list[dict[str, Any]], chosen: str, task: str = "classification"
+    members: Sequence[Mapping[str, Any]],
+    strategies: Sequence[Mapping[str, Any]],
+    chosen: str,
+    task: str = "classification",
+    *,
+    metric: str | None = None,
 ) -> Table:
     """Members and strategies side by side, test-split metrics; the chosen strategy in bold."""
-    cls = task != "regression"
-    cols = (
-        [("accuracy", "pct", "test acc"), ("nll", "f", "NLL"), ("ece", "f", "ECE")]
-        if cls
-        else [("rmse", "f", "RMSE"), ("mae", "f", "MAE"), ("r2", "f", "R²")]
-    )
+    metrics = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+    keys = ("name", "framework", "cv_mean", *metrics, "latency_ms", "n_parameters")
     table = Table(title="Members and fusion strategies (test split)", box=box.SIMPLE_HEAD)
-    table.add_column("model", no_wrap=True)
-    table.add_column("type", no_wrap=True)
-    table.add_column("val CV", justify="right", no_wrap=True)
-    for _, _, title in cols:
-        table.add_column(title, justify="right", no_wrap=True)
-    table.add_column("ms/smp", justify="right", no_wrap=True)
-    table.add_column("params", justify="right", no_wrap=True)
-    for r in members:
-        table.add_row(
-            r["name"],
-            r.get("framework") or "member",
-            _fmt(r.get("cv_mean"), "f"),
-            *(_fmt(r.get(k), f) for k, f, _ in cols),
-            _fmt(r.get("latency_ms"), "ms"),
-            _fmt(r.get("n_parameters"), "int"),
+    for key in keys:
+        table.add_column(
+            header(key, short=True), justify="left" if key in ("name", "framework") else "right", no_wrap=True
         )
+    for r in members:
+        table.add_row(*(format_value(k, r.get(k), metric=metric) for k in keys))
     for r in sorted(strategies, key=lambda r: r.get("cv_mean", 0)):
-        style = "bold green" if r["name"] == chosen else None
-        name = f"{r['name']} ★" if r["name"] == chosen else r["name"]
+        picked = r["name"] == chosen
+        cells = {**r, "name": f"{r['name']} ★" if picked else r["name"], "framework": "fusion"}
         table.add_row(
-            name,
-            "fusion",
-            _fmt(r.get("cv_mean"), "f"),
-            *(_fmt(r.get(k), f) for k, f, _ in cols),
-            _fmt(r.get("latency_ms"), "ms"),
-            "-",
-            style=style,
+            *(format_value(k, cells.get(k), metric=metric) for k in keys),
+            style="bold green" if picked else None,
         )
     return table
 
 
-def metrics_table(metrics: dict[str, float], title: str) -> Table:
+def metrics_table(metrics: Mapping[str, float], title: str) -> Table:
+    """One model's metrics, one per row."""
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        table.add_row(k, _fmt(v, "pct" if k in ("accuracy", "top5") else "f"))
+        table.add_row(k, format_value(k, v))
     return table
 
 
-def deployment_table(rows: list[dict[str, Any]]) -> Table:
+def deployment_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     """The exported graphs of a run: size, test accuracy (or RMSE), latency and the ratios vs fp32."""
+    quality = "rmse" if any("rmse" in r for r in rows) else "accuracy"
+    keys = ("name", "file_size", "size_ratio", quality, "latency_ms", "speedup")
     table = Table(title="Exported graphs (test split, ONNX Runtime CPU)", box=box.SIMPLE_HEAD)
-    quality = ("rmse", "f", "RMSE") if any("rmse" in r for r in rows) else ("accuracy", "pct", "test acc")
-    for col in ("graph", "size", "smaller", quality[2], "ms/smp", "speed"):
-        table.add_column(col, justify="left" if col == "graph" else "right", no_wrap=True)
+    for key in keys:
+        title = "graph" if key == "name" else header(key, short=True)
+        table.add_column(title, justify="left" if key == "name" else "right", no_wrap=True)
     for r in rows:
-        table.add_row(
-            r["name"],
-            _fmt(r.get("file_size"), "bytes"),
-            f"{r['size_ratio']:.2f}x" + (" (larger)" if r["size_ratio"] < 1.0 else ""),
-            _fmt(r.get(quality[0]), quality[1]),
-            _fmt(r.get("latency_ms"), "ms"),
-            f"{r['speedup']:.2f}x",
-        )
+        table.add_row(*(format_value(k, r.get(k)) for k in keys))
     return table

@@ -71,11 +71,16 @@ BUILTIN_DATASETS: dict[str, Callable[[], Dataset]] = {
 """Loaders of the bundled datasets by name, as used in ``builtin:NAME``."""
 
 
-def load_builtin(name: str) -> Dataset:
-    """The bundled dataset ``name``; raises DataError listing the available names otherwise."""
+def check_builtin(name: str) -> str:
+    """The registry key of the bundled dataset ``name``; DataError listing the available names otherwise."""
     key = name.strip().lower().replace("-", "_")
     if key not in BUILTIN_DATASETS:
         raise DataError(
             f"unknown builtin dataset {name!r}; available: {', '.join(f'builtin:{n}' for n in BUILTIN_DATASETS)}"
         )
-    return BUILTIN_DATASETS[key]()
+    return key
+
+
+def load_builtin(name: str) -> Dataset:
+    """The bundled dataset ``name``; raises DataError listing the available names otherwise."""
+    return BUILTIN_DATASETS[check_builtin(name)]()

@@ -289,35 +289,18 @@ def load_dataset(
     >>> ds = load_dataset("data/reviews.tsv", label="sentiment", text_column="text")
     >>> ds = load_dataset("images/", image_size=(64, 64))
     """
-    fmt = _FORMAT_ALIASES.get(format.lower(), format.lower())
-    if fmt not in (*FORMATS, "auto"):
-        raise DataError(f"unknown data format {format!r}; supported: auto, {', '.join(FORMATS)}")
-    text = str(source)
-    if fmt == "builtin" or (fmt == "auto" and isinstance(source, str) and text.startswith("builtin:")):
+    base = Path(base_dir) if base_dir is not None else None
+    plan = plan_source(source, format=format, label=label, base_dir=base, options=options)
+    if plan.format == "builtin":
         from modelfusion.data.builtin import load_builtin
 
-        _check_options("builtin", options)
-        _reject_label(label, "builtin")
-        ds = load_builtin(text.removeprefix("builtin:"))
+        ds = load_builtin(plan.text.removeprefix("builtin:"))
         return _select_features(ds, features) if features is not None else ds
-
-    base = Path(base_dir) if base_dir is not None else None
-    path = _resolve(text, base)
-    if fmt == "factory" or (
-        fmt == "auto" and isinstance(source, str) and not path.exists() and is_import_path(text)
-    ):
-        return _load_factory(text, base, label=label, features=features, options=options)
-    if not path.exists():
-        relative = (
-            ""
-            if Path(text).expanduser().is_absolute()
-            else (f", relative to {base}" if base is not None else ", relative to the current directory")
-        )
-        kind = "file" if path.suffix else "folder"
-        raise DataFileNotFoundError(f"data {kind} {text!r} does not exist (resolved to {path}{relative})")
-    if fmt == "auto":
-        fmt = _infer_format(path)
-    _check_options(fmt, options)
+    if plan.format == "factory":
+        ds = _dataset_from_factory(plan.factory(**options), plan.text, plan.text.rpartition(":")[2])
+        return _select_features(ds, features) if features is not None else ds
+    path, fmt = plan.path, plan.format
+    assert path is not None
     try:
         return _load_file(
             path, fmt, base, label=label, features=features, labelled=labelled, trust=trust, **options
@@ -327,6 +310,72 @@ def load_dataset(
     except (ValueError, EOFError, zipfile.BadZipFile) as exc:  # the reader's word on a malformed file
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read {str(path)!r} as {fmt} ({type(exc).__name__}: {detail})") from exc
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """What :func:`plan_source` found out about a data source without reading its data."""
+
+    text: str
+    #: ``builtin``, ``factory`` or a file format (``csv``, ``images``, ...)
+    format: str
+    #: the resolved file or folder (None for builtins and factories)
+    path: Path | None = None
+    #: the imported factory function (format ``factory``)
+    factory: Any = None
+
+
+def plan_source(
+    source: str | Path,
+    *,
+    format: str = "auto",
+    label: str | None = None,
+    base_dir: Path | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> SourcePlan:
+    """Check a data source as far as possible without reading it: format, options, the file or builtin
+    name, the factory's import. Raises the error :func:`load_dataset` would raise for it.
+
+    Examples
+    --------
+    >>> plan_source("builtin:digits").format
+    'builtin'
+    """
+    options = dict(options or {})
+    fmt = _FORMAT_ALIASES.get(format.lower(), format.lower())
+    if fmt not in (*FORMATS, "auto"):
+        raise DataError(f"unknown data format {format!r}; supported: auto, {', '.join(FORMATS)}")
+    text = str(source)
+    if fmt == "builtin" or (fmt == "auto" and isinstance(source, str) and text.startswith("builtin:")):
+        from modelfusion.data.builtin import check_builtin
+
+        _check_options("builtin", options)
+        _reject_label(label, "builtin")
+        check_builtin(text.removeprefix("builtin:"))
+        return SourcePlan(text, "builtin")
+    path = _resolve(text, base_dir)
+    if fmt == "factory" or (
+        fmt == "auto" and isinstance(source, str) and not path.exists() and is_import_path(text)
+    ):
+        if label is not None:
+            raise DataError(f"label={label!r} does not apply to a factory; return the labels as y")
+        return SourcePlan(text, "factory", factory=resolve_factory(text, base_dir))
+    if not path.exists():
+        relative = (
+            ""
+            if Path(text).expanduser().is_absolute()
+            else (
+                f", relative to {base_dir}" if base_dir is not None else ", relative to the current directory"
+            )
+        )
+        kind = "file" if path.suffix else "folder"
+        raise DataFileNotFoundError(f"data {kind} {text!r} does not exist (resolved to {path}{relative})")
+    if fmt == "auto":
+        fmt = _infer_format(path)
+    _check_options(fmt, options)
+    if fmt in ("images", "npy"):
+        _reject_label(label, fmt)
+    return SourcePlan(text, fmt, path=path)
 
 
 def _load_file(
@@ -341,14 +390,12 @@ def _load_file(
     **options: Any,
 ) -> Dataset:
     if fmt == "images":
-        _reject_label(label, "images")
         if not path.is_dir():
             raise DataError(f"format='images' needs a folder of class sub-folders, {str(path)!r} is a file")
         ds = _load_image_folder(path, **options)
     elif fmt in ("csv", "tsv", "parquet"):
         return _load_table(path, fmt, label=label, features=features, labelled=labelled, **options)
     elif fmt == "npy":
-        _reject_label(label, "npy")
         ds = _load_npy(path, base=base, trust=trust, **options)
     else:
         ds = _load_npz(path, label=label, trust=trust, **options)
@@ -768,9 +815,9 @@ def _pickle_error(path: Path) -> DataError:
 # -- factories ----------------------------------------------------------------------------
 
 
-def _load_factory(
-    spec: str, base: Path | None, *, label: str | None, features: Sequence[str] | None, options: dict
-) -> Dataset:
+def resolve_factory(spec: str, base: Path | None = None) -> Any:
+    """The function a data factory ``package.module:function`` (or ``file.py:function``) names, imported
+    relative to ``base`` (the config's folder), not called; DataError naming what is missing."""
     module_name, _, func_name = spec.rpartition(":")
     if not module_name or not func_name:
         raise DataError(f"a data factory is written 'package.module:function', got {spec!r}")
@@ -809,10 +856,7 @@ def _load_factory(
             f"module {module_name!r} has no function {func_name!r}{_suggest(func_name, public)}; "
             f"it defines: {', '.join(public) or 'nothing callable'}"
         )
-    if label is not None:
-        raise DataError(f"label={label!r} does not apply to a factory; return the labels as y")
-    ds = _dataset_from_factory(fn(**options), spec, func_name)
-    return _select_features(ds, features) if features is not None else ds
+    return fn
 
 
 def _dataset_from_factory(result: Any, spec: str, name: str) -> Dataset:

@@ -608,7 +608,7 @@ def build_architecture(architecture: str, kwargs: Mapping[str, Any] | None = Non
     """
     kwargs = dict(kwargs or {})
     if ":" in architecture:
-        factory = _import_factory(architecture)
+        factory = import_factory(architecture)
         try:
             module = factory(**kwargs)
         except Exception as exc:
@@ -762,7 +762,8 @@ def _module_for_state_dict(
     return build_architecture(architecture, architecture_kwargs)
 
 
-def _import_factory(architecture: str) -> Callable[..., Any]:
+def import_factory(architecture: str) -> Callable[..., Any]:
+    """The callable an architecture import path names, imported (not called); MemberLoadError if it is not there."""
     module_name, _, attr = architecture.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)

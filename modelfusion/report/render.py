@@ -20,43 +20,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from modelfusion.columns import format_bytes, format_value, header, is_missing
 from modelfusion.errors import ArgumentTypeError
 from modelfusion.evaluation.diversity import diversity_summary
-from modelfusion.evaluation.metrics import get_metric
 from modelfusion.files import write_bytes_atomic
 from modelfusion.report import plots
 from modelfusion.report.data import FusionReport
 
 __all__ = ["format_value", "render_markdown_table", "summary_sentence", "write_report"]
 
-MISSING = "—"
-_PERCENT = {"accuracy", "top5", "macro_f1"}
-_DECIMALS = {"nll", "ece", "brier", "rmse", "mae", "r2", "weight"}
-HEADERS = {
-    "name": "name",
-    "framework": "framework",
-    "cv_mean": "CV mean",
-    "cv_std": "CV std",
-    "accuracy": "accuracy",
-    "nll": "NLL",
-    "ece": "ECE",
-    "brier": "Brier",
-    "macro_f1": "macro F1",
-    "top5": "top-5",
-    "rmse": "RMSE",
-    "mae": "MAE",
-    "r2": "R²",
-    "latency_ms": "latency (ms/sample)",
-    "n_parameters": "parameters",
-    "file_size": "size",
-    "n_members_used": "members used",
-    "weight": "weight",
-    "file": "file",
-    "size_ratio": "smaller by",
-    "delta_pp": "accuracy change",
-    "delta_pp_validation": "change on validation",
-    "speedup": "speed vs fp32",
-}
 _MEMBER_ORDER = [
     "name",
     "framework",
@@ -131,71 +103,6 @@ _FIGURE_FUNCTIONS = {
 }
 
 
-# -- number formatting --------------------------------------------------------------------------
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
-
-
-def _format_count(n: float) -> str:
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f}{suffix}"
-    return f"{int(n)}"
-
-
-def _format_bytes(n: float) -> str:
-    for scale, suffix in ((1024**3, "GB"), (1024**2, "MB"), (1024, "KB")):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f} {suffix}"
-    return f"{int(n)} B"
-
-
-def _format_ms(ms: float) -> str:
-    return f"{ms:.3g} ms" if ms < 100 else f"{ms:.0f} ms"
-
-
-def format_value(key: str, value: Any, *, metric: str | None = None) -> str:
-    """A table cell: accuracy as %, losses to 4 decimals, parameters K/M, sizes KB/MB.
-
-    ``metric`` is the selection metric, used for ``cv_mean``/``cv_std``. Missing values
-    (None, NaN) show as an em dash.
-    """
-    if _is_missing(value):
-        return MISSING
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if not isinstance(value, (int, float, np.integer, np.floating)):
-        return str(value)
-    value = float(value) if isinstance(value, (float, np.floating)) else int(value)
-    if key in ("cv_mean", "cv_std") and metric is not None:
-        try:
-            key_metric = get_metric(metric).name
-        except ValueError:
-            key_metric = None
-        if key_metric in _PERCENT:
-            return f"{100 * value:.2f}" + ("%" if key == "cv_mean" else " pp")
-        return f"{value:.4f}"
-    if key in _PERCENT:
-        return f"{100 * value:.2f}%"
-    if key in _DECIMALS or key in ("cv_mean", "cv_std"):
-        return f"{value:.4f}"
-    if key == "latency_ms":
-        return _format_ms(value)
-    if key == "n_parameters":
-        return _format_count(value)
-    if key == "file_size":
-        return _format_bytes(value)
-    if key == "size_ratio" and value < 1.0:
-        return f"{value:.2f}× (larger)"
-    if key in ("size_ratio", "speedup"):
-        return f"{value:.2f}×"
-    if key in ("delta_pp", "delta_pp_validation"):
-        return f"{value:+.2f} pp"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.4g}"
-
-
 def _columns(rows: Sequence[Mapping[str, Any]], preferred: Sequence[str]) -> list[str]:
     """Preferred columns that some row has, then any other scalar columns, in first-seen order."""
     present = [k for k in preferred if any(k in r for r in rows)]
@@ -226,21 +133,15 @@ def _breakdown_table(deployment: Sequence[Mapping[str, Any]]) -> tuple[list[dict
     rows: dict[str, dict[str, str]] = {}
     for graph in graphs:
         for part in graph["breakdown"]:
-            cell = f"{_format_bytes(part['bytes'])} ({100 * part['bytes_share']:.0f}%)"
+            cell = f"{format_bytes(part['bytes'])} ({100 * part['bytes_share']:.0f}%)"
             if part.get("ms") is not None:
-                cell += f" · {format_value('latency_ms', part['ms'])} ({100 * part['time_share']:.0f}%)"
+                cell += f" · {format_value('latency_ms', part['ms'])} ms ({100 * part['time_share']:.0f}%)"
             rows.setdefault(part["member"], {"member": part["member"]})[graph["name"]] = cell
     return list(rows.values()), ["member", *(g["name"] for g in graphs)]
 
 
-def _header(key: str, metric: str | None) -> str:
-    if key in ("cv_mean", "cv_std") and metric:
-        return f"CV {metric} {'mean' if key == 'cv_mean' else 'std'}"
-    return HEADERS.get(key, key.replace("_", " "))
-
-
 def _is_numeric_column(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
-    values = [r.get(key) for r in rows if not _is_missing(r.get(key))]
+    values = [r.get(key) for r in rows if not is_missing(r.get(key))]
     return bool(values) and all(
         isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values
     )
@@ -266,7 +167,7 @@ def render_markdown_table(
     """
     if columns is None:
         columns = list(dict.fromkeys(k for r in rows for k in r))
-    spec = [(c, _header(c, metric)) if isinstance(c, str) else (c[0], c[1]) for c in columns]
+    spec = [(c, header(c, metric=metric)) if isinstance(c, str) else (c[0], c[1]) for c in columns]
 
     def cell(text: str) -> str:
         return _md_text(text).replace("|", "\\|").replace("\n", " ")
@@ -400,7 +301,8 @@ def _html_table(
 ) -> str:
     numeric = {k: _is_numeric_column(rows, k) for k in columns}
     head = "".join(
-        f"<th{' class=num' if numeric[k] else ''}>{html.escape(_header(k, metric))}</th>" for k in columns
+        f"<th{' class=num' if numeric[k] else ''}>{html.escape(header(k, metric=metric))}</th>"
+        for k in columns
     )
     body = []
     for r in rows:

@@ -173,7 +173,7 @@ def test_data_without_the_members_classes_exits_2(tmp_path, digits_member_file):
 
 
 def test_ctrl_c_during_run_leaves_no_half_written_bundle(tmp_path, digits_member_file, monkeypatch):
-    import modelfusion.strategies as strategies
+    import modelfusion.stages as strategies
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -338,7 +338,7 @@ def test_ctrl_c_while_the_run_moves_its_files_into_place_waits_until_all_are_mov
     import os
     import signal
 
-    import modelfusion.workflow as workflow
+    import modelfusion.publish as workflow
 
     path = _config(tmp_path, members=[{"path": str(digits_member_file)}], cache_dir=None)
     assert invoke("run", path).exit_code == 0

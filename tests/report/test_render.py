@@ -153,7 +153,8 @@ def test_report_rejects_scores_of_the_wrong_shape(report):
         ("accuracy", 0.9123, "91.23%"),
         ("nll", 0.123456, "0.1235"),
         ("ece", None, "—"),
-        ("latency_ms", 0.0123, "0.0123 ms"),
+        ("latency_ms", 0.0123, "0.012"),
+        ("latency_ms", 320.4, "320"),
         ("n_parameters", 11_689_512, "11.7M"),
         ("n_parameters", 25_000, "25.0K"),
         ("n_parameters", 650, "650"),
@@ -217,7 +218,7 @@ def test_deployment_breakdown_gets_a_member_by_graph_table(make_report, tmp_path
     paths = write_report(make_report(deployment=rows), tmp_path)
     page = paths["html"].read_text()
     assert "Where the bytes and the time go" in page
-    assert "449.2 KB (64%) · 1.1 ms (34%)" in page and "56.6 KB (20%) · 1.1 ms (30%)" in page
+    assert "449.2 KB (64%) · 1.100 ms (34%)" in page and "56.6 KB (20%) · 1.100 ms (30%)" in page
     markdown = paths["markdown"].read_text()
     assert "| member | ONNX fp32 | int8 (dynamic) |" in markdown
     assert (tmp_path / "figures" / "deployment_breakdown.png").read_bytes().startswith(PNG_SIGNATURE)

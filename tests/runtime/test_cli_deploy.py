@@ -46,7 +46,7 @@ def test_quantize_prints_size_and_accuracy_before_and_after(bundle):
     assert "int8 dynamic" in result.output and "fp32" in result.output and "accuracy" in result.output
     assert "where the bytes go" in result.output
     knn = next(line for line in result.output.splitlines() if line.strip().startswith("knn"))
-    assert float(knn.split()[-1].rstrip("x")) > 4  # its training set is stored in one byte per value
+    assert float(knn.split()[-1].rstrip("x×")) > 4  # its training set is stored in one byte per value
     record = json.loads((bundle / "manifest.json").read_text())["metadata"]["runtime"]["quantized"]["int8"]
     assert record["samples"] > 0 and abs(record["delta_pp"]) <= 1.0
 

@@ -240,7 +240,7 @@ def test_averaging_strategies_fitted_without_a_class_do_not_warn(digits_predicti
 
 
 def test_a_run_warns_when_test_holds_a_class_validation_lacks(digits_predictions):
-    from modelfusion.workflow import _unseen_class_warnings
+    from modelfusion.stages import unseen_class_warnings as _unseen_class_warnings
 
     val, y_val, test, y_test = digits_predictions
     y_val_enc, y_test_enc = val.encode_labels(y_val), test.encode_labels(y_test)
