@@ -10,8 +10,6 @@ Examples
 >>> fused.save("fused")
 """
 
-__version__ = "0.1.0"
-
 from modelfusion.errors import (
     ArgumentTypeError,
     BundleError,
@@ -40,6 +38,7 @@ from modelfusion.errors import (
     UnseenClassWarning,
 )
 from modelfusion.lazy import lazy_attributes
+from modelfusion.version import __version__
 
 #: Public names and the module each lives in, imported on first use (PEP 562): ``import
 #: modelfusion`` and ``modelfusion --help`` stay light, torch and scikit-learn load when needed.

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from modelfusion.data import build_preprocessor
 from modelfusion.errors import BundleError, ModelFusionError, ModelFusionWarning
 from modelfusion.files import atomic_path, current_umask, defer_interrupts, replace_dir
 from modelfusion.manifest import (
@@ -36,13 +37,17 @@ from modelfusion.manifest import (
     MANIFEST,
     bundle_files,
     inside,
+    manifest_digest,
     parse_manifest,
     verify_digest,
     write_manifest,
 )
 from modelfusion.members.base import sha256_file
+from modelfusion.members.hf import check_saved_configs
+from modelfusion.members.loading import load_saved_member
 from modelfusion.recovery import bundle_lock, recover_bundle
 from modelfusion.serialization import load_strategy, save_strategy
+from modelfusion.version import __version__
 
 if TYPE_CHECKING:
     from modelfusion.fused import FusedModel
@@ -94,8 +99,11 @@ def _save_locked(model: FusedModel, path: Path) -> Path:
     return path
 
 
-def load_bundle(path: str | Path, *, trust: bool = False, expected_digest: str | None = None) -> FusedModel:
-    """Read a bundle folder, verifying it whole before any member file is read.
+def load_bundle(
+    path: str | Path, *, trust: bool = False, expected_digest: str | None = None
+) -> tuple[list[Any], Any, dict[str, Any] | None]:
+    """Read a bundle folder, verifying it whole before any member file is read: ``(members, strategy,
+    metadata)``, what :meth:`~modelfusion.fused.FusedModel.load` builds the model from.
 
     Checks, in order: the manifest's schema; ``bundle.sha256`` (and ``expected_digest``, the
     manifest's sha256 you pinned, when given); that every path it names stays inside the
@@ -124,10 +132,9 @@ def load_bundle(path: str | Path, *, trust: bool = False, expected_digest: str |
         raise BundleError(f"bundle {path} could not be loaded ({type(e).__name__}: {e})") from e
 
 
-def _load_verified(path: Path, manifest: dict[str, Any], trust: bool) -> FusedModel:
-    from modelfusion.data import build_preprocessor
-    from modelfusion.fused import FusedModel
-    from modelfusion.members.loading import load_saved_member
+def _load_verified(
+    path: Path, manifest: dict[str, Any], trust: bool
+) -> tuple[list[Any], Any, dict[str, Any] | None]:
 
     members = []
     for i, spec in enumerate(manifest["members"]):
@@ -138,14 +145,12 @@ def _load_verified(path: Path, manifest: dict[str, Any], trust: bool) -> FusedMo
             for tokenizer in _tokenizer_paths(spec["preprocess"]):
                 where = inside(folder, tokenizer, f"members[{i}].preprocess tokenizer")
                 if where.is_dir() and not trust:  # its tokenizer_config.json may name files elsewhere
-                    from modelfusion.members.hf import check_saved_configs
-
                     check_saved_configs(where, owner=f"members[{i}].preprocess tokenizer")
             member.preprocess = build_preprocessor(spec["preprocess"], base_dir=folder)
             member.preprocess_spec = spec["preprocess"]
         members.append(member)
     strategy = load_strategy(manifest["strategy"], inside(path, "strategy", "strategy"), trust=trust)
-    return FusedModel(members, strategy, metadata=manifest.get("metadata"))
+    return members, strategy, manifest.get("metadata")
 
 
 def read_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
@@ -294,7 +299,6 @@ def bundle_summary(path: str | Path) -> dict[str, Any]:
 
     Reads and checks; builds no member (nothing from the bundle runs).
     """
-    from modelfusion.manifest import manifest_digest
 
     manifest, path = read_manifest(path)
     try:
@@ -419,10 +423,8 @@ def library_versions() -> dict[str, str]:
     import sklearn
     import torch
 
-    import modelfusion
-
     return {
-        "modelfusion": modelfusion.__version__,
+        "modelfusion": __version__,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "torch": torch.__version__,
@@ -442,3 +444,41 @@ def _json_default(value: Any) -> Any:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# -- the fused graphs a bundle may hold ----------------------------------------------------------
+
+#: The fused fp32 graph of a bundle (``modelfusion export``); int8 and fp16 graphs sit beside it.
+ONNX_FILE = "fused.onnx"
+
+
+def cached_bundle_graph(bundle: str | Path) -> Path | None:
+    """A bundle's ``fused.onnx`` when it exists and matches the manifest's checksum, else None."""
+    if not (Path(bundle) / ONNX_FILE).is_file():
+        return None
+    try:
+        manifest, _ = read_manifest(bundle)
+    except ModelFusionError:
+        return None
+    digest = manifest.get("checksums", {}).get(ONNX_FILE)
+    return Path(bundle) / ONNX_FILE if digest and digest == sha256_file(Path(bundle) / ONNX_FILE) else None
+
+
+def record_bundle_graph(bundle: Path, data: bytes, proto: Any, name: str = ONNX_FILE) -> Path:
+    """Write the fused graph into a bundle and record it (file, opset, size) in the manifest."""
+    with staged_bundle_file(bundle, name) as staged:
+        staged.path.write_bytes(data)
+        manifest, _ = read_manifest(bundle)
+        metadata = dict(manifest.get("metadata") or {})
+        runtime = dict(metadata.get("runtime") or {})
+        props = {p.key: p.value for p in proto.metadata_props}
+        runtime["onnx"] = {
+            "file": name,
+            "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+            "size_bytes": len(data),
+            "input_shape": json.loads(props.get("modelfusion.input_shape", "null")),
+        }
+        metadata["runtime"] = runtime
+        staged.metadata = metadata
+    target = Path(bundle) / name
+    return target

@@ -15,12 +15,10 @@ Examples
 
 from __future__ import annotations
 
-import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 #: What a missing value (None, NaN) prints as.
 MISSING = "—"
@@ -111,8 +109,8 @@ PERCENT_METRICS = frozenset(k for k, c in COLUMNS.items() if c.format is _percen
 
 
 def is_missing(value: Any) -> bool:
-    """None or NaN."""
-    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+    """None or NaN (numpy scalars included; numpy is not imported, so the CLI starts fast)."""
+    return value is None or (isinstance(value, numbers.Real) and value != value)
 
 
 def format_value(key: str, value: Any, *, metric: str | None = None) -> str:
@@ -124,11 +122,11 @@ def format_value(key: str, value: Any, *, metric: str | None = None) -> str:
     """
     if is_missing(value):
         return MISSING
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, bool) or type(value).__name__ == "bool":  # numpy's bool is no numbers.Number
         return "yes" if value else "no"
-    if not isinstance(value, (int, float, np.integer, np.floating)):
+    if not isinstance(value, numbers.Real):
         return str(value)
-    value = float(value) if isinstance(value, (float, np.floating)) else int(value)
+    value = int(value) if isinstance(value, numbers.Integral) else float(value)
     if key in ("cv_mean", "cv_std") and metric is not None and _metric_key(metric) in PERCENT_METRICS:
         return f"{100 * value:.2f}" + ("%" if key == "cv_mean" else " pp")
     column = COLUMNS.get(key)
@@ -148,6 +146,8 @@ def header(key: str, *, metric: str | None = None, short: bool = False) -> str:
 
 
 def _metric_key(metric: str) -> str | None:
+    # Imported here: the CLI's tables import this module, and `modelfusion --help` must not load
+    # scikit-learn (see benchmarks/startup.py).
     from modelfusion.evaluation.metrics import METRICS
 
     key = str(metric).strip().lower()

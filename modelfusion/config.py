@@ -24,8 +24,11 @@ from pydantic import (
     model_validator,
 )
 
+from modelfusion.data.datasets import FORMATS
 from modelfusion.errors import ConfigError
 from modelfusion.importpath import is_import_path
+from modelfusion.strategies import STRATEGY_REGISTRY
+from modelfusion.strategies.base import check_strategy_params
 
 #: Rows per scoring call: beyond this a batch no longer fits in memory for any real model.
 MAX_BATCH_SIZE = 1_000_000
@@ -57,7 +60,6 @@ class DataSourceConfig(_Strict):
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        from modelfusion.data.datasets import FORMATS
 
         if value not in ("auto", *FORMATS):
             raise ValueError(f"unknown format {value!r}; use auto, {', '.join(FORMATS)}")
@@ -135,8 +137,6 @@ class FusionConfig(_Strict):
     def _known_strategies(cls, value: Any) -> Any:
         if value == "auto":
             return value
-        from modelfusion.strategies import STRATEGY_REGISTRY
-        from modelfusion.strategies.base import check_strategy_params
 
         for item in value:
             name = item if isinstance(item, str) else item.name

@@ -27,6 +27,7 @@ import numpy as np
 
 from modelfusion.errors import ArgumentTypeError, ParameterError, PredictionError
 from modelfusion.members.base import Member
+from modelfusion.members.loading import load_member
 from modelfusion.predictions import (
     PredictionSet,
     assemble_predictions,
@@ -346,7 +347,6 @@ def _object_parameters(obj: Any) -> int | None:
 
 
 def _load(item: Any, options: dict[str, Any]) -> Member:
-    from modelfusion.members.loading import load_member
 
     if isinstance(item, _Named):
         if isinstance(item.source, Member):

@@ -7,15 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
+from modelfusion.bundle import load_bundle, save_bundle
 from modelfusion.errors import StrategyError
 from modelfusion.inputs import align_inputs
 from modelfusion.members.base import Member
-from modelfusion.outputs import torch_to_proba
 from modelfusion.predictions import PredictionSet, score_members
+from modelfusion.runtime.engine import build_fused_module, fused_scores, labels_from_scores
+from modelfusion.runtime.module import FusedModule
+from modelfusion.runtime.onnx_export import export_fused_onnx
 from modelfusion.strategies.base import Strategy
+
+__all__ = ["FusedModel", "FusedModule"]
 
 
 class FusedModel:
@@ -80,8 +83,6 @@ class FusedModel:
         member is torch; else the members side by side), or force ``"onnx"``, ``"torch"``
         or ``"members"``. See :func:`modelfusion.runtime.select_engine`.
         """
-        from modelfusion.runtime.engine import fused_scores
-
         X = align_inputs(X, self.metadata.get("inputs"), source="the input")
         return fused_scores(self, X, engine=engine, batch_size=batch_size)
 
@@ -93,28 +94,20 @@ class FusedModel:
 
     def predict(self, X: Any, *, batch_size: int = 256, engine: str = "auto") -> np.ndarray:
         """Fused predictions: class labels, 0/1 per label, or regression values."""
-        from modelfusion.runtime.engine import labels_from_scores
-
         return labels_from_scores(
             self.predict_scores(X, batch_size=batch_size, engine=engine), self.task, self.classes
         )
 
     def to_torch(self) -> FusedModule:
         """One ``nn.Module`` (members with their preprocessing + strategy rule) when every member is torch."""
-        from modelfusion.runtime.engine import build_fused_module
-
         return build_fused_module(self)
 
     def export_onnx(self, path: str | Path, *, opset: int | None = None, example_input: Any = None) -> Path:
         """Write the whole ensemble as one ONNX graph; see :func:`modelfusion.runtime.export_fused_onnx`."""
-        from modelfusion.runtime.onnx_export import export_fused_onnx
-
         return export_fused_onnx(self, path, opset=opset, example_input=example_input)
 
     def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
         """Write a self-describing bundle folder (manifest + member files + checksums)."""
-        from modelfusion.bundle import save_bundle
-
         self.bundle_dir = save_bundle(self, path, overwrite=overwrite)
         return self.bundle_dir
 
@@ -125,49 +118,11 @@ class FusedModel:
         ``expected_digest``: the sha256 of the bundle's ``manifest.json`` you pinned
         (``modelfusion.manifest.manifest_digest``); a bundle that differs is refused.
         """
-        from modelfusion.bundle import load_bundle
-
-        model = load_bundle(path, trust=trust, expected_digest=expected_digest)
+        members, strategy, metadata = load_bundle(path, trust=trust, expected_digest=expected_digest)
+        model = cls(members, strategy, metadata=metadata)
         model.bundle_dir = Path(path)
         model.trusted = trust  # the runtime checks the bundle's own graphs as it checked the members
         return model
 
     def __repr__(self) -> str:
         return f"FusedModel(strategy={self.strategy!r}, members={self.names})"
-
-
-class FusedModule(nn.Module):
-    """Torch form of a fused model: preprocess, run members, convert to probabilities, apply the rule.
-
-    ``preprocess`` holds one module per member (default identity); ``columns`` one column
-    order per member (None keeps the member's order).
-
-    Examples
-    --------
-    >>> module = fused.to_torch()
-    >>> module(torch.randn(4, 64)).shape
-    torch.Size([4, 10])
-    """
-
-    def __init__(
-        self,
-        members: Sequence[Member],
-        rule: nn.Module,
-        preprocess: Sequence[nn.Module] | None = None,
-        columns: Sequence[Sequence[int] | None] | None = None,
-    ):
-        super().__init__()
-        self.members = nn.ModuleList(members)  # type: ignore[arg-type]
-        self.preprocess = nn.ModuleList(preprocess or [nn.Identity() for _ in members])
-        self.columns = list(columns or [None] * len(members))
-        self.kinds = [m.output_kind for m in members]
-        self.task = members[0].task
-        self.rule = rule
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = []
-        for member, prep, kind, cols in zip(self.members, self.preprocess, self.kinds, self.columns):
-            out = member(prep(x))
-            out = out if self.task == "regression" else torch_to_proba(out, kind, self.task)
-            scores.append(out if cols is None else out[:, list(cols)])
-        return self.rule(torch.stack(scores, dim=0))

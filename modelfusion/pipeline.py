@@ -7,7 +7,7 @@ Examples
 >>> pipeline({"image": img, "text": "a photo of a cat"})
 """
 
-from modelfusion.data.datasets import Dataset
+from modelfusion.data.dataset import Dataset
 from modelfusion.data.pipeline import DataPipeline, Stage
 
 __all__ = ["DataPipeline", "Dataset", "Stage"]

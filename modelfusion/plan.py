@@ -25,7 +25,12 @@ from modelfusion.config import DataSourceConfig, MemberConfig, RunConfig
 from modelfusion.data.datasets import SourcePlan, plan_source
 from modelfusion.data.preprocessing import build_preprocessor
 from modelfusion.errors import ConfigError, ModelFusionError
+from modelfusion.evaluation.metrics import get_metric
 from modelfusion.importpath import importable_from, is_import_path
+from modelfusion.members.loading import framework_for_path, normalize_framework
+from modelfusion.members.torch import import_factory
+from modelfusion.runtime.deployment import deployment_steps
+from modelfusion.strategies import get_strategy
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,6 @@ def plan_run(config: RunConfig) -> RunPlan:
     members = _plan_members(config, problems)
     strategies = _plan_strategies(config, problems)
     metric = _plan_metric(config, problems)
-    from modelfusion.runtime.deployment import deployment_steps
 
     deploy = deployment_steps(config.deploy.quantize, config.deploy.fp16) if config.deploy.wanted else []
     if problems:
@@ -163,7 +167,6 @@ def _plan_data(config: RunConfig, problems: list[str]) -> list[DataStep]:
 
 
 def _plan_members(config: RunConfig, problems: list[str]) -> list[MemberStep]:
-    from modelfusion.members.loading import framework_for_path, normalize_framework
 
     steps, names = [], {}
     for i, m in enumerate(config.members):
@@ -204,14 +207,12 @@ def _default_name(path: str, local: Path | None) -> str:
 def _check_architecture(architecture: Any) -> None:
     """Whether an architecture factory named in the config imports (the config is the user's own: no
     allow-list, unlike a bundle's, see :func:`~modelfusion.members.architectures.check_architecture`)."""
-    from modelfusion.members.torch import import_factory
 
     if isinstance(architecture, str) and is_import_path(architecture, allow_file=False):
         import_factory(architecture)
 
 
 def _plan_strategies(config: RunConfig, problems: list[str]) -> list[Any] | str:
-    from modelfusion.strategies import get_strategy
 
     if config.fusion.strategies == "auto":
         return "auto"
@@ -223,7 +224,6 @@ def _plan_strategies(config: RunConfig, problems: list[str]) -> list[Any] | str:
 
 
 def _plan_metric(config: RunConfig, problems: list[str]) -> str:
-    from modelfusion.evaluation.metrics import get_metric
 
     name = config.fusion.metric
     with _problem(problems, "fusion.metric"):

@@ -24,6 +24,7 @@ import numpy as np
 from modelfusion.errors import ModelFusionWarning, PredictionError, UnknownNameError
 from modelfusion.files import atomic_path
 from modelfusion.members.base import Member, sha256_arrays
+from modelfusion.members.loading import load_member
 from modelfusion.outputs import EPS, check_kind, check_task, to_log_proba, to_proba
 from modelfusion.progress import progress_bar
 
@@ -307,10 +308,6 @@ def score_members(
 
 def _as_member_list(members: Sequence[Member | Any] | Mapping[str, Member | Any]) -> list[Member]:
     """Members as a list, loading with :func:`load_member` whatever is not a Member yet."""
-    if not all(
-        isinstance(m, Member) for m in (members.values() if isinstance(members, Mapping) else members)
-    ):
-        from modelfusion.members.loading import load_member
     if isinstance(members, Mapping):
         return [load_member(m, name=n) if not isinstance(m, Member) else m for n, m in members.items()]
     return [m if isinstance(m, Member) else load_member(m) for m in members]

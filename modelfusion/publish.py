@@ -14,6 +14,8 @@ from pathlib import Path
 from modelfusion.bundle import is_bundle
 from modelfusion.errors import ConfigError
 from modelfusion.files import defer_interrupts, replace_all, write_text_atomic
+from modelfusion.members.base import sha256_file
+from modelfusion.report.render import FIGURES, REPORT_FILES
 
 #: What a run writes into ``output_dir`` (the leftovers of an interrupted run are only these).
 PUBLISHED = ("bundle", "config.yaml", "report.html", "report.md", "metrics.json", "figures")
@@ -41,8 +43,6 @@ def check_output_dir(out: Path, config_file: Path | None = None) -> None:
         if not (entry.exists() or entry.is_symlink()) or legacy:
             continue
         if name == "figures":
-            from modelfusion.report.render import FIGURES
-
             ours = {f"{key}.png" for key, _ in FIGURES}
             files = [p for p in entry.iterdir() if p.name in ours] if entry.is_dir() else []
             foreign += [
@@ -74,7 +74,6 @@ def _run_record(out: Path) -> dict[str, str] | None:
 
 
 def _digest(path: Path) -> str | None:
-    from modelfusion.members.base import sha256_file
 
     return sha256_file(path) if path.is_file() and not path.is_symlink() else None
 
@@ -88,7 +87,6 @@ def publish_run(stage: Path, out: Path) -> None:
     files are removed rather than left beside a bundle they do not describe. Ctrl-C is held
     while the entries move (see :func:`~modelfusion.files.replace_all`).
     """
-    from modelfusion.report.render import FIGURES, REPORT_FILES
 
     figures = figures_folder(out)
     moves: list[tuple[Path | None, Path]] = []

@@ -26,6 +26,8 @@ from typing import Any
 
 from modelfusion.errors import BundleError
 from modelfusion.files import remove_path
+from modelfusion.manifest import parse_manifest
+from modelfusion.members.base import sha256_file
 
 _ASIDE = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]{12}$")
 _TEMPORARY = re.compile(r"^\.(.+\.[^.]+\.tmp(\.[A-Za-z0-9]+)?|run-.+\.tmp)$")
@@ -119,8 +121,6 @@ def recover_bundle(path: str | Path) -> list[str]:
     new one was recorded is put back when it is what the manifest records and the file in its
     place is not (the kill came between the rename and the manifest update).
     """
-    from modelfusion.manifest import parse_manifest
-    from modelfusion.members.base import sha256_file
 
     path = Path(path)
     actions = recover_folder(path.parent, [path.name])

@@ -16,7 +16,9 @@ from safetensors.numpy import load_file, save_file
 from sklearn.base import BaseEstimator
 
 from modelfusion.errors import BundleError
+from modelfusion.manifest import inside
 from modelfusion.safe_skops import load_skops
+from modelfusion.strategies.base import STRATEGY_REGISTRY, Strategy
 
 
 class _Writer:
@@ -26,7 +28,6 @@ class _Writer:
         self.files: list[str] = []
 
     def encode(self, value: Any, key: str) -> Any:
-        from modelfusion.strategies.base import Strategy
 
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
@@ -115,7 +116,6 @@ class _Reader:
         raise BundleError(f"unrecognised entry in the strategy spec: {sorted(value)}")
 
     def strategy(self, spec: dict[str, Any]) -> Any:
-        from modelfusion.strategies.base import STRATEGY_REGISTRY
 
         cls = STRATEGY_REGISTRY.get(str(spec.get("class", "")).lower())
         if cls is None:
@@ -126,7 +126,6 @@ class _Reader:
         return strategy.set_fitted_state(state)
 
     def skops(self, name: str) -> Any:
-        from modelfusion.manifest import inside
 
         return load_skops(inside(self.directory, name, "strategy file"), trust=self.trust, owner="strategy")
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from modelfusion.bundle import library_versions, read_manifest
 from modelfusion.config import RunConfig, config_record
-from modelfusion.data.datasets import Dataset, load_dataset, source_id
+from modelfusion.data.dataset import Dataset
+from modelfusion.data.datasets import load_dataset, source_id
 from modelfusion.data.splits import split_dataset
 from modelfusion.errors import (
     ConfigError,
@@ -41,7 +42,9 @@ from modelfusion.members.base import Member
 from modelfusion.members.loading import load_member
 from modelfusion.plan import MemberStep, RunPlan
 from modelfusion.predictions import PredictionSet, score_members
+from modelfusion.report import FusionReport
 from modelfusion.rows import DeploymentRow, MemberRow, StrategyRow
+from modelfusion.runtime.deployment import iter_deployment
 from modelfusion.strategies import GreedySelection, Mean, OptimizedWeights, WeightedAverage
 from modelfusion.strategies.base import Strategy
 from modelfusion.strategies.search import SearchResult, search_strategies
@@ -310,7 +313,6 @@ def export(plan: RunPlan, model: FusedModel, bundle_dir: Path, scored: Scored) -
     failing) is not a failed run: the rows measured before it are kept and a warning says
     which step failed, why, and which graphs the bundle holds.
     """
-    from modelfusion.runtime.deployment import iter_deployment
 
     deploy, config = plan.config.deploy, plan.config
     if not deploy.wanted:
@@ -350,7 +352,6 @@ def build_report(
     notes: list[str],
 ) -> Any:
     """The :class:`~modelfusion.report.FusionReport` of the run, from the rows the stages returned."""
-    from modelfusion.report import FusionReport
 
     config, preds = plan.config, scored.test_preds
     fitted = evaluated.fitted[choice.name]

@@ -18,7 +18,7 @@ from typing import Any
 from modelfusion import stages
 from modelfusion.bundle import check_bundle_target
 from modelfusion.config import RunConfig, dump_config
-from modelfusion.data.datasets import Dataset
+from modelfusion.data.dataset import Dataset
 from modelfusion.files import write_text_atomic
 from modelfusion.members.base import Member
 from modelfusion.phases import Phases
@@ -32,6 +32,7 @@ from modelfusion.publish import (
     publish_run,
 )
 from modelfusion.recovery import bundle_lock, recover_folder
+from modelfusion.report import write_report
 from modelfusion.rows import DeploymentRow, MemberRow, StrategyRow
 
 __all__ = ["RunResult", "load_run_data", "load_run_members", "run_fusion"]
@@ -198,7 +199,6 @@ class _Staged:
         return {key: out / path.relative_to(stage) for key, path in staged.items()}, deployment
 
     def _report(self, stage: Path, deployment: stages.Deployment, engine: str | None) -> dict[str, Path]:
-        from modelfusion.report import write_report
 
         n_val, n_test, cv = len(self.scored.val), len(self.scored.test), self.plan.config.fusion.cv
         warnings = [*self.scored.warnings, *deployment.warnings]

@@ -366,7 +366,7 @@ def test_a_malformed_manifest_names_the_field(bundle, content, field):
 
 
 def _exported(bundle: Path, X: np.ndarray) -> bytes:
-    from modelfusion.runtime.engine import record_bundle_graph
+    from modelfusion.bundle import record_bundle_graph
     from modelfusion.runtime.onnx_export import build_fused_onnx
 
     proto = build_fused_onnx(FusedModel.load(bundle), example_input=X[:8])

@@ -7,7 +7,7 @@ import pytest
 
 from modelfusion.columns import format_value
 from modelfusion.config import parse_config
-from modelfusion.data.datasets import Dataset
+from modelfusion.data.dataset import Dataset
 from modelfusion.plan import RunPlan
 from modelfusion.predictions import PredictionSet
 from modelfusion.rows import DeploymentRow, MemberRow, StrategyRow

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from modelfusion.cli.app import EXPECT_HELP, TRUST_HELP, app, console, handle_errors, log, warn
+from modelfusion.cli.console import EXPECT_HELP, TRUST_HELP, console, handle_errors, log, warn
 from modelfusion.cli.tables import metrics_table
 from modelfusion.errors import DataError, ParameterError
 
@@ -80,7 +80,6 @@ def _inputs(model, ds, source: str):
     )
 
 
-@app.command()
 @handle_errors
 def evaluate(
     bundle: Path = typer.Argument(..., help="A fused bundle folder (from `modelfusion run`)."),
@@ -124,7 +123,6 @@ def evaluate(
         console.print(metrics_table(metrics, f"{bundle.name} on {data} ({len(ds)} samples)"))
 
 
-@app.command()
 @handle_errors
 def predict(
     bundle: Path = typer.Argument(..., help="A fused bundle folder."),
@@ -192,7 +190,6 @@ def predict(
     console.print(f"wrote {len(table)} predictions to {output}")
 
 
-@app.command()
 @handle_errors
 def info(
     bundle: Path = typer.Argument(..., help="A fused bundle folder."),
@@ -246,3 +243,10 @@ def info(
     console.print(
         escape("versions: " + ", ".join(f"{k} {v}" for k, v in s["versions"].items())), highlight=False
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command()(evaluate)
+    app.command()(predict)
+    app.command()(info)

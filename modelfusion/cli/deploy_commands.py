@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from modelfusion.cli.app import TRUST_HELP, app, console, handle_errors, log, warn
+from modelfusion.cli.console import TRUST_HELP, console, handle_errors, log, warn
 from modelfusion.columns import MISSING, format_value
 from modelfusion.errors import ParameterError
 
@@ -26,7 +26,6 @@ def recover(bundle: Path) -> None:
             warn(action)
 
 
-@app.command()
 @handle_errors
 def export(
     bundle: Path = typer.Argument(..., help="A fused bundle folder (from `modelfusion run`)."),
@@ -53,8 +52,8 @@ def export(
             f"wrote {target} ({format_value('file_size', target.stat().st_size)}, TensorRT {precision})"
         )
         return
+    from modelfusion.bundle import record_bundle_graph
     from modelfusion.fused import FusedModel
-    from modelfusion.runtime.engine import record_bundle_graph
     from modelfusion.runtime.onnx_export import build_fused_onnx
 
     recover(bundle)
@@ -89,7 +88,6 @@ def export(
     console.print(f"wrote {target}", soft_wrap=True, highlight=False)
 
 
-@app.command()
 @handle_errors
 def quantize(
     bundle: Path = typer.Argument(..., help="A fused bundle folder."),
@@ -175,3 +173,9 @@ def member_bytes_table(fp32: Path, quantized: Path, label: str) -> Table:
 def _label(record: dict[str, Any]) -> str:
     """'int8 dynamic', 'int8 static' or 'fp16' (a cast has no mode)."""
     return record["precision"] if record["precision"] == "fp16" else f"{record['precision']} {record['mode']}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command()(export)
+    app.command()(quantize)

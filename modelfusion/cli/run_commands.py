@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from modelfusion.cli.app import State, app, console, handle_errors, log, warn
+from modelfusion.cli.console import State, console, handle_errors, log, warn
 from modelfusion.cli.tables import deployment_table, results_table
 from modelfusion.errors import ConfigError
 
@@ -65,7 +65,6 @@ _CONFIG_HEADER = """\
 """
 
 
-@app.command()
 @handle_errors
 def init(
     name: Path = typer.Argument(..., help="Folder to create."),
@@ -107,7 +106,6 @@ def init(
     console.print(f"created [bold]{name}[/bold]; next: {nxt}")
 
 
-@app.command()
 @handle_errors
 def run(
     config: Path = typer.Argument(..., help="A fusion.yaml file."),
@@ -149,7 +147,6 @@ def run(
     _print_result(result)
 
 
-@app.command()
 @handle_errors
 def demo(
     output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Folder for models and results."),
@@ -191,3 +188,10 @@ def _print_result(result) -> None:
         console.print(f"report: {result.files['html']}")
     if State.verbose:
         console.print(result.files)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command()(init)
+    app.command()(run)
+    app.command()(demo)

@@ -1,7 +1,8 @@
 """Data: datasets and loaders, splits, per-modality pipelines and standard preprocessors."""
 
 from modelfusion.data.builtin import BUILTIN_DATASETS
-from modelfusion.data.datasets import DataError, DataFileNotFoundError, Dataset, load_dataset
+from modelfusion.data.dataset import Dataset
+from modelfusion.data.datasets import load_dataset
 from modelfusion.data.pipeline import DataPipeline
 from modelfusion.data.preprocessing import (
     build_preprocessor,
@@ -10,6 +11,7 @@ from modelfusion.data.preprocessing import (
     text_preprocessor,
 )
 from modelfusion.data.splits import split_dataset
+from modelfusion.errors import DataError, DataFileNotFoundError
 
 __all__ = [
     "BUILTIN_DATASETS",

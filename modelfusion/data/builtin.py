@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from modelfusion.data.datasets import DataError, Dataset
+from modelfusion.data.dataset import Dataset
+from modelfusion.errors import DataError
 
 
 def _sklearn_dataset(name: str, loader_name: str, task: str) -> Dataset:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.data.datasets import Dataset
+from modelfusion.data.dataset import Dataset
 from modelfusion.errors import ArgumentTypeError, DataError
 
 

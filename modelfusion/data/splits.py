@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelfusion.data.datasets import DataError, Dataset
+from modelfusion.data.dataset import Dataset
+from modelfusion.errors import DataError
 
 
 def split_dataset(

@@ -19,7 +19,13 @@ import torch
 from torch import nn
 
 from modelfusion.dependencies import require
-from modelfusion.errors import ArgumentTypeError, InputError, MemberLoadError, UnsafeFormatError
+from modelfusion.errors import (
+    ArgumentTypeError,
+    InputError,
+    MemberFileNotFoundError,
+    MemberLoadError,
+    UnsafeFormatError,
+)
 from modelfusion.members.base import Member
 from modelfusion.members.torch import state_dict_fingerprint
 
@@ -393,8 +399,6 @@ def load_tokenizer_file(path: str | Path, config: Any = None) -> Any:
     when it is not a tokenizer.
     """
     from transformers import PreTrainedTokenizerFast
-
-    from modelfusion.errors import MemberFileNotFoundError
 
     path = Path(path)
     if not path.is_file():

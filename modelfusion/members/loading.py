@@ -13,6 +13,7 @@ from typing import Any
 from modelfusion.errors import MemberFileNotFoundError, MemberLoadError, ModelFusionError
 from modelfusion.importpath import is_import_path
 from modelfusion.members.base import Member
+from modelfusion.members.torch import archive_kind, load_torch_factory
 
 # Accepted spellings of each framework, case-insensitive.
 FRAMEWORK_ALIASES: dict[str, str] = {
@@ -336,8 +337,6 @@ def is_hf_checkpoint_file(path: Path) -> bool:
     if not model_type:
         return False
     if path.suffix.lower() in (".pt", ".pth"):
-        from modelfusion.members.torch import archive_kind
-
         return archive_kind(path) is None
     return True
 
@@ -353,7 +352,6 @@ def _load_factory(factory: str, fw: str | None, *, name: str | None, trust: bool
         raise MemberLoadError(
             f"{factory!r} already names the architecture; drop architecture={options['architecture']!r}"
         )
-    from modelfusion.members.torch import load_torch_factory
 
     accepted = _keyword_only(load_torch_factory) - {"name", "trust"}
     member_options = {k: v for k, v in options.items() if k in accepted}

@@ -19,6 +19,7 @@ from modelfusion.errors import (
     UnsafeFormatError,
 )
 from modelfusion.members.base import Member, sha256_file
+from modelfusion.runtime.session import open_session
 
 # onnxruntime type strings -> numpy dtypes the batch is cast to.
 _ORT_DTYPES: dict[str, Any] = {
@@ -136,8 +137,6 @@ class OnnxMember(Member):
                 f"onnxruntime.InferenceSession, got {type(model).__name__}"
             )
         try:
-            from modelfusion.runtime.session import open_session
-
             return open_session(source, list(providers or ["CPUExecutionProvider"]))
         except Exception as exc:
             raise MemberLoadError(

@@ -16,6 +16,7 @@ from torch import nn
 
 from modelfusion.errors import (
     ArgumentTypeError,
+    MemberFileNotFoundError,
     MemberLoadError,
     MemberSaveError,
     PredictionError,
@@ -299,7 +300,6 @@ def load_torch_factory(
     name only installed packages or modules you would import yourself. ``trust`` is unused:
     no file is unpickled.
     """
-    from modelfusion.errors import MemberFileNotFoundError
 
     resolved = resolve_factory(factory)
     kwargs = dict(architecture_kwargs or {})

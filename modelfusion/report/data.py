@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.errors import InputError
+from modelfusion.evaluation.details import class_metrics, confusion, paired_test
 from modelfusion.evaluation.metrics import evaluate, get_metric
 from modelfusion.outputs import check_task
 
@@ -187,7 +188,6 @@ class FusionReport:
     def details(self) -> dict[str, Any] | None:
         """The chosen model on test in detail (classification): per-class metrics, overall figures,
         the confusion matrix, and McNemar's paired test against the best member."""
-        from modelfusion.evaluation.details import class_metrics, confusion, paired_test
 
         chosen = self.strategy_scores.get(self.chosen)
         if self.task != "classification" or chosen is None or self.y_test is None:

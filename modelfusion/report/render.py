@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from modelfusion.columns import format_bytes, format_value, header, is_missing
 from modelfusion.errors import ArgumentTypeError
+from modelfusion.evaluation.comparison import comparison_sentence
 from modelfusion.evaluation.diversity import diversity_summary
 from modelfusion.files import write_bytes_atomic
 from modelfusion.report import plots
@@ -32,6 +33,8 @@ __all__ = ["format_value", "render_markdown_table", "summary_sentence", "write_r
 _MEMBER_ORDER = [
     "name",
     "framework",
+    "cv_mean",
+    "cv_std",
     "accuracy",
     "nll",
     "ece",
@@ -191,7 +194,6 @@ def _md_text(text: str) -> str:
 # -- content shared by HTML and Markdown ---------------------------------------------------------
 def summary_sentence(report: FusionReport) -> str:
     """One plain-text sentence: the chosen model against the member best at each headline metric."""
-    from modelfusion.evaluation.comparison import comparison_sentence
 
     return comparison_sentence(report.task, report.chosen, report.summary()["chosen_test"], report.members)
 

@@ -9,19 +9,29 @@ Examples
 >>> graph_breakdown("fused.int8.onnx", X_test[:256])                # bytes and time per member
 """
 
-from modelfusion.runtime.engine import ENGINES, select_engine
-from modelfusion.runtime.errors import (
-    ExecutionProviderError,
-    ExportError,
-    ExportWarning,
-    QuantizationError,
-    TensorRTUnavailableError,
-)
-from modelfusion.runtime.executors import MemberExecutor, OnnxExecutor, TorchExecutor
-from modelfusion.runtime.onnx_export import build_fused_onnx, export_fused_onnx
-from modelfusion.runtime.profile import graph_breakdown
-from modelfusion.runtime.quantize import quantize_bundle, quantize_onnx
-from modelfusion.runtime.tensorrt import TensorRTConverter
+from modelfusion.lazy import lazy_attributes
+
+#: Public names and the module each lives in, imported on first use (PEP 562): importing one
+#: runtime module (the engine, for ``FusedModel.predict``) does not import quantization or TensorRT.
+_LAZY = {
+    "ENGINES": "modelfusion.runtime.engine",
+    "select_engine": "modelfusion.runtime.engine",
+    "ExecutionProviderError": "modelfusion.errors",
+    "ExportError": "modelfusion.errors",
+    "ExportWarning": "modelfusion.errors",
+    "QuantizationError": "modelfusion.errors",
+    "TensorRTUnavailableError": "modelfusion.errors",
+    "MemberExecutor": "modelfusion.runtime.executors",
+    "OnnxExecutor": "modelfusion.runtime.executors",
+    "TorchExecutor": "modelfusion.runtime.executors",
+    "build_fused_onnx": "modelfusion.runtime.onnx_export",
+    "export_fused_onnx": "modelfusion.runtime.onnx_export",
+    "graph_breakdown": "modelfusion.runtime.profile",
+    "quantize_bundle": "modelfusion.runtime.quantize",
+    "quantize_onnx": "modelfusion.runtime.quantize",
+    "TensorRTConverter": "modelfusion.runtime.tensorrt",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "ENGINES",

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.bundle import record_bundle_graph
 from modelfusion.errors import ParameterError
+from modelfusion.runtime.executors import OnnxExecutor
+from modelfusion.runtime.onnx_export import build_fused_onnx
 from modelfusion.runtime.profile import graph_breakdown
 from modelfusion.runtime.quantize import _split_data, check_request, graph_quality, quantize_bundle
 
@@ -87,8 +90,6 @@ def iter_deployment(
     ONNX fp32 fused.onnx 1.00x
     int8 (static) fused.int8.onnx 0.84x
     """
-    from modelfusion.runtime.engine import record_bundle_graph
-    from modelfusion.runtime.onnx_export import build_fused_onnx
 
     X, y = _split_data(validation)
     if X is None:
@@ -117,7 +118,6 @@ def iter_deployment(
 
 
 def _measure(graph: Path, X: np.ndarray, y: Any, batch_size: int, repeats: int) -> dict[str, Any]:
-    from modelfusion.runtime.executors import OnnxExecutor
 
     executor = OnnxExecutor(graph, providers=["cpu"])
     scores = executor.run(X, batch_size=batch_size)

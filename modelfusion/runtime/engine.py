@@ -8,18 +8,23 @@ and only ``modelfusion export`` / ``quantize`` / ``run`` write graphs into a bun
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
-from modelfusion.errors import ModelFusionError, ParameterError
+from modelfusion.bundle import cached_bundle_graph
+from modelfusion.errors import ModelFusionError, ParameterError, StrategyError
+from modelfusion.members.onnx import check_onnx_allocations
 from modelfusion.runtime.errors import ExportError
 from modelfusion.runtime.executors import MemberExecutor, OnnxExecutor, TorchExecutor
+from modelfusion.runtime.member_graph import column_order, reference_classes
+from modelfusion.runtime.module import FusedModule
+from modelfusion.runtime.onnx_export import build_fused_onnx
+from modelfusion.runtime.preprocess import PreprocessModule, member_preprocess_spec
 
 ENGINES = ("auto", "onnx", "torch", "members")
 AUTO_TOLERANCE = 1e-5
-ONNX_FILE = "fused.onnx"
 
 
 def select_engine(model: Any, preference: str = "auto", *, example_input: Any = None) -> Any:
@@ -79,57 +84,15 @@ def _auto_executor(model: Any, example_input: Any) -> Any:
 
 
 def _onnx_executor(model: Any, example_input: Any) -> OnnxExecutor:
-    from modelfusion.runtime.onnx_export import build_fused_onnx
 
     bundle = getattr(model, "bundle_dir", None)
     cached = None if bundle is None else cached_bundle_graph(bundle)
     if cached is not None:
         if not getattr(model, "trusted", True):  # a downloaded bundle's graph: same checks as its members'
-            from modelfusion.members.onnx import check_onnx_allocations
-
             check_onnx_allocations(cached, owner=f"bundle {bundle}")
         return OnnxExecutor(cached)
     # Built in memory only: predicting never writes into a bundle (`modelfusion export` does).
     return OnnxExecutor(build_fused_onnx(model, example_input=example_input).SerializeToString())
-
-
-def cached_bundle_graph(bundle: str | Path) -> Path | None:
-    """A bundle's ``fused.onnx`` when it exists and matches the manifest's checksum, else None."""
-    from modelfusion.bundle import read_manifest
-    from modelfusion.members.base import sha256_file
-
-    if not (Path(bundle) / ONNX_FILE).is_file():
-        return None
-    try:
-        manifest, _ = read_manifest(bundle)
-    except ModelFusionError:
-        return None
-    digest = manifest.get("checksums", {}).get(ONNX_FILE)
-    return Path(bundle) / ONNX_FILE if digest and digest == sha256_file(Path(bundle) / ONNX_FILE) else None
-
-
-def record_bundle_graph(bundle: Path, data: bytes, proto: Any, name: str = ONNX_FILE) -> Path:
-    """Write the fused graph into a bundle and record it (file, opset, size) in the manifest."""
-    import json
-
-    from modelfusion.bundle import read_manifest, staged_bundle_file
-
-    with staged_bundle_file(bundle, name) as staged:
-        staged.path.write_bytes(data)
-        manifest, _ = read_manifest(bundle)
-        metadata = dict(manifest.get("metadata") or {})
-        runtime = dict(metadata.get("runtime") or {})
-        props = {p.key: p.value for p in proto.metadata_props}
-        runtime["onnx"] = {
-            "file": name,
-            "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
-            "size_bytes": len(data),
-            "input_shape": json.loads(props.get("modelfusion.input_shape", "null")),
-        }
-        metadata["runtime"] = runtime
-        staged.metadata = metadata
-    target = Path(bundle) / name
-    return target
 
 
 def fused_scores(model: Any, X: Any, *, engine: str = "auto", batch_size: int = 256) -> np.ndarray:
@@ -163,13 +126,6 @@ def _array_input(X: Any) -> bool:
 
 def build_fused_module(model: Any) -> Any:
     """``FusedModel.to_torch()``: members with their preprocessing, columns aligned, then the rule."""
-    from torch import nn
-
-    from modelfusion.errors import StrategyError
-    from modelfusion.fused import FusedModule
-    from modelfusion.runtime.member_graph import column_order, reference_classes
-    from modelfusion.runtime.preprocess import PreprocessModule, member_preprocess_spec
-
     not_torch = [m.name for m in model.members if not isinstance(m, nn.Module)]
     if not_torch:
         raise StrategyError(

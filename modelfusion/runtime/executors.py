@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.members.onnx import onnxruntime_errors
+from modelfusion.predictions import assemble_predictions, inputs_per_member, score_each
 from modelfusion.runtime.errors import ExecutionProviderError
 from modelfusion.runtime.session import open_session
 
@@ -175,7 +176,6 @@ class MemberExecutor:
 
     def member_predictions(self, X: Any, *, batch_size: int = 256) -> Any:
         """Every member's outputs as a :class:`~modelfusion.PredictionSet` (same as the serial path)."""
-        from modelfusion.predictions import assemble_predictions, inputs_per_member, score_each
 
         members = self.model.members
         jobs = [([m], x) for m, x in zip(members, inputs_per_member([m.name for m in members], X))]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.errors import StrategyError
+from modelfusion.files import atomic_path
 from modelfusion.runtime.errors import ExportError
 from modelfusion.runtime.graph import GraphBuilder
 from modelfusion.runtime.member_graph import INPUT, OUTPUT, member_pipeline, reference_classes
@@ -67,7 +68,6 @@ def export_fused_onnx(
     >>> onnxruntime.InferenceSession("fused.onnx").run(["scores"], {"input": X_test})[0].shape
     (450, 10)
     """
-    from modelfusion.files import atomic_path
 
     proto = build_fused_onnx(model, opset=opset, example_input=example_input)
     path = Path(path)

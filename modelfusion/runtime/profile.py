@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.runtime.session import read_settings, session_options
+
 FUSION = "fusion"
 _MEMBER = re.compile(r"(?:^|[^A-Za-z0-9])m(\d+)_")
 
@@ -105,8 +107,6 @@ def _kernel_times(path: Path, X: Any, owner: Any, original: set[str], runs: int)
     """Milliseconds per call of each member's kernels (median over calls), from ONNX Runtime's profiler."""
     import onnx
     import onnxruntime as ort
-
-    from modelfusion.runtime.session import read_settings, session_options
 
     with tempfile.TemporaryDirectory(prefix="modelfusion-profile-") as tmp:
         options, disabled = session_options(read_settings(path))

@@ -35,9 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.bundle import cached_bundle_graph, read_manifest, record_bundle_graph, staged_bundle_file
 from modelfusion.dependencies import require
+from modelfusion.evaluation import evaluate
 from modelfusion.files import atomic_path
+from modelfusion.fused import FusedModel
+from modelfusion.predictions import PredictionSet
 from modelfusion.runtime.errors import QuantizationError
+from modelfusion.runtime.executors import OnnxExecutor
+from modelfusion.runtime.onnx_export import build_fused_onnx
 from modelfusion.runtime.session import write_settings
 
 MODES = ("dynamic", "static")
@@ -403,8 +409,6 @@ def quantize_bundle(
     >>> quantize_bundle("runs/demo/results/bundle", "dynamic", data=(X_val, y_val))["delta_pp"]
     -0.22
     """
-    from modelfusion.bundle import read_manifest, staged_bundle_file
-    from modelfusion.runtime.executors import OnnxExecutor
 
     X, y = _split_data(data)
     check_request(mode, precision, has_calibration=X is not None)
@@ -594,9 +598,6 @@ def _split_data(data: Any) -> tuple[np.ndarray | None, Any]:
 
 def _bundle_graph(bundle: Path, X: np.ndarray | None, trust: bool) -> Path:
     """The bundle's ``fused.onnx`` (checksum verified), exported and recorded first if needed."""
-    from modelfusion.fused import FusedModel
-    from modelfusion.runtime.engine import cached_bundle_graph, record_bundle_graph
-    from modelfusion.runtime.onnx_export import build_fused_onnx
 
     cached = cached_bundle_graph(bundle)
     if cached is not None:
@@ -612,9 +613,6 @@ def graph_quality(graph: Path, y: Any, scores: np.ndarray) -> dict[str, float]:
     The task and class order are read from the graph's metadata (written at export).
     """
     import onnx
-
-    from modelfusion.evaluation import evaluate
-    from modelfusion.predictions import PredictionSet
 
     props = {p.key: p.value for p in onnx.load(str(graph), load_external_data=False).metadata_props}
     task = props.get("modelfusion.task", "classification")

@@ -12,9 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from modelfusion.bundle import cached_bundle_graph, read_manifest
 from modelfusion.errors import ParameterError
 from modelfusion.files import write_bytes_atomic
+from modelfusion.fused import FusedModel
+from modelfusion.manifest import inside
+from modelfusion.members.base import sha256_file
+from modelfusion.members.torch import TorchMember, archive_kind, load_exported, load_torchscript
 from modelfusion.runtime.errors import ExportError, QuantizationError, TensorRTUnavailableError
+from modelfusion.runtime.member_onnx import member_to_onnx
+from modelfusion.runtime.onnx_export import DEFAULT_OPSET, build_fused_onnx
 
 PRECISIONS = ("fp32", "fp16", "int8")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
@@ -93,7 +100,6 @@ class TensorRTConverter:
     # -- the input ------------------------------------------------------------------------
     def _input_kind(self) -> str:
         """'bundle', 'onnx', 'export' or 'torchscript'; clear errors for anything else."""
-        from modelfusion.members.torch import archive_kind
 
         path = self.model_path
         if not path.exists():
@@ -131,15 +137,8 @@ class TensorRTConverter:
         return self._torch_graph(kind)
 
     def _bundle_graph(self) -> bytes:
-        from modelfusion.bundle import read_manifest
-        from modelfusion.fused import FusedModel
-        from modelfusion.runtime.engine import cached_bundle_graph
-        from modelfusion.runtime.onnx_export import build_fused_onnx
 
         if self.precision == "int8":
-            from modelfusion.manifest import inside
-            from modelfusion.members.base import sha256_file
-
             manifest, _ = read_manifest(self.model_path)
             quantized = (manifest.get("metadata") or {}).get("runtime", {}).get("quantized", {})
             record = quantized.get("int8-static") or quantized.get("int8", {})  # "int8": bundles before 0.2
@@ -156,9 +155,6 @@ class TensorRTConverter:
         return build_fused_onnx(model, example_input=example).SerializeToString()
 
     def _torch_graph(self, kind: str) -> bytes:
-        from modelfusion.members.torch import TorchMember, load_exported, load_torchscript
-        from modelfusion.runtime.member_onnx import member_to_onnx
-        from modelfusion.runtime.onnx_export import DEFAULT_OPSET
 
         module = (
             load_exported(self.model_path, trust=self.trust)

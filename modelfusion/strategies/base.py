@@ -7,23 +7,21 @@ unfitted strategy raises ``NotFittedError``. ``to_torch()`` returns an ``nn.Modu
 applies the same rule to a tensor ``[members, batch, outputs]`` so a fused model exports
 as one graph.
 
-``combine`` also takes the tutorial's per-model records, ``[{"model": name, "output": value},
-...]``, and then returns a dict with the fused score and the weights used (see
-:class:`OutputRecords`); this adapter is the one place that form is handled.
+The tutorial's per-model records, ``[{"model": name, "output": value}, ...]``, are handled by
+one adapter, :mod:`modelfusion.strategies.records` (what :mod:`modelfusion.strategy` uses).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from modelfusion.errors import PredictionError, StrategyError, UnseenClassWarning
+from modelfusion.errors import StrategyError, UnseenClassWarning
 from modelfusion.predictions import PredictionSet, as_prediction_set
 from modelfusion.threads import small_work_threads
 
@@ -59,9 +57,9 @@ class Strategy(BaseEstimator):
     #: trained on the labels); :meth:`fit` then warns, naming the classes.
     covers_unseen_classes: ClassVar[bool] = True
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__name__.startswith("_"):
+        if cls.__name__.startswith("_") or not register:
             return
         STRATEGY_REGISTRY[cls.__name__.lower()] = cls
         if cls.alias:
@@ -108,55 +106,29 @@ class Strategy(BaseEstimator):
             self._fit(preds, y_enc)
         return self
 
-    def combine(
-        self, predictions: PredictionSet | np.ndarray | Sequence[Mapping[str, Any]]
-    ) -> np.ndarray | dict[str, Any]:
+    def combine(self, predictions: PredictionSet | np.ndarray) -> np.ndarray:
         """Fused scores [samples, outputs]: probabilities for classification, values for regression.
 
-        Given per-model records ``[{"model": name, "output": value}, ...]`` instead (the
-        tutorial's form), returns ``{"fused_score": ..., "weights": {name: weight}}``; see
-        :meth:`combine_records`.
+        The tutorial's per-model records (``[{"model": name, "output": value}, ...]``) are
+        taken by :mod:`modelfusion.strategy`'s classes (:mod:`modelfusion.strategies.records`).
         """
         if is_records(predictions):
-            return self.combine_records(predictions)
+            raise StrategyError(
+                f"{type(self).__name__}.combine takes a PredictionSet or an array [members, samples, outputs]; "
+                'for the tutorial\'s records [{"model": ..., "output": ...}] use modelfusion.strategy.'
+                f"{type(self).__name__} (or modelfusion.strategies.records.combine_records)"
+            )
         self._check_fitted()
         preds = self._align(as_prediction_set(predictions))
         with small_work_threads(preds.outputs.size):
             return self._combine(preds)
-
-    def combine_records(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """Fuse one output per model given as records ``{"model": name, "output": value}``.
-
-        ``output`` is a number, an array [samples] or an array [samples, outputs], the same
-        shape for every model; ``fused_score`` has that shape too (a float for numbers).
-        Strategies that also fuse regression values (mean, weighted, ...) average the outputs
-        as they are; those that fuse only probabilities read a number or a [samples] array as
-        the probability of the positive class, and [samples, classes] rows as distributions.
-        A fitted strategy uses what it learned (members matched by name); an unfitted one
-        that needs no labels (given weights, mean, dynamic weights, ...) is fitted on the
-        records by a copy, so ``self`` stays unfitted.
-
-        Returns ``{"fused_score": ..., "weights": {model: weight}}`` (``weights`` when the
-        strategy has member weights; :class:`DynamicWeighting` adds ``sample_weights``).
-
-        Raises StrategyError for an empty list, a malformed record, outputs of different
-        shapes, or model names that do not match the strategy's weights or fitted members.
-
-        Examples
-        --------
-        >>> WeightedAverage({"resnet": 0.6, "bert": 0.4}).combine_records(
-        ...     [{"model": "resnet", "output": 0.85}, {"model": "bert", "output": 0.72}])
-        {'fused_score': 0.798, 'weights': {'resnet': 0.6, 'bert': 0.4}}
-        """
-        stack = OutputRecords.from_records(records, owner=type(self).__name__)
-        return self._combine_records(stack)
 
     def predict(self, predictions: PredictionSet | np.ndarray) -> np.ndarray:
         """Fused hard predictions: class labels, 0/1 per label (multi-label) or values."""
         if is_records(predictions):
             raise StrategyError(
                 f"{type(self).__name__}.predict takes a PredictionSet or an array [members, samples, "
-                'outputs]; for records [{"model": ..., "output": ...}] use combine()'
+                'outputs]; for records [{"model": ..., "output": ...}] use modelfusion.strategy\'s combine()'
             )
         fused = self.combine(predictions)
         if self.task_ == "regression":
@@ -194,28 +166,6 @@ class Strategy(BaseEstimator):
 
     def _combine(self, preds: PredictionSet) -> np.ndarray:
         raise NotImplementedError
-
-    def _combine_records(self, stack: OutputRecords) -> dict[str, Any]:
-        """Fuse records already stacked; subclasses add entries (e.g. per-sample weights)."""
-        fitted, preds = self._fitted_for(stack)
-        result: dict[str, Any] = {"fused_score": stack.restore(fitted.combine(preds))}
-        if getattr(fitted, "weights_", None) is not None:
-            result["weights"] = {n: float(w) for n, w in zip(fitted.names_, fitted.weights_)}
-        return result
-
-    def _fitted_for(self, stack: OutputRecords) -> tuple[Strategy, PredictionSet]:
-        """This strategy if fitted, else a copy fitted on the records; and the records' PredictionSet."""
-        if hasattr(self, "names_"):
-            return self, stack.prediction_set(self.task_)
-        if self._needs_labels():
-            raise StrategyError(
-                f"{type(self).__name__} learns from labels, so it cannot be fitted on records alone: "
-                "call fit(val_preds, y_val) first, then combine the records"
-            )
-        # Records carry no labels or task: scores are fused as values where the strategy allows,
-        # so a tutorial score such as 0.85 is not held to the probability checks.
-        preds = stack.prediction_set("regression" if "regression" in self.tasks else "classification")
-        return clone(self).fit(preds), preds
 
     # -- helpers ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -299,111 +249,6 @@ def normalize_weights(weights: Any, names: list[str], owner: str) -> np.ndarray:
     return w / w.sum()
 
 
-def is_records(predictions: Any) -> bool:
-    """Whether ``predictions`` is a list of per-model records (dicts), the tutorial's form."""
-    return isinstance(predictions, (list, tuple)) and all(isinstance(r, Mapping) for r in predictions)
-
-
-@dataclass(frozen=True)
-class OutputRecords:
-    """Per-model records ``{"model": name, "output": value[, "confidence": c]}``, stacked.
-
-    Attributes
-    ----------
-    names : model names, in record order.
-    outputs : float array [members, samples, outputs]; a number is one sample with one
-        output, an array [samples] has one output per sample.
-    shape : the shape of one record's output, restored on the fused result.
-    confidences : float array [members, samples] when every record has a ``"confidence"``
-        (a number, or one per sample), else None.
-    """
-
-    names: list[str]
-    outputs: np.ndarray
-    shape: tuple[int, ...]
-    confidences: np.ndarray | None = None
-
-    @classmethod
-    def from_records(cls, records: Sequence[Mapping[str, Any]], owner: str = "combine") -> OutputRecords:
-        if len(records) == 0:
-            raise StrategyError(
-                f'{owner}.combine got an empty list; pass one record {{"model": name, "output": value}} '
-                "per model"
-            )
-        for i, r in enumerate(records):
-            missing = [k for k in ("model", "output") if k not in r]
-            if missing:
-                raise StrategyError(
-                    f"{owner}.combine: record {i} has no {' or '.join(map(repr, missing))} key "
-                    f'(keys: {sorted(map(str, r))}); each record is {{"model": name, "output": value}}'
-                )
-        names = [str(r["model"]) for r in records]
-        arrays = [_as_float_array(r["output"], f"output of model {n!r}") for n, r in zip(names, records)]
-        shapes = {n: a.shape for n, a in zip(names, arrays)}
-        if len(set(shapes.values())) > 1:
-            raise StrategyError(f"{owner}.combine: every model's output needs the same shape, got {shapes}")
-        shape = arrays[0].shape
-        if len(shape) > 2:
-            raise StrategyError(
-                f"{owner}.combine: outputs must be a number, [samples] or [samples, outputs], got shape {shape}"
-            )
-        outputs = np.stack([a.reshape(1, 1) if a.ndim == 0 else a.reshape(a.shape[0], -1) for a in arrays])
-        has_conf = ["confidence" in r for r in records]
-        confidences = None
-        if any(has_conf):
-            if not all(has_conf):
-                lacking = [n for n, h in zip(names, has_conf) if not h]
-                raise StrategyError(
-                    f"{owner}.combine: records of {lacking} have no 'confidence'; give all or none"
-                )
-            n_samples = outputs.shape[1]
-            confidences = np.stack(
-                [
-                    _confidence_row(r["confidence"], n_samples, f"confidence of model {n!r}")
-                    for n, r in zip(names, records)
-                ]
-            )
-        return cls(names, outputs, shape, confidences)
-
-    def prediction_set(self, task: str) -> PredictionSet:
-        """The records as a PredictionSet: values for regression, probabilities otherwise."""
-        kind = "values" if task == "regression" else "proba"
-        try:
-            return PredictionSet(self.outputs, names=self.names, kind=kind, task=task)
-        except PredictionError as err:
-            raise StrategyError(f"records cannot be fused as {task} {kind}: {err}") from err
-
-    def restore(self, fused: np.ndarray) -> float | np.ndarray:
-        """Fused [samples, outputs] back in the records' output shape (a float for numbers)."""
-        fused = np.asarray(fused, dtype=np.float64)
-        if fused.shape[1] != self.outputs.shape[2]:  # a binary member expanded to [1 - p, p]
-            fused = fused[:, 1:]
-        return float(fused.reshape(())) if self.shape == () else fused.reshape(self.shape)
-
-
-def _as_float_array(value: Any, what: str) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, possibly requiring grad
-        value = value.detach().cpu().numpy()
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise StrategyError(f"{what} must be a number or an array of numbers, got {value!r}") from None
-    if not np.isfinite(arr).all():
-        raise StrategyError(f"{what} contains NaN or infinity")
-    return arr
-
-
-def _confidence_row(value: Any, n_samples: int, what: str) -> np.ndarray:
-    arr = _as_float_array(value, what)
-    if arr.ndim == 0:
-        return np.full(n_samples, float(arr))
-    if arr.shape != (n_samples,):
-        raise StrategyError(
-            f"{what} must be a number or one value per sample ({n_samples}), got shape {arr.shape}"
-        )
-    return arr
-
-
 def get_strategy(name: str, **params: Any) -> Strategy:
     """Build a registered strategy by name (``"mean"``, ``"greedy"``, ``"Stacking"``, ...)."""
     cls = STRATEGY_REGISTRY.get(name.lower())
@@ -446,3 +291,8 @@ def check_strategy_params(cls: type[Strategy], params: Mapping[str, Any]) -> Non
         raise StrategyError(
             f"{cls.__name__} has no parameter {', '.join(problems)}; it takes: {', '.join(accepted) or '(none)'}"
         )
+
+
+def is_records(predictions: Any) -> bool:
+    """Whether ``predictions`` is a list of per-model records (dicts), the tutorial's form."""
+    return isinstance(predictions, (list, tuple)) and all(isinstance(r, Mapping) for r in predictions)

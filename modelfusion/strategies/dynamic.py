@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 from modelfusion.errors import StrategyError
 from modelfusion.outputs import EPS
 from modelfusion.predictions import PredictionSet, as_prediction_set
-from modelfusion.strategies.base import OutputRecords, Strategy
+from modelfusion.strategies.base import Strategy
 
 MEASURES: tuple[str, ...] = ("confidence", "entropy")
 
@@ -111,8 +110,8 @@ class DynamicWeighting(Strategy):
     >>> dyn.sample_weights(test_preds).shape                # [members, samples]
     (5, 1000)
     >>> DynamicWeighting().combine_with_confidences(scores, confidences)
-    >>> DynamicWeighting().combine([{"model": "resnet", "output": 0.85, "confidence": 0.9},
-    ...                             {"model": "bert", "output": 0.72, "confidence": 0.6}])
+    >>> combine_records(DynamicWeighting(), [{"model": "resnet", "output": 0.85, "confidence": 0.9},
+    ...                                      {"model": "bert", "output": 0.72, "confidence": 0.6}])
     {'fused_score': 0.798, 'weights': {'resnet': 0.6, 'bert': 0.4}, 'sample_weights': {...}}
     """
 
@@ -174,23 +173,6 @@ class DynamicWeighting(Strategy):
                 f"confidences have shape {w.shape} but scores have {scores.shape[:2]} members x samples"
             )
         return (w[..., None] * scores).sum(axis=0)
-
-    def _combine_records(self, stack: OutputRecords) -> dict[str, Any]:
-        # With confidences the weights are confidence ** power, normalised, and need no fit;
-        # without, they come from each member's per-sample confidence, as on a PredictionSet.
-        if stack.confidences is None:
-            fitted, preds = self._fitted_for(stack)
-            names = fitted.names_  # sample_weights puts members in the fitted order
-            w, fused = fitted.sample_weights(preds), fitted.combine(preds)
-        else:
-            names = stack.names
-            w = self.sample_weights(confidences=stack.confidences)
-            fused = self.combine_with_confidences(stack.outputs, stack.confidences)
-        return {
-            "fused_score": stack.restore(fused),
-            "weights": {n: float(v) for n, v in zip(names, w.mean(axis=1))},
-            "sample_weights": dict(zip(names, w)),
-        }
 
     def to_torch(self) -> nn.Module:
         self._check_fitted()

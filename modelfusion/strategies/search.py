@@ -22,7 +22,16 @@ from modelfusion.errors import StrategyError, UnknownNameError
 from modelfusion.evaluation.metrics import METRICS, Metric, accuracy, get_metric
 from modelfusion.predictions import PredictionSet, as_prediction_set
 from modelfusion.progress import progress_bar
+from modelfusion.strategies.averaging import GeometricMean, Mean, Median, WeightedAverage
 from modelfusion.strategies.base import Strategy, get_strategy
+from modelfusion.strategies.calibration import Calibrated
+from modelfusion.strategies.dynamic import DynamicWeighting, MaxConfidence
+from modelfusion.strategies.gating import Gating
+from modelfusion.strategies.rank import RankAverage
+from modelfusion.strategies.selection import GreedySelection
+from modelfusion.strategies.stacking import Stacking
+from modelfusion.strategies.voting import MajorityVote
+from modelfusion.strategies.weights import OptimizedWeights
 
 #: Validation sets larger than this are searched on a stratified subsample of this many rows.
 MAX_SEARCH_ROWS = 20_000
@@ -408,15 +417,6 @@ def _auto_candidates(task: str, random_state: int = 0) -> list[Strategy]:
 def _default_strategies(task: str) -> list[Strategy]:
     # Imported on use: importing search stays light, and no import cycle can form through
     # modelfusion.strategies/__init__.py.
-    from modelfusion.strategies.averaging import GeometricMean, Mean, Median, WeightedAverage
-    from modelfusion.strategies.calibration import Calibrated
-    from modelfusion.strategies.dynamic import DynamicWeighting, MaxConfidence
-    from modelfusion.strategies.gating import Gating
-    from modelfusion.strategies.rank import RankAverage
-    from modelfusion.strategies.selection import GreedySelection
-    from modelfusion.strategies.stacking import Stacking
-    from modelfusion.strategies.voting import MajorityVote
-    from modelfusion.strategies.weights import OptimizedWeights
 
     if task == "regression":
         return [

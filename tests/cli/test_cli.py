@@ -465,7 +465,7 @@ def test_init_without_the_example_explains_what_to_add(tmp_path):
 
 
 def test_library_warnings_show_only_with_verbose_and_ours_always(capsys):
-    from modelfusion.cli.app import State, _show_warning
+    from modelfusion.cli.console import State, _show_warning
     from modelfusion.errors import ModelFusionWarning
 
     _show_warning("torch.jit.load is deprecated", FutureWarning, "torch/jit.py", 1)
@@ -481,7 +481,7 @@ def test_library_warnings_show_only_with_verbose_and_ours_always(capsys):
 
 
 def test_cli_messages_name_flags_or_config_keys_not_python_arguments(tmp_path):
-    from modelfusion.cli.app import cli_phrasing
+    from modelfusion.cli.console import cli_phrasing
 
     message = "'m.ts' is TorchScript; pass trust=True (CLI/config: trust) only if you trust its source"
     assert "pass --trust only" in cli_phrasing(message, "predict")

@@ -102,7 +102,7 @@ def test_missing_execution_provider_names_it_and_lists_the_available_ones(torch_
 def test_predicting_never_writes_into_the_bundle_and_uses_an_exported_graph(
     digits_bundle, digits_split, tmp_path, monkeypatch
 ):
-    from modelfusion.runtime.engine import record_bundle_graph
+    from modelfusion.bundle import record_bundle_graph
     from modelfusion.runtime.onnx_export import build_fused_onnx
 
     X = digits_split["X_test"]

@@ -17,24 +17,28 @@ from sklearn.exceptions import NotFittedError
 
 from modelfusion.predictions import PredictionSet
 from modelfusion.strategies.averaging import GeometricMean, Mean, Median, WeightedAverage
-from modelfusion.strategies.base import get_strategy
+from modelfusion.strategies.base import STRATEGY_REGISTRY, get_strategy
 from modelfusion.strategies.calibration import Calibrated
 from modelfusion.strategies.dynamic import DynamicWeighting, MaxConfidence
 from modelfusion.strategies.gating import Gating
 from modelfusion.strategies.rank import RankAverage
-from modelfusion.strategies.stacking import Stacking
 from modelfusion.strategies.voting import MajorityVote
 
-# Factories, so every test can build a fresh, unfitted strategy.
+#: Arguments that keep a strategy fast in tests; everything else is its default.
+FAST = {"Stacking": {"cv": 3}, "Gating": {"epochs": 25}, "GreedySelection": {"ensemble_size": 10}}
+
+
+def _factory(cls):
+    return lambda: cls(**FAST.get(cls.__name__, {}))
+
+
+# Every registered strategy (so a new one is covered the day it is added), plus variants;
+# factories, so every test can build a fresh, unfitted strategy.
+REGISTERED = sorted({cls for cls in STRATEGY_REGISTRY.values()}, key=lambda c: c.__name__)
 STRATEGIES = {
-    "vote": lambda: MajorityVote(),
-    "rank": lambda: RankAverage(),
-    "maxconf": lambda: MaxConfidence(),
-    "dynamic-confidence": lambda: DynamicWeighting(measure="confidence", power=2.0),
+    **{cls.alias or cls.__name__.lower(): _factory(cls) for cls in REGISTERED},
     "dynamic-entropy": lambda: DynamicWeighting(measure="entropy"),
-    "calibrated": lambda: Calibrated(),
-    "stacking": lambda: Stacking(cv=3),
-    "gating": lambda: Gating(epochs=25),
+    "dynamic-confidence": lambda: DynamicWeighting(measure="confidence", power=2.0),
 }
 SEEDED = ["stacking", "gating"]
 PROPERTY_SETTINGS = settings(max_examples=25, deadline=None)

@@ -21,7 +21,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.tree import DecisionTreeClassifier
 from torch import nn
 
-import modelfusion.members.loading as loading
+import modelfusion.distributed as distributed
 from modelfusion import PredictionSet, load_member, score_members
 from modelfusion.distributed import (
     balance_partition,
@@ -81,14 +81,14 @@ def bayes_and_tree(digits_split):
 # -- load_model_partition -------------------------------------------------------------------------
 
 
-def test_item10_balance_partition_puts_the_largest_first_onto_the_lightest_rank():
+def test_balance_partition_puts_the_largest_first_onto_the_lightest_rank():
     assert balance_partition([10, 1, 1, 8], world_size=2) == [[0], [1, 2, 3]]
     assert balance_partition([5, 4, 3, 3, 3], world_size=2) == [[0, 3], [1, 2, 4]]
     assert balance_partition([1, 1, 1], world_size=5) == [[0], [1], [2], [], []]
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_item10_partition_balances_parameter_count_and_covers_every_member_once(world_size):
+def test_partition_balances_parameter_count_and_covers_every_member_once(world_size):
     members = _linear_members([40, 5, 30, 10, 20, 35])
     shares = [load_model_partition(rank, world_size, members) for rank in range(world_size)]
     flat = [m for share in shares for m in share]
@@ -102,12 +102,12 @@ def test_item10_partition_balances_parameter_count_and_covers_every_member_once(
     assert [[m.name for m in s] for s in again] == [[m.name for m in s] for s in shares]
 
 
-def test_item10_partition_of_a_dict_names_the_members(bayes_and_tree, no_launcher):
+def test_partition_of_a_dict_names_the_members(bayes_and_tree, no_launcher):
     shares = [load_model_partition(r, 2, {"nb": bayes_and_tree[0], "dt": bayes_and_tree[1]}) for r in (0, 1)]
     assert sorted(m.name for share in shares for m in share) == ["dt", "nb"]
 
 
-def test_item10_rank_and_world_size_default_to_the_torchrun_environment(monkeypatch, no_launcher):
+def test_rank_and_world_size_default_to_the_torchrun_environment(monkeypatch, no_launcher):
     members = _linear_members([40, 5, 30])
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -115,7 +115,7 @@ def test_item10_rank_and_world_size_default_to_the_torchrun_environment(monkeypa
     assert [m.name for m in load_model_partition(members=members)] == ["w5", "w30"]
 
 
-def test_item10_rank_and_world_size_come_from_horovod_when_it_is_importable(monkeypatch, no_launcher):
+def test_rank_and_world_size_come_from_horovod_when_it_is_importable(monkeypatch, no_launcher):
     horovod = types.ModuleType("horovod")
     horovod.__spec__ = importlib.machinery.ModuleSpec("horovod", None, is_package=True)
     hvd = types.ModuleType("horovod.torch")
@@ -127,13 +127,13 @@ def test_item10_rank_and_world_size_come_from_horovod_when_it_is_importable(monk
     assert [m.name for m in load_model_partition(members=_linear_members([40, 5, 30]))] == ["w5"]
 
 
-def test_item10_a_plain_process_is_rank_0_of_1_and_gets_every_member(no_launcher):
+def test_a_plain_process_is_rank_0_of_1_and_gets_every_member(no_launcher):
     members = _linear_members([40, 5, 30])
     assert resolve_rank() == (0, 1)
     assert load_model_partition(members=members) == members
 
 
-def test_item10_world_size_larger_than_the_number_of_members_is_an_error_unless_allow_idle(no_launcher):
+def test_world_size_larger_than_the_number_of_members_is_an_error_unless_allow_idle(no_launcher):
     members = _linear_members([40, 5])
     with pytest.raises(ValueError, match=r"world_size=3 is larger than the number of members \(2: w40, w5\)"):
         load_model_partition(2, 3, members)
@@ -141,12 +141,12 @@ def test_item10_world_size_larger_than_the_number_of_members_is_an_error_unless_
     assert [[m.name for m in s] for s in shares] == [["w40"], ["w5"], []]
 
 
-def test_item10_rank_outside_the_world_is_an_error():
+def test_rank_outside_the_world_is_an_error():
     with pytest.raises(ValueError, match=r"rank 2 is outside 0\.\.1"):
         load_model_partition(2, 2, _linear_members([40, 5]))
 
 
-def test_item10_paths_are_weighed_by_file_size_and_only_the_local_share_is_loaded(
+def test_paths_are_weighed_by_file_size_and_only_the_local_share_is_loaded(
     sklearn_files, monkeypatch, no_launcher
 ):
     loaded = []
@@ -155,7 +155,7 @@ def test_item10_paths_are_weighed_by_file_size_and_only_the_local_share_is_loade
         loaded.append(Path(source).name)
         return load_member(source, *args, **kwargs)
 
-    monkeypatch.setattr(loading, "load_member", spy)
+    monkeypatch.setattr(distributed, "load_member", spy)
     sizes = [p.stat().st_size for p in sklearn_files]
     expected = balance_partition(sizes, 2)[1]
     share = load_model_partition(1, 2, sklearn_files)
@@ -166,9 +166,7 @@ def test_item10_paths_are_weighed_by_file_size_and_only_the_local_share_is_loade
 # -- score_members_distributed --------------------------------------------------------------------
 
 
-def test_item10_score_members_distributed_in_one_process_is_score_members(
-    sklearn_files, digits_split, no_launcher
-):
+def test_score_members_distributed_in_one_process_is_score_members(sklearn_files, digits_split, no_launcher):
     X, y = digits_split["X_val"], digits_split["y_val"]
     single = score_members(sklearn_files, X, y=y)
     result = score_members_distributed(sklearn_files, X, y=y)
@@ -176,7 +174,7 @@ def test_item10_score_members_distributed_in_one_process_is_score_members(
     np.testing.assert_allclose(result.outputs, single.outputs, atol=1e-6)
 
 
-def test_item10_several_ranks_without_a_process_group_say_how_to_launch(sklearn_files, no_launcher):
+def test_several_ranks_without_a_process_group_say_how_to_launch(sklearn_files, no_launcher):
     with pytest.raises(ValueError, match="torchrun --nproc-per-node"):
         score_members_distributed(sklearn_files, np.zeros((4, 64), np.float32), rank=0, world_size=2)
 
@@ -212,7 +210,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_item10_torchrun_two_processes_gather_the_single_process_prediction_set(
+def test_torchrun_two_processes_gather_the_single_process_prediction_set(
     sklearn_files, digits_split, tmp_path
 ):
     X, y = digits_split["X_val"], digits_split["y_val"]

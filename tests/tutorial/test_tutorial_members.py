@@ -33,7 +33,7 @@ def _reference_logits(bert_model, tokenizer_json, texts):
 
 
 @pytest.mark.parametrize("framework", ["tensorflow", "tf", "keras"])
-def test_item2_modelloader_loads_keras_h5_with_input_shape_check(
+def test_modelloader_loads_keras_h5_with_input_shape_check(
     framework, keras_h5_path, image_keras_model, images_hwc
 ):
     member = ModelLoader(framework=framework, model_path=keras_h5_path, input_shape=(8, 8, 3)).load()
@@ -44,7 +44,7 @@ def test_item2_modelloader_loads_keras_h5_with_input_shape_check(
     )
 
 
-def test_item2_modelloader_loads_a_keras_file_through_keras3_on_torch(
+def test_modelloader_loads_a_keras_file_through_keras3_on_torch(
     keras_file_path, image_keras_model, images_hwc
 ):
     member = ModelLoader(framework="tensorflow", model_path=keras_file_path, input_shape=(8, 8, 3)).load()
@@ -54,7 +54,7 @@ def test_item2_modelloader_loads_a_keras_file_through_keras3_on_torch(
     )
 
 
-def test_item2_input_shape_contradicting_the_model_names_both_shapes(keras_h5_path):
+def test_input_shape_contradicting_the_model_names_both_shapes(keras_h5_path):
     loader = ModelLoader(framework="tensorflow", model_path=keras_h5_path, input_shape=(224, 224, 3))
     with pytest.raises(MemberLoadError, match=r"input_shape=\(224, 224, 3\).*input shape \(8, 8, 3\)"):
         loader.load()
@@ -67,7 +67,7 @@ def _saved_model_folder(tmp_path):
     return folder
 
 
-def test_item2_savedmodel_folder_without_tensorflow_names_the_package_to_install(tmp_path, monkeypatch):
+def test_savedmodel_folder_without_tensorflow_names_the_package_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # as on a machine without tensorflow
     folder = _saved_model_folder(tmp_path)
     loader = ModelLoader(framework="tensorflow", model_path=folder, input_shape=(224, 224, 3))
@@ -106,7 +106,7 @@ def _fake_tensorflow(weights: np.ndarray) -> types.SimpleNamespace:
     )
 
 
-def test_item2_savedmodel_folder_loads_through_tensorflow_when_installed(tmp_path, monkeypatch):
+def test_savedmodel_folder_loads_through_tensorflow_when_installed(tmp_path, monkeypatch):
     weights = np.random.default_rng(0).normal(size=(12, 3))
     monkeypatch.setitem(sys.modules, "tensorflow", _fake_tensorflow(weights))
     folder = _saved_model_folder(tmp_path)
@@ -130,7 +130,7 @@ def test_item2_savedmodel_folder_loads_through_tensorflow_when_installed(tmp_pat
 # -- item 2: ModelLoader, Hugging Face checkpoint file + tokenizer.json ----------------------------
 
 
-def test_item2_modelloader_loads_hf_checkpoint_bin_with_a_tokenizer_json(
+def test_modelloader_loads_hf_checkpoint_bin_with_a_tokenizer_json(
     bert_checkpoint, bert_tokenizer_json, bert_model
 ):
     member = ModelLoader(
@@ -144,9 +144,7 @@ def test_item2_modelloader_loads_hf_checkpoint_bin_with_a_tokenizer_json(
     np.testing.assert_allclose(logits, _reference_logits(bert_model, bert_tokenizer_json, TEXTS), atol=1e-5)
 
 
-def test_item2_pytorch_framework_also_loads_a_save_pretrained_folder(
-    bert_model, bert_tokenizer_json, tmp_path
-):
+def test_pytorch_framework_also_loads_a_save_pretrained_folder(bert_model, bert_tokenizer_json, tmp_path):
     bert_model.save_pretrained(tmp_path / "bert")
     member = ModelLoader(
         framework="pytorch", model_path=tmp_path / "bert", tokenizer_path=bert_tokenizer_json
@@ -156,7 +154,7 @@ def test_item2_pytorch_framework_also_loads_a_save_pretrained_folder(
     np.testing.assert_allclose(member.predict(TEXTS), expected, atol=1e-5)
 
 
-def test_item2_hf_checkpoint_safetensors_loads_and_round_trips(
+def test_hf_checkpoint_safetensors_loads_and_round_trips(
     bert_model, bert_config, bert_tokenizer_json, tmp_path
 ):
     from safetensors.torch import save_model
@@ -172,9 +170,7 @@ def test_item2_hf_checkpoint_safetensors_loads_and_round_trips(
     )
 
 
-def test_item2_base_checkpoint_without_a_head_loads_with_a_warning(
-    bert_config, bert_tokenizer_json, tmp_path
-):
+def test_base_checkpoint_without_a_head_loads_with_a_warning(bert_config, bert_tokenizer_json, tmp_path):
     from transformers import BertModel
 
     torch.manual_seed(1)
@@ -189,7 +185,7 @@ def test_item2_base_checkpoint_without_a_head_loads_with_a_warning(
     assert member.predict(TEXTS).shape == (2, 2)
 
 
-def test_item2_bin_without_config_json_says_what_is_needed(bert_model, bert_tokenizer_json, tmp_path):
+def test_bin_without_config_json_says_what_is_needed(bert_model, bert_tokenizer_json, tmp_path):
     path = tmp_path / "bert_base_uncased.bin"
     torch.save(bert_model.state_dict(), path)
     with pytest.raises(MemberLoadError, match="config.json in the same folder") as info:
@@ -199,14 +195,14 @@ def test_item2_bin_without_config_json_says_what_is_needed(bert_model, bert_toke
         load_member(path)
 
 
-def test_item2_checkpoint_of_another_model_is_refused(bert_config, tmp_path):
+def test_checkpoint_of_another_model_is_refused(bert_config, tmp_path):
     bert_config.save_pretrained(tmp_path)
     torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(MemberLoadError, match="none of the weights in .*pytorch_model.bin"):
         load_member(tmp_path / "pytorch_model.bin")
 
 
-def test_item2_tokenizer_file_that_is_not_a_tokenizer_names_the_file(bert_checkpoint, tmp_path):
+def test_tokenizer_file_that_is_not_a_tokenizer_names_the_file(bert_checkpoint, tmp_path):
     bogus = tmp_path / "bert_tokenizer.json"
     bogus.write_text(json.dumps({"vocab": ["a", "b"], "lowercase": True}))
     loader = ModelLoader(framework="pytorch", model_path=bert_checkpoint, tokenizer_path=bogus)
@@ -220,7 +216,7 @@ def test_item2_tokenizer_file_that_is_not_a_tokenizer_names_the_file(bert_checkp
         missing.load()
 
 
-def test_item2_unknown_framework_lists_the_accepted_names(keras_h5_path):
+def test_unknown_framework_lists_the_accepted_names(keras_h5_path):
     with pytest.raises(MemberLoadError, match="unknown framework 'jax'") as info:
         ModelLoader(framework="jax", model_path=keras_h5_path).load()
     for name in ("pytorch", "tensorflow", "tf", "keras", "onnx", "sklearn", "huggingface"):
@@ -243,7 +239,7 @@ class _TwoMemberNet(nn.Module):
         return self.classifier(torch.cat([self.image_model(images), self.text_model(input_ids)], dim=1))
 
 
-def test_item2_loaded_members_are_submodules_called_on_tensor_batches(
+def test_loaded_members_are_submodules_called_on_tensor_batches(
     bert_checkpoint, bert_tokenizer_json, vit_images
 ):
     image_model = vit_member()
@@ -263,7 +259,7 @@ def test_item2_loaded_members_are_submodules_called_on_tensor_batches(
     assert net.classifier.weight.grad is not None
 
 
-def test_item2_keras_member_is_a_submodule_called_on_tensor_batches(keras_h5_path, images_hwc):
+def test_keras_member_is_a_submodule_called_on_tensor_batches(keras_h5_path, images_hwc):
     member = ModelLoader(framework="tensorflow", model_path=keras_h5_path, input_shape=(8, 8, 3)).load()
     assert isinstance(member, nn.Module)
     net = nn.Module()
@@ -280,7 +276,7 @@ def test_item2_keras_member_is_a_submodule_called_on_tensor_batches(keras_h5_pat
 
 
 @pytest.mark.parametrize("factory", ["vit_pytorch:ViT", "vit_pytorch:SimpleViT"])
-def test_item11_load_member_builds_vit_pytorch_classes_from_an_import_path(factory, vit_images):
+def test_load_member_builds_vit_pytorch_classes_from_an_import_path(factory, vit_images):
     import vit_pytorch
 
     member = vit_member(factory)
@@ -294,7 +290,7 @@ def test_item11_load_member_builds_vit_pytorch_classes_from_an_import_path(facto
         np.testing.assert_allclose(scores, member.module.eval()(vit_images).numpy(), atol=1e-6)
 
 
-def test_item11_a_class_in_a_submodule_of_the_package_is_found(vit_images):
+def test_a_class_in_a_submodule_of_the_package_is_found(vit_images):
     from vit_pytorch.cait import CaiT
 
     member = vit_member("vit_pytorch:CaiT", cls_depth=1)
@@ -304,7 +300,7 @@ def test_item11_a_class_in_a_submodule_of_the_package_is_found(vit_images):
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
-def test_item11_weights_file_is_loaded_into_the_built_model(suffix, vit_images, tmp_path):
+def test_weights_file_is_loaded_into_the_built_model(suffix, vit_images, tmp_path):
     trained = vit_member(seed=1)
     path = tmp_path / f"vit{suffix}"
     if suffix == ".safetensors":
@@ -322,14 +318,14 @@ def test_item11_weights_file_is_loaded_into_the_built_model(suffix, vit_images, 
     np.testing.assert_allclose(reloaded.predict(vit_images), trained.predict(vit_images), atol=1e-6)
 
 
-def test_item11_bad_factory_arguments_name_the_factory_and_the_arguments():
+def test_bad_factory_arguments_name_the_factory_and_the_arguments():
     with pytest.raises(MemberLoadError, match="vit_pytorch:ViT.*failed with.*patch_size"):
         load_member("vit_pytorch:ViT", image_size=32, patch_size=7, num_classes=3)
     with pytest.raises(MemberLoadError, match="builds a torch member"):
         load_member("vit_pytorch:ViT", "onnx", **VIT_KWARGS)
 
 
-def test_item11_weighted_average_validation_weights_members_by_validation_accuracy(vit_images):
+def test_weighted_average_validation_weights_members_by_validation_accuracy(vit_images):
     pool = [vit_member("vit_pytorch:ViT", seed=0), vit_member("vit_pytorch:SimpleViT", seed=3)]
     images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     # Labels that agree with the ViT on 30 of 40 images: it should get the larger weight.

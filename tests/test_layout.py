@@ -1,4 +1,5 @@
-"""Errors: every exception the package raises on purpose is ours (so the CLI can tell a user error from a bug)."""
+"""Layout contracts: every exception the package raises on purpose is ours (so the CLI can tell a user
+error from a bug), and no two modules import each other."""
 
 from __future__ import annotations
 
@@ -72,3 +73,14 @@ def test_require_returns_the_module_or_names_the_purpose_and_the_extra():
         require("nopkg_x", purpose="scoring", extra="hf")
     with pytest.raises(MissingDependencyError, match=r"pip install no-pkg \(or use method='softmax'\)"):
         require("nopkg_y", purpose="x", package="no-pkg", alternative="or use method='softmax'")
+
+
+def test_no_import_cycle_between_modules_counting_imports_inside_functions():
+    """scripts/import_cycles.py: every import counts, even one inside a function (that is how cycles hide)."""
+    import subprocess
+    import sys
+
+    script = PACKAGE.parent / "scripts" / "import_cycles.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout
+    assert "no import cycle" in done.stdout

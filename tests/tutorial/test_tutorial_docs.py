@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 
-TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
+TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.md"
 BLOCK = re.compile(r"^```python[^\n]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
@@ -21,7 +21,7 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return [(text.count("\n", 0, m.start(1)) + 1, m.group(1)) for m in BLOCK.finditer(text)]
 
 
-def test_item12_tutorial_has_a_block_for_each_snippet():
+def test_tutorial_has_a_block_for_each_snippet():
     text = TUTORIAL.read_text()
     code = "\n".join(block for _, block in python_blocks(text))
     for name in (
@@ -40,7 +40,7 @@ def test_item12_tutorial_has_a_block_for_each_snippet():
         assert name in code, f"docs/tutorial.md has no code block using {name}"
 
 
-def test_item12_every_tutorial_block_runs_in_order(tmp_path, monkeypatch):
+def test_every_tutorial_block_runs_in_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "tutorial"}
     try:

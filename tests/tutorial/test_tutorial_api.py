@@ -20,7 +20,7 @@ from torch import nn
 from modelfusion.errors import ModelFusionError, StrategyError
 from modelfusion.predictions import PredictionSet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL_RECORDS = [{"model": "resnet", "output": 0.85}, {"model": "bert", "output": 0.72}]
 
 
@@ -40,7 +40,7 @@ def _two_members(n: int = 600, k: int = 4, seed: int = 0) -> tuple[PredictionSet
 # -- item 1: install names ----------------------------------------------------------------------
 
 
-def test_item1_multimodal_and_distributed_extras_are_declared():
+def test_multimodal_and_distributed_extras_are_declared():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = {req.split(">")[0].split("=")[0].split("[")[0].strip().lower() for req in extras["multimodal"]}
@@ -71,14 +71,14 @@ def _tutorial_pipeline():
     return pipeline
 
 
-def test_item3_pipeline_door_is_the_data_pipeline():
+def test_pipeline_door_is_the_data_pipeline():
     from modelfusion.data import DataPipeline as Real
     from modelfusion.pipeline import DataPipeline
 
     assert DataPipeline is Real
 
 
-def test_item3_stages_of_one_modality_run_in_the_order_added():
+def test_stages_of_one_modality_run_in_the_order_added():
     image = np.full((2, 2), 255, dtype=np.uint8)
     out = _tutorial_pipeline()({"image": image, "text": "A Photo of a CAT"})
     # scale then center: 255 -> 1.0 -> 0.5 (the other order would give 254.5 / 255)
@@ -86,14 +86,14 @@ def test_item3_stages_of_one_modality_run_in_the_order_added():
     assert out["text"] == ["a", "photo", "of", "a", "cat"]
 
 
-def test_item3_a_list_of_records_gives_a_list_of_processed_records():
+def test_a_list_of_records_gives_a_list_of_processed_records():
     records = [{"image": np.zeros((2, 2), np.uint8), "text": "Hi"}, {"image": np.ones((2, 2)), "text": "YO"}]
     out = _tutorial_pipeline()(records)
     assert [r["text"] for r in out] == [["hi"], ["yo"]]
     np.testing.assert_allclose(out[0]["image"], -0.5)
 
 
-def test_item3_unknown_modality_in_a_record_is_a_clear_error():
+def test_unknown_modality_in_a_record_is_a_clear_error():
     with pytest.raises(ValueError, match=r"unknown modality 'audio'.*knows: image, text"):
         _tutorial_pipeline()({"image": np.zeros((2, 2)), "audio": np.zeros(16)})
 
@@ -101,7 +101,7 @@ def test_item3_unknown_modality_in_a_record_is_a_clear_error():
 # -- item 4: WeightedAverage on records ---------------------------------------------------------
 
 
-def test_item4_weighted_average_on_tutorial_records_gives_0_798():
+def test_weighted_average_on_tutorial_records_gives_0_798():
     from modelfusion.strategy import WeightedAverage
 
     result = WeightedAverage({"resnet": 0.6, "bert": 0.4}).combine(TUTORIAL_RECORDS)
@@ -110,7 +110,7 @@ def test_item4_weighted_average_on_tutorial_records_gives_0_798():
     assert result["weights"] == pytest.approx({"resnet": 0.6, "bert": 0.4})
 
 
-def test_item4_weights_are_normalised():
+def test_weights_are_normalised():
     from modelfusion.strategy import WeightedAverage
 
     result = WeightedAverage({"resnet": 3, "bert": 2}).combine(TUTORIAL_RECORDS)
@@ -118,17 +118,30 @@ def test_item4_weights_are_normalised():
     assert result["fused_score"] == pytest.approx(0.798)
 
 
-def test_item4_door_is_the_strategy_class_and_combine_leaves_it_unfitted():
+def test_door_is_the_strategy_class_and_combine_leaves_it_unfitted():
     from modelfusion.strategies import WeightedAverage as Real
+    from modelfusion.strategies import get_strategy
     from modelfusion.strategy import WeightedAverage
 
-    assert WeightedAverage is Real
+    assert issubclass(WeightedAverage, Real) and WeightedAverage.__name__ == "WeightedAverage"
+    assert type(get_strategy("weighted")) is Real  # the door's class never replaces the real one
     strategy = WeightedAverage({"resnet": 0.6, "bert": 0.4})
     strategy.combine(TUTORIAL_RECORDS)
     assert not hasattr(strategy, "weights_")
 
 
-def test_item4_array_outputs_give_an_array_fused_score():
+def test_the_strategies_themselves_take_no_records_and_say_where_to_go():
+    from modelfusion.errors import StrategyError
+    from modelfusion.strategies import WeightedAverage
+    from modelfusion.strategies.records import combine_records
+
+    with pytest.raises(StrategyError, match="use modelfusion.strategy.WeightedAverage"):
+        WeightedAverage({"resnet": 0.6, "bert": 0.4}).combine(TUTORIAL_RECORDS)
+    result = combine_records(WeightedAverage({"resnet": 0.6, "bert": 0.4}), TUTORIAL_RECORDS)
+    assert result["fused_score"] == pytest.approx(0.798)
+
+
+def test_array_outputs_give_an_array_fused_score():
     from modelfusion.strategy import WeightedAverage
 
     a = np.array([[0.2, 0.8], [0.5, 0.5], [0.9, 0.1]])
@@ -142,7 +155,7 @@ def test_item4_array_outputs_give_an_array_fused_score():
     np.testing.assert_allclose(fused, 0.6 * a[:, 0] + 0.4 * b[:, 0])
 
 
-def test_item4_weighted_average_fitted_on_a_prediction_set_combines_records_by_name():
+def test_weighted_average_fitted_on_a_prediction_set_combines_records_by_name():
     from modelfusion.strategy import WeightedAverage
 
     preds, _ = _two_members()
@@ -156,7 +169,7 @@ def test_item4_weighted_average_fitted_on_a_prediction_set_combines_records_by_n
     )
 
 
-def test_item4_weights_and_outputs_with_different_model_names_list_both_sets():
+def test_weights_and_outputs_with_different_model_names_list_both_sets():
     from modelfusion.strategy import WeightedAverage
 
     records = [{"model": "resnet", "output": 0.85}, {"model": "vit", "output": 0.72}]
@@ -164,14 +177,14 @@ def test_item4_weights_and_outputs_with_different_model_names_list_both_sets():
         WeightedAverage({"resnet": 0.6, "bert": 0.4}).combine(records)
 
 
-def test_item4_combine_on_an_empty_list_is_a_clear_error():
+def test_combine_on_an_empty_list_is_a_clear_error():
     from modelfusion.strategy import WeightedAverage
 
     with pytest.raises(StrategyError, match="empty list.*one record"):
         WeightedAverage({"resnet": 0.6, "bert": 0.4}).combine([])
 
 
-def test_item4_records_of_different_shapes_or_without_output_are_clear_errors():
+def test_records_of_different_shapes_or_without_output_are_clear_errors():
     from modelfusion.strategy import WeightedAverage
 
     with pytest.raises(StrategyError, match="same shape"):
@@ -180,7 +193,7 @@ def test_item4_records_of_different_shapes_or_without_output_are_clear_errors():
         WeightedAverage().combine([{"model": "a", "output": 0.5}, {"model": "b", "score": 0.2}])
 
 
-def test_item4_validation_weights_on_records_ask_for_a_fit_first():
+def test_validation_weights_on_records_ask_for_a_fit_first():
     from modelfusion.strategy import WeightedAverage
 
     with pytest.raises(StrategyError, match="learns from labels.*fit"):
@@ -190,7 +203,7 @@ def test_item4_validation_weights_on_records_ask_for_a_fit_first():
 # -- item 5: DynamicWeighting on records --------------------------------------------------------
 
 
-def test_item5_dynamic_weighting_weights_each_model_by_confidence_over_the_sum():
+def test_dynamic_weighting_weights_each_model_by_confidence_over_the_sum():
     from modelfusion.strategy import DynamicWeighting
 
     records = [
@@ -202,7 +215,7 @@ def test_item5_dynamic_weighting_weights_each_model_by_confidence_over_the_sum()
     assert result["fused_score"] == pytest.approx(0.6 * 0.85 + 0.4 * 0.72)
 
 
-def test_item5_per_sample_confidences_give_per_sample_weights():
+def test_per_sample_confidences_give_per_sample_weights():
     from modelfusion.strategy import DynamicWeighting
 
     records = [
@@ -214,7 +227,7 @@ def test_item5_per_sample_confidences_give_per_sample_weights():
     np.testing.assert_allclose(result["fused_score"], [0.75, 0.5])
 
 
-def test_item5_without_confidences_uses_each_members_per_sample_confidence():
+def test_without_confidences_uses_each_members_per_sample_confidence():
     from modelfusion.strategy import DynamicWeighting
 
     preds, _ = _two_members(n=20)
@@ -251,7 +264,7 @@ def _tutorial_model_class():
     return MultimodalModel
 
 
-def test_item6_tutorial_multimodal_class_trains_two_steps_with_adam():
+def test_tutorial_multimodal_class_trains_two_steps_with_adam():
     torch.manual_seed(0)
     model = _tutorial_model_class()()  # no super().__init__() in the tutorial's __init__
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)  # before the first call, as the tutorial does
@@ -269,7 +282,7 @@ def test_item6_tutorial_multimodal_class_trains_two_steps_with_adam():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.image_model.parameters()))
 
 
-def test_item6_num_classes_from_the_constructor_argument():
+def test_num_classes_from_the_constructor_argument():
     from modelfusion.multimodal import MultimodalFusion
 
     class TwoTower(MultimodalFusion):
@@ -282,7 +295,7 @@ def test_item6_num_classes_from_the_constructor_argument():
     assert TwoTower(num_classes=7)(torch.randn(2, 4), torch.randn(2, 3)).shape == (2, 7)
 
 
-def test_item6_a_subclass_calling_super_init_works_too():
+def test_a_subclass_calling_super_init_works_too():
     from modelfusion.multimodal import MultimodalFusion
 
     class Polite(MultimodalFusion):
@@ -296,7 +309,7 @@ def test_item6_a_subclass_calling_super_init_works_too():
     assert Polite(2)(torch.randn(3, 4)).shape == (3, 2)
 
 
-def test_item6_a_subclass_with_no_number_of_classes_says_how_to_set_it():
+def test_a_subclass_with_no_number_of_classes_says_how_to_set_it():
     from modelfusion.multimodal import MultimodalFusion, NumClassesError
 
     class Unsized(MultimodalFusion):
@@ -312,7 +325,7 @@ def test_item6_a_subclass_with_no_number_of_classes_says_how_to_set_it():
     assert isinstance(NumClassesError("x"), ValueError)
 
 
-def test_item6_projection_brings_1024_features_to_512():
+def test_projection_brings_1024_features_to_512():
     from modelfusion.multimodal import FeatureWidthError, Projection
 
     project = Projection(1024, 512, norm=True, activation="gelu")
@@ -321,7 +334,7 @@ def test_item6_projection_brings_1024_features_to_512():
         project(torch.randn(4, 768))
 
 
-def test_item6_expected_widths_name_the_encoder_that_does_not_match():
+def test_expected_widths_name_the_encoder_that_does_not_match():
     from modelfusion.multimodal import FeatureWidthError, MultimodalFusion, Projection
 
     class Mismatched(MultimodalFusion):
@@ -343,7 +356,7 @@ def test_item6_expected_widths_name_the_encoder_that_does_not_match():
     assert Mismatched(project=True)(x, x).shape == (2, 2)
 
 
-def test_item6_check_widths_helper_names_each_wrong_encoder():
+def test_check_widths_helper_names_each_wrong_encoder():
     from modelfusion.multimodal import FeatureWidthError, check_widths
 
     feats = {"image": torch.zeros(2, 1024), "text": torch.zeros(2, 512)}
@@ -356,7 +369,7 @@ def test_item6_check_widths_helper_names_each_wrong_encoder():
 # -- item 7: plot_fusion_comparison -------------------------------------------------------------
 
 
-def test_item7_plot_fusion_comparison_on_the_tutorial_dict(tmp_path):
+def test_plot_fusion_comparison_on_the_tutorial_dict(tmp_path):
     from modelfusion.eval import plot_fusion_comparison
     from modelfusion.report import plot_fusion_comparison as real
 
@@ -372,7 +385,7 @@ def test_item7_plot_fusion_comparison_on_the_tutorial_dict(tmp_path):
     assert (tmp_path / "comparison.png").stat().st_size > 1000
 
 
-def test_item7_plot_fusion_comparison_on_a_search_strategies_result(tmp_path):
+def test_plot_fusion_comparison_on_a_search_strategies_result(tmp_path):
     from modelfusion.eval import plot_fusion_comparison
     from modelfusion.strategy import search_strategies
 
@@ -391,7 +404,7 @@ def test_item7_plot_fusion_comparison_on_a_search_strategies_result(tmp_path):
 # -- item 8: Bayesian weight search -------------------------------------------------------------
 
 
-def test_item8_bayes_weights_reach_a_validation_nll_no_worse_than_a_20_point_grid():
+def test_bayes_weights_reach_a_validation_nll_no_worse_than_a_20_point_grid():
     pytest.importorskip("optuna")
     from modelfusion.evaluation import nll
     from modelfusion.strategy import OptimizedWeights
@@ -414,7 +427,7 @@ needs_deploy = pytest.mark.skipif(
 
 
 @needs_deploy
-def test_item9_tensorrt_converter_without_tensorrt_names_what_is_missing(tmp_path):
+def test_tensorrt_converter_without_tensorrt_names_what_is_missing(tmp_path):
     if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
         pytest.skip("TensorRT and a GPU are here: the engine is built by the runtime tests")
     from modelfusion.deploy import TensorRTConverter
@@ -431,7 +444,7 @@ def test_item9_tensorrt_converter_without_tensorrt_names_what_is_missing(tmp_pat
 
 
 @needs_deploy
-def test_item9_a_state_dict_pth_asks_for_the_architecture(tmp_path):
+def test_a_state_dict_pth_asks_for_the_architecture(tmp_path):
     from modelfusion.deploy import TensorRTConverter
 
     path = tmp_path / "fused_model.pth"
