@@ -34,6 +34,7 @@ bench: $(VENV)/.bench
 lint: $(VENV)/.all-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.all-dev
 	$(BIN)/ruff format .

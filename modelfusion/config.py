@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +49,13 @@ class SplitConfig(_Strict):
     stratify: bool = True
 
 
+def _check_format(value: str) -> str:
+    """A ``format:`` value: ``auto`` or a format :func:`~modelfusion.data.load_dataset` reads."""
+    if value not in ("auto", *FORMATS):
+        raise ValueError(f"unknown format {value!r}; use auto, {', '.join(FORMATS)}")
+    return value
+
+
 class DataSourceConfig(_Strict):
     """One dataset: ``builtin:NAME``, a file/folder path, or a ``module:function`` factory."""
 
@@ -57,13 +65,7 @@ class DataSourceConfig(_Strict):
     features: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, value: str) -> str:
-
-        if value not in ("auto", *FORMATS):
-            raise ValueError(f"unknown format {value!r}; use auto, {', '.join(FORMATS)}")
-        return value
+    _known_format = field_validator("format")(_check_format)
 
 
 class DataConfig(_Strict):
@@ -78,7 +80,7 @@ class DataConfig(_Strict):
     validation: DataSourceConfig | None = None
     test: DataSourceConfig | None = None
 
-    _known_format = field_validator("format")(DataSourceConfig._known_format.__func__)
+    _known_format = field_validator("format")(_check_format)
 
     @model_validator(mode="after")
     def _one_layout(self) -> DataConfig:
@@ -414,7 +416,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Mapping[str, Any]) -> str:
     loc = tuple(err["loc"])
     where = _loc(loc)
     if err["type"] == "extra_forbidden":

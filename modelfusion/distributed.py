@@ -210,9 +210,11 @@ def score_members_distributed(
     payload = _score_share(
         items, share, data, rank=rank, batch_size=batch_size, cache=cache, progress=progress, trust=trust
     )
+    gathered: list[Any] | None
     if all_ranks:
-        gathered: list[Any] | None = [None] * world_size
-        dist.all_gather_object(gathered, payload)
+        everyone: list[Any] = [None] * world_size
+        dist.all_gather_object(everyone, payload)
+        gathered = everyone
     else:
         gathered = [None] * world_size if rank == 0 else None
         dist.gather_object(payload, gathered, dst=0)
@@ -347,7 +349,6 @@ def _object_parameters(obj: Any) -> int | None:
 
 
 def _load(item: Any, options: dict[str, Any]) -> Member:
-
     if isinstance(item, _Named):
         if isinstance(item.source, Member):
             return load_member(item.source, name=item.name)

@@ -171,11 +171,11 @@ def defer_interrupts() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if received:
-            sig = received[0]
-            handler = previous[sig]
+            first = signal.Signals(received[0])
+            handler = previous[first]
             if callable(handler) and handler is not signal.default_int_handler:
-                handler(sig, None)
-            elif handler == signal.SIG_DFL and sig == signal.SIGTERM:
-                signal.raise_signal(sig)  # the default action: end the process
+                handler(first, None)
+            elif handler == signal.SIG_DFL and first == signal.SIGTERM:
+                signal.raise_signal(first)  # the default action: end the process
             elif handler != signal.SIG_IGN:
                 raise KeyboardInterrupt

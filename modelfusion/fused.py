@@ -12,6 +12,7 @@ from modelfusion.bundle import load_bundle, save_bundle
 from modelfusion.errors import StrategyError
 from modelfusion.inputs import align_inputs
 from modelfusion.members.base import Member
+from modelfusion.outputs import Task
 from modelfusion.predictions import PredictionSet, score_members
 from modelfusion.runtime.engine import build_fused_module, fused_scores, labels_from_scores
 from modelfusion.runtime.module import FusedModule
@@ -58,7 +59,7 @@ class FusedModel:
         self.trusted = True  # False for a bundle loaded without trust=True
 
     @property
-    def task(self) -> str:
+    def task(self) -> Task:
         return self.strategy.task_
 
     @property

@@ -29,7 +29,7 @@ def is_import_path(text: object, *, allow_file: bool = True) -> bool:
     if not isinstance(text, str):
         return False
     match = IMPORT_PATH.match(text)
-    return bool(match) and (allow_file or not match.group("module").endswith(".py"))
+    return match is not None and (allow_file or not match.group("module").endswith(".py"))
 
 
 @contextlib.contextmanager

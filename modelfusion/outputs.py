@@ -8,7 +8,7 @@ converts between them, in numpy and (for export) in torch.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
@@ -23,21 +23,21 @@ TASKS: tuple[str, ...] = ("classification", "multilabel", "regression")
 EPS = 1e-12
 
 
-def check_kind(kind: str) -> str:
-    """Return ``kind`` if it is a known output kind, else raise a ValueError listing them."""
+def check_kind(kind: str) -> OutputKind:
+    """Return ``kind`` if it is a known output kind, else raise a ParameterError listing them."""
     if kind not in OUTPUT_KINDS:
         raise ParameterError(f"output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
-    return kind
+    return cast(OutputKind, kind)
 
 
-def check_task(task: str) -> str:
-    """Return ``task`` if it is a known task, else raise a ValueError listing them."""
+def check_task(task: str) -> Task:
+    """Return ``task`` if it is a known task, else raise a ParameterError listing them."""
     if task not in TASKS:
         raise ParameterError(f"task {task!r} is not one of {', '.join(TASKS)}")
-    return task
+    return cast(Task, task)
 
 
-def to_proba(scores: np.ndarray, kind: str, task: str) -> np.ndarray:
+def to_proba(scores: np.ndarray, kind: OutputKind, task: Task) -> np.ndarray:
     """Convert scores along the last axis to probabilities.
 
     scores: float array [..., outputs]. For a binary classifier that emits a single
@@ -56,14 +56,14 @@ def to_proba(scores: np.ndarray, kind: str, task: str) -> np.ndarray:
     return softmax(scores, axis=-1) if kind == "logits" else scores
 
 
-def to_log_proba(scores: np.ndarray, kind: str, task: str) -> np.ndarray:
+def to_log_proba(scores: np.ndarray, kind: OutputKind, task: Task) -> np.ndarray:
     """Log of :func:`to_proba`, computed stably from logits when they are available."""
     if kind == "logits" and task == "classification" and np.shape(scores)[-1] > 1:
         return log_softmax(scores, axis=-1)
     return np.log(np.clip(to_proba(scores, kind, task), EPS, None))
 
 
-def torch_to_proba(scores, kind: str, task: str):
+def torch_to_proba(scores, kind: OutputKind, task: Task):
     """Torch twin of :func:`to_proba` (used inside exported graphs)."""
     import torch
 

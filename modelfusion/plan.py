@@ -167,16 +167,16 @@ def _plan_data(config: RunConfig, problems: list[str]) -> list[DataStep]:
 
 
 def _plan_members(config: RunConfig, problems: list[str]) -> list[MemberStep]:
-
-    steps, names = [], {}
+    steps: list[MemberStep] = []
+    names: dict[str, int] = {}
     for i, m in enumerate(config.members):
         where = f"members[{i}]"
         local = config.resolve(m.path)
-        exists = local is not None and local.exists()
-        source = str(local) if exists else m.path
+        found = local if local is not None and local.exists() else None
+        source = str(found) if found is not None else m.path
         framework = preprocess = None
         with _problem(problems, f"{where}.framework"):
-            framework = normalize_framework(m.framework) or (framework_for_path(local) if exists else None)
+            framework = normalize_framework(m.framework) or (framework_for_path(found) if found else None)
         with _problem(problems, f"{where}.preprocess"):
             preprocess = build_preprocessor(m.preprocess, base_dir=config.base_dir) if m.preprocess else None
         options = dict(m.options)
@@ -185,7 +185,7 @@ def _plan_members(config: RunConfig, problems: list[str]) -> list[MemberStep]:
         if "architecture" in options:
             with _problem(problems, f"{where}.options.architecture"), importable_from(config.base_dir):
                 _check_architecture(options["architecture"])
-        name = m.name or _default_name(m.path, local if exists else None)
+        name = m.name or _default_name(m.path, found)
         if name in names:
             problems.append(
                 f"{where}.name: {name!r} is also the name of members[{names[name]}]; give each member its own name"
@@ -213,7 +213,6 @@ def _check_architecture(architecture: Any) -> None:
 
 
 def _plan_strategies(config: RunConfig, problems: list[str]) -> list[Any] | str:
-
     if config.fusion.strategies == "auto":
         return "auto"
     built = []
@@ -224,7 +223,6 @@ def _plan_strategies(config: RunConfig, problems: list[str]) -> list[Any] | str:
 
 
 def _plan_metric(config: RunConfig, problems: list[str]) -> str:
-
     name = config.fusion.metric
     with _problem(problems, "fusion.metric"):
         metric = get_metric(name)

@@ -25,7 +25,7 @@ from modelfusion.errors import ModelFusionWarning, PredictionError, UnknownNameE
 from modelfusion.files import atomic_path
 from modelfusion.members.base import Member, sha256_arrays
 from modelfusion.members.loading import load_member
-from modelfusion.outputs import EPS, check_kind, check_task, to_log_proba, to_proba
+from modelfusion.outputs import EPS, OutputKind, Task, check_kind, check_task, to_log_proba, to_proba
 from modelfusion.progress import progress_bar
 
 _MEMMAP_THRESHOLD = 512 * 1024**2
@@ -55,9 +55,9 @@ class PredictionSet:
         self,
         outputs: np.ndarray | Sequence[np.ndarray],
         names: Sequence[str] | None = None,
-        kind: str = "proba",
+        kind: OutputKind = "proba",
         classes: Sequence[Any] | np.ndarray | None = None,
-        task: str | None = None,
+        task: Task | None = None,
         labels: np.ndarray | Sequence[Any] | None = None,
         metadata: Mapping[str, dict[str, Any]] | None = None,
     ):
@@ -149,7 +149,9 @@ class PredictionSet:
                     f"multi-label targets must be [samples, {self.n_outputs}], got {y.shape}"
                 )
             return y.astype(np.int64)
-        classes = self.classes
+        classes = (
+            self.classes if self.classes is not None else np.arange(self.n_outputs)
+        )  # labels are indices
         try:
             order = np.argsort(classes, kind="stable")
             pos = np.clip(np.searchsorted(classes[order], y), 0, len(classes) - 1)
@@ -207,7 +209,7 @@ class PredictionSet:
         header = {"names": self.names, "kind": self.kind, "task": self.task, "metadata": self.metadata}
         arrays["header"] = np.frombuffer(json.dumps(header, default=str).encode(), dtype=np.uint8)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first keyword only
         return path
 
     @classmethod
@@ -232,7 +234,7 @@ class PredictionSet:
         )
 
 
-def as_prediction_set(predictions: PredictionSet | np.ndarray, kind: str = "proba") -> PredictionSet:
+def as_prediction_set(predictions: PredictionSet | np.ndarray, kind: OutputKind = "proba") -> PredictionSet:
     """Accept a PredictionSet or a raw array [members, samples, outputs]."""
     if isinstance(predictions, PredictionSet):
         return predictions
@@ -431,6 +433,7 @@ def assemble_predictions(
     task = members[0].task
     _warn_probabilities_declared_as_logits(members, results)
     kinds = {m.output_kind for m in members}
+    kind: OutputKind
     if task == "regression":
         kind = "values"
     elif len(kinds) == 1:
@@ -452,7 +455,7 @@ def assemble_predictions(
             ]
     aligned, classes = align_classes(members, results)
     keys = [(metadata or {}).get(n, {}).get("cache_key") for n in names]
-    stack_key = None if None in keys else hashlib.sha256("|".join(keys).encode()).hexdigest()[:16]
+    stack_key = None if None in keys else hashlib.sha256("|".join(map(str, keys)).encode()).hexdigest()[:16]
     stacked = _stack(aligned, cache, stack_key)
     return PredictionSet(
         stacked, names=names, kind=kind, classes=classes, task=task, labels=y, metadata=metadata
@@ -491,15 +494,11 @@ def align_classes(members: Sequence[Member], outputs: Sequence[np.ndarray]) -> t
     """
     declared = [m for m in members if m.task == "classification" and m.classes is not None]
     ref_classes = task_classes(declared)
-    if ref_classes is not None and not any(
-        set(m.classes.tolist()) == set(ref_classes.tolist()) for m in declared
-    ):
-        a, b = next(
-            (a, b) for a in declared for b in declared if set(b.classes.tolist()) - set(a.classes.tolist())
-        )
+    if ref_classes is not None and not any(set(_declared(m)) == set(ref_classes.tolist()) for m in declared):
+        a, b = next((a, b) for a in declared for b in declared if set(_declared(b)) - set(_declared(a)))
         raise PredictionError(
-            f"member {b.name!r} predicts classes {b.classes.tolist()} but {a.name!r} predicts "
-            f"{a.classes.tolist()}, and no member covers both; members must share one class set (a member "
+            f"member {b.name!r} predicts classes {_declared(b)} but {a.name!r} predicts "
+            f"{_declared(a)}, and no member covers both; members must share one class set (a member "
             "may lack some classes of another, not add its own)"
         )
     ref_width = outputs[0].shape[1] if ref_classes is None else len(ref_classes)
@@ -519,7 +518,7 @@ def align_classes(members: Sequence[Member], outputs: Sequence[np.ndarray]) -> t
             raise PredictionError(
                 f"member {m.name!r} declares {len(m.classes)} classes but emits {out.shape[1]} columns"
             )
-        own = m.classes.tolist()
+        own = _declared(m)
         order = {c: i for i, c in enumerate(own)}
         missing = [c for c in ref_classes.tolist() if c not in order]
         if missing:
@@ -539,6 +538,12 @@ def align_classes(members: Sequence[Member], outputs: Sequence[np.ndarray]) -> t
 _ABSENT = {"proba": 0.0, "logits": -1e9}
 
 
+def _declared(member: Member) -> list[Any]:
+    """The classes a member declares (it does: callers filter on ``classes is not None``)."""
+    assert member.classes is not None
+    return member.classes.tolist()
+
+
 def task_classes(declared: Sequence[Member]) -> np.ndarray | None:
     """The sorted union of the classes the (classification) members declare; None when none declares any."""
     declared = [m for m in declared if m.task == "classification" and m.classes is not None]
@@ -546,7 +551,7 @@ def task_classes(declared: Sequence[Member]) -> np.ndarray | None:
         return None
     union: list[Any] = []
     for m in declared:
-        union += [c for c in m.classes.tolist() if c not in union]
+        union += [c for c in _declared(m) if c not in union]
     try:
         return np.asarray(sorted(union))
     except TypeError:  # labels of mixed types cannot be sorted: keep the first member's order
@@ -628,7 +633,7 @@ def _score_one(
         raise PredictionError(f"member {member.name!r} returned {out.shape[0]} rows for {n} samples")
     _check_finite(out[None], [member.name])
     meta = {"score_seconds": seconds, "latency_ms_per_sample": 1000 * seconds / max(n, 1)}
-    if key is not None:
+    if key is not None and cache is not None:
         target = cache / f"{_safe(member.name)}-{key}.npy"
         # The array first, then its digest: a reader between the two renames sees a mismatch,
         # which is a miss, never a half-written or foreign entry.

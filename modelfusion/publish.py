@@ -74,7 +74,6 @@ def _run_record(out: Path) -> dict[str, str] | None:
 
 
 def _digest(path: Path) -> str | None:
-
     return sha256_file(path) if path.is_file() and not path.is_symlink() else None
 
 

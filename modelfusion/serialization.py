@@ -28,7 +28,6 @@ class _Writer:
         self.files: list[str] = []
 
     def encode(self, value: Any, key: str) -> Any:
-
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, np.generic):
@@ -116,7 +115,6 @@ class _Reader:
         raise BundleError(f"unrecognised entry in the strategy spec: {sorted(value)}")
 
     def strategy(self, spec: dict[str, Any]) -> Any:
-
         cls = STRATEGY_REGISTRY.get(str(spec.get("class", "")).lower())
         if cls is None:
             raise BundleError(f"the bundle names an unknown strategy class {spec.get('class')!r}")
@@ -126,7 +124,6 @@ class _Reader:
         return strategy.set_fitted_state(state)
 
     def skops(self, name: str) -> Any:
-
         return load_skops(inside(self.directory, name, "strategy file"), trust=self.trust, owner="strategy")
 
 

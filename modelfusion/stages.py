@@ -435,9 +435,9 @@ def unseen_class_warnings(val_preds: PredictionSet, y_val: np.ndarray, y_test: n
 
 def best_cv_member(member_rows: list[MemberRow], result: SearchResult) -> MemberRow:
     """The member with the best validation CV score."""
-    scored = [r for r in member_rows if r.cv_mean is not None]
+    scored = [(r.cv_mean, i, r) for i, r in enumerate(member_rows) if r.cv_mean is not None]
     pick = max if result.greater_is_better else min
-    return pick(scored, key=lambda r: r.cv_mean)
+    return pick(scored, key=lambda t: t[0])[2]
 
 
 def member_beats_fusion(

@@ -199,7 +199,6 @@ class _Staged:
         return {key: out / path.relative_to(stage) for key, path in staged.items()}, deployment
 
     def _report(self, stage: Path, deployment: stages.Deployment, engine: str | None) -> dict[str, Path]:
-
         n_val, n_test, cv = len(self.scored.val), len(self.scored.test), self.plan.config.fusion.cv
         warnings = [*self.scored.warnings, *deployment.warnings]
         notes = [

@@ -90,7 +90,7 @@ class Dataset:
         """A stable sha256 of the inputs and labels (names and meta do not count)."""
         x_key = _inputs_fingerprint(self.X)
         if self.y is None:
-            y_key = "none"
+            y_key: str | None = "none"
         elif self.y.dtype == object:
             y_key = data_fingerprint([str(v) for v in self.y.tolist()])
         else:
@@ -157,7 +157,7 @@ def _inputs_fingerprint(x: Any) -> str:
         return hashlib.sha256(parts.encode()).hexdigest()
     if isinstance(x, list) and x and all(isinstance(v, np.ndarray) for v in x):
         # Images of different sizes cannot be stacked; hash them one by one.
-        return hashlib.sha256("|".join(data_fingerprint(v) for v in x).encode()).hexdigest()
+        return hashlib.sha256("|".join(str(data_fingerprint(v)) for v in x).encode()).hexdigest()
     key = data_fingerprint(x)
     if key is None:
         raise ArgumentTypeError(f"cannot fingerprint inputs of type {type(x).__name__}")

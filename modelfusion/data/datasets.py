@@ -360,10 +360,10 @@ def _load_image_folder(
         channels = 1 if all(img.mode in ("1", "L", "I", "I;16", "F") for img in images) else 3
     mode = "L" if channels == 1 else "RGB"
     arrays = []
-    for img in images:
-        img = img.convert(mode)
+    for image in images:
+        img = image.convert(mode)
         if size is not None and (img.height, img.width) != size:
-            img = img.resize((size[1], size[0]), Image.BILINEAR)
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.float32) / 255.0
         arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
     X = np.ascontiguousarray(np.stack(arrays), dtype=np.float32)
@@ -609,7 +609,7 @@ def _np_load(path: Path, trust: bool, mmap_mode: str | None = None) -> np.ndarra
     if not trust and _holds_objects(path):
         raise _pickle_error(path)
     try:
-        return np.load(path, allow_pickle=trust, mmap_mode=mmap_mode)
+        return np.load(path, allow_pickle=trust, mmap_mode=mmap_mode)  # type: ignore[arg-type]  # "r" or None
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise _pickle_error(path) from exc
@@ -658,6 +658,8 @@ def resolve_factory(spec: str, base: Path | None = None) -> Any:
                         f"factory file {module_name!r} does not exist (resolved to {file})"
                     )
                 mod_spec = importlib.util.spec_from_file_location(file.stem, file)
+                if mod_spec is None or mod_spec.loader is None:
+                    raise DataError(f"factory file {str(file)!r} cannot be imported as a Python module")
                 module = importlib.util.module_from_spec(mod_spec)
                 mod_spec.loader.exec_module(module)
             else:

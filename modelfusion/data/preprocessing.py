@@ -155,10 +155,10 @@ class ReshapePreprocessor:
         try:
             return batch.reshape(target)
         except (ValueError, RuntimeError) as exc:
-            per_sample = int(np.prod(batch.shape[1:]))
+            per_sample, shape = int(np.prod(batch.shape[1:])), target[1:]
             raise DataError(
-                f"cannot reshape a batch shaped {list(batch.shape)} to [N, {', '.join(map(str, self.shape))}]: "
-                f"each sample has {per_sample} values, the shape holds {int(np.prod(self.shape))}"
+                f"cannot reshape a batch shaped {list(batch.shape)} to [N, {', '.join(map(str, shape))}]: "
+                f"each sample has {per_sample} values, the shape holds {int(np.prod(shape))}"
             ) from exc
 
     def __repr__(self) -> str:

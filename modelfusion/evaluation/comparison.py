@@ -40,7 +40,7 @@ def comparison_sentence(
     ...                     [{"name": "knn", "accuracy": 0.97, "nll": 0.26}, {"name": "gb", "accuracy": 0.93, "nll": 0.25}])
     'Fused stacking: test accuracy 98.00% vs 97.00% for the member best at it (knn); NLL 0.0900 vs 0.2500 (gb).'
     """
-    parts = []
+    parts: list[str] = []
     for key, label, higher, fmt in HEADLINE_METRICS.get(task, HEADLINE_METRICS["classification"]):
         best = best_member_at(members, key, higher)
         value = chosen_metrics.get(key)

@@ -36,7 +36,7 @@ def class_metrics(
     pred = proba.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     rows, rocs, prs = [], [], []
-    for k in labels:
+    for k in range(len(labels)):
         positive = y == k
         roc = pr = None
         if 0 < positive.sum() < len(y):

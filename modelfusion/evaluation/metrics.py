@@ -22,7 +22,7 @@ from functools import partial
 import numpy as np
 
 from modelfusion.errors import ArgumentTypeError, InputError, ParameterError
-from modelfusion.outputs import EPS, check_task
+from modelfusion.outputs import EPS, Task, check_task
 
 __all__ = [
     "METRICS",
@@ -367,7 +367,7 @@ def get_metric(name: str | Metric) -> Metric:
     return METRICS[key]
 
 
-def default_metrics(task: str, n_outputs: int | None = None) -> list[str]:
+def default_metrics(task: Task, n_outputs: int | None = None) -> list[str]:
     """The metrics :func:`evaluate` reports for ``task`` (top5 only beyond 5 classes)."""
     check_task(task)
     if task == "regression":
@@ -378,7 +378,7 @@ def default_metrics(task: str, n_outputs: int | None = None) -> list[str]:
     return names
 
 
-def evaluate(y, scores, task: str, metrics: Sequence[str | Metric] | None = None) -> dict[str, float]:
+def evaluate(y, scores, task: Task, metrics: Sequence[str | Metric] | None = None) -> dict[str, float]:
     """Compute several metrics at once.
 
     Parameters

@@ -19,7 +19,7 @@ from torch import nn
 
 from modelfusion.data import load_dataset, split_dataset
 
-SPLIT = {"validation": 0.25, "test": 0.25, "seed": 0}
+SPLIT: dict[str, Any] = {"validation": 0.25, "test": 0.25, "seed": 0}
 
 
 class SmallCNN(nn.Module):

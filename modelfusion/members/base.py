@@ -6,12 +6,15 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from modelfusion.errors import MemberLoadError, PredictionError
-from modelfusion.outputs import check_kind, check_task, to_proba
+from modelfusion.errors import ExportError, MemberLoadError, PredictionError
+from modelfusion.outputs import OutputKind, Task, check_kind, check_task, to_proba
+
+if TYPE_CHECKING:
+    from modelfusion.runtime.member_onnx import MemberGraph
 
 
 class Member(ABC):
@@ -46,8 +49,8 @@ class Member(ABC):
         self,
         *,
         name: str,
-        task: str = "classification",
-        output_kind: str = "proba",
+        task: Task = "classification",
+        output_kind: OutputKind = "proba",
         classes: Sequence[Any] | np.ndarray | None = None,
         n_outputs: int | None = None,
         preprocess: Callable[[Any], Any] | None = None,
@@ -63,6 +66,8 @@ class Member(ABC):
             n_outputs if n_outputs is not None else (None if self.classes is None else len(self.classes))
         )
         self.preprocess = preprocess
+        #: the config/manifest form of ``preprocess`` (what a bundle saves and ONNX export bakes in)
+        self.preprocess_spec: Any = None
         self.source_path = None if source_path is None else Path(source_path)
 
     # -- prediction -------------------------------------------------------------------
@@ -116,6 +121,30 @@ class Member(ABC):
             "n_parameters": self.n_parameters,
             "file_size": self.file_size,
         }
+
+    # -- as one ONNX graph ---------------------------------------------------------------
+    def to_onnx(self, example: np.ndarray, opset: int) -> MemberGraph:
+        """This member as an ONNX graph with one input (its preprocessed input) and one output (its
+        raw scores), given ``example`` rows of that input. Adapters that convert override it."""
+        raise ExportError(
+            f"member {self.name!r} ({self.framework}) has no ONNX converter here; Hugging Face members are run "
+            "by the member executor (engine='members'), or export them with optimum and load the .onnx file "
+            "as an ONNX member"
+        )
+
+    def example_input(self) -> np.ndarray | None:
+        """A few rows of what :meth:`predict` takes (before ``preprocess``), when the model tells its
+        input shape (random, seeded); None when it does not (then export needs ``example_input=``)."""
+        shape = self.sample_shape()
+        return None if shape is None else np.random.default_rng(0).random((8, *shape), dtype=np.float32)
+
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """The shape of one sample the model takes, when it records one (else None)."""
+        return None
+
+    def onnx_opset(self) -> int | None:
+        """The default-domain opset of the member's own ONNX graph, for members that are one."""
+        return None
 
     # -- identity and persistence ----------------------------------------------------
     @abstractmethod
@@ -194,7 +223,7 @@ def sha256_arrays(arrays: Sequence[np.ndarray]) -> str:
         a = np.ascontiguousarray(a)
         h.update(str((a.shape, a.dtype.str)).encode())
         try:
-            h.update(memoryview(a).cast("B"))  # no copy of large arrays
+            h.update(memoryview(a).cast("B"))  # type: ignore[arg-type]  # numpy arrays are buffers; no copy
         except (TypeError, ValueError):  # dtypes the buffer protocol cannot express
             h.update(a.tobytes())
     return h.hexdigest()

@@ -28,6 +28,7 @@ from modelfusion.errors import (
 )
 from modelfusion.members.base import Member
 from modelfusion.members.torch import state_dict_fingerprint
+from modelfusion.outputs import OutputKind, Task
 
 
 class HFMember(Member, nn.Module):
@@ -71,8 +72,8 @@ class HFMember(Member, nn.Module):
         tokenizer: Any = None,
         processor: Any = None,
         name: str = "hf",
-        task: str | None = None,
-        output_kind: str | None = None,
+        task: Task | None = None,
+        output_kind: OutputKind | None = None,
         classes: Sequence[Any] | np.ndarray | None = None,
         n_outputs: int | None = None,
         preprocess: Callable[[Any], Any] | None = None,
@@ -87,9 +88,11 @@ class HFMember(Member, nn.Module):
         nn.Module.__init__(self)
         config = model.config
         if task is None:
-            task = {"multi_label_classification": "multilabel", "regression": "regression"}.get(
-                getattr(config, "problem_type", None) or "", "classification"
-            )
+            problem_tasks: dict[str, Task] = {
+                "multi_label_classification": "multilabel",
+                "regression": "regression",
+            }
+            task = problem_tasks.get(getattr(config, "problem_type", None) or "", "classification")
         if output_kind is None:
             output_kind = "values" if task == "regression" else "logits"
         id2label = getattr(config, "id2label", None)
@@ -141,6 +144,7 @@ class HFMember(Member, nn.Module):
 
     def _encode(self, batch: Any) -> dict[str, torch.Tensor]:
         main_input = getattr(self.model, "main_input_name", "input_ids")
+        inputs: Mapping[str, Any]
         if isinstance(batch, Mapping):
             inputs = dict(batch)
         elif isinstance(batch, torch.Tensor):
@@ -218,9 +222,10 @@ class HFMember(Member, nn.Module):
         target = Path(directory) / "model"
         target.mkdir(parents=True, exist_ok=True)
         options = {}
-        if "safe_serialization" in inspect.signature(self.model.save_pretrained).parameters:
+        model: Any = self.model  # a transformers PreTrainedModel
+        if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
             options["safe_serialization"] = True  # transformers 4.x; always safetensors from 5.0
-        self.model.save_pretrained(target, **options)
+        model.save_pretrained(target, **options)
         for tool in (self.tokenizer, self.processor):
             if tool is not None:
                 tool.save_pretrained(target)

@@ -6,9 +6,13 @@ TensorFlow SavedModel folders load too when tensorflow is installed (it is not a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import sys
+import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +24,15 @@ from torch import nn
 from modelfusion.dependencies import require
 from modelfusion.errors import (
     ArgumentTypeError,
+    ExportError,
     MemberLoadError,
     MemberSaveError,
     UnknownNameError,
     UnsafeFormatError,
 )
 from modelfusion.members.base import Member, sha256_arrays, sha256_file
+from modelfusion.outputs import OutputKind, Task
+from modelfusion.runtime.member_onnx import MemberGraph, onnx_member_graph
 
 _PROBA_ACTIVATIONS = ("softmax", "sigmoid")
 
@@ -64,8 +71,8 @@ class KerasMember(Member, nn.Module):
         model: Any,
         *,
         name: str = "keras",
-        task: str = "classification",
-        output_kind: str | None = None,
+        task: Task = "classification",
+        output_kind: OutputKind | None = None,
         classes: Sequence[Any] | np.ndarray | None = None,
         n_outputs: int | None = None,
         preprocess: Callable[[Any], Any] | None = None,
@@ -121,6 +128,16 @@ class KerasMember(Member, nn.Module):
         """``model.count_params()``."""
         return int(self.model.count_params())
 
+    def to_onnx(self, example: np.ndarray, opset: int) -> MemberGraph:
+        """The model through Keras' own ``model.export(format="onnx")``."""
+        return _keras_to_onnx(self, example, opset)
+
+    def sample_shape(self) -> tuple[int, ...] | None:
+        dims = getattr(self.model, "input_shape", None)
+        if isinstance(dims, tuple) and all(isinstance(d, int) for d in dims[1:]):
+            return tuple(dims[1:])
+        return None
+
     def fingerprint(self) -> str:
         """sha256 over the model's weight arrays."""
         return sha256_arrays(self.model.get_weights())
@@ -175,8 +192,8 @@ class SavedModelMember(Member):
         name: str = "saved_model",
         signature: str = "serving_default",
         output_name: str | None = None,
-        task: str = "classification",
-        output_kind: str | None = None,
+        task: Task = "classification",
+        output_kind: OutputKind | None = None,
         classes: Sequence[Any] | np.ndarray | None = None,
         n_outputs: int | None = None,
         preprocess: Callable[[Any], Any] | None = None,
@@ -422,7 +439,7 @@ def _signature_inputs(function: Any) -> dict[str, tuple[int | None, ...]]:
     inputs = {}
     for key, spec in dict(specs).items():
         shape = getattr(spec, "shape", None)
-        dims = shape.as_list() if hasattr(shape, "as_list") else list(shape or [])
+        dims = shape.as_list() if shape is not None and hasattr(shape, "as_list") else list(shape or [])
         inputs[str(key)] = tuple(dims)
     return inputs
 
@@ -430,3 +447,26 @@ def _signature_inputs(function: Any) -> dict[str, tuple[int | None, ...]]:
 def _float32(values: Any) -> np.ndarray:
     arr = np.asarray(values)
     return arr.astype(np.float32) if arr.dtype == np.float64 else arr
+
+
+# -- as one ONNX graph (see modelfusion.runtime.member_onnx) ------------------------------------
+
+
+def _keras_to_onnx(member: Any, example: np.ndarray, opset: int) -> MemberGraph:
+    import onnx
+
+    member.model.predict_on_batch(np.asarray(example, np.float32))  # keras exports called models only
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                member.model.export(str(path), format="onnx")
+            proto = onnx.load(str(path))
+        except Exception as exc:
+            raise ExportError(
+                f"member {member.name!r} (keras): model.export(format='onnx') failed ({type(exc).__name__}: "
+                f"{exc}); on the TensorFlow backend this needs tf2onnx (pip install tf2onnx)"
+            ) from exc
+    output = proto.graph.output[0].name
+    return onnx_member_graph(proto, output, member.name, opset)

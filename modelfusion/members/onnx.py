@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.errors import (
+    ExportError,
     InputError,
     MemberLoadError,
     MemberSaveError,
@@ -19,6 +20,8 @@ from modelfusion.errors import (
     UnsafeFormatError,
 )
 from modelfusion.members.base import Member, sha256_file
+from modelfusion.outputs import OutputKind, Task
+from modelfusion.runtime.member_onnx import MemberGraph, default_opset, onnx_member_graph
 from modelfusion.runtime.session import open_session
 
 # onnxruntime type strings -> numpy dtypes the batch is cast to.
@@ -70,8 +73,8 @@ class OnnxMember(Member):
         model: str | Path | bytes | Any,
         *,
         name: str = "onnx",
-        task: str = "classification",
-        output_kind: str | None = None,
+        task: Task = "classification",
+        output_kind: OutputKind | None = None,
         classes: Sequence[Any] | np.ndarray | None = None,
         n_outputs: int | None = None,
         preprocess: Callable[[Any], Any] | None = None,
@@ -211,6 +214,18 @@ class OnnxMember(Member):
             if node.domain == "ai.onnx.ml":
                 total += sum(len(a.floats) for a in node.attribute)
         return total
+
+    def to_onnx(self, example: np.ndarray, opset: int) -> MemberGraph:
+        """The graph itself, cut down to its one input and the scores output, at ``opset``."""
+        return _onnx_to_onnx(self, example, opset)
+
+    def sample_shape(self) -> tuple[int, ...] | None:
+        dims = self.session.get_inputs()[0].shape[1:]
+        return tuple(dims) if all(isinstance(d, int) and d > 0 for d in dims) else None
+
+    def onnx_opset(self) -> int | None:
+        proto = self._proto(load_weights=False)
+        return None if proto is None else default_opset(proto)
 
     def fingerprint(self) -> str:
         """sha256 of the ONNX file (or of the serialized model)."""
@@ -399,3 +414,16 @@ def _zipmap_to_array(rows: list[dict], classes: np.ndarray | None, name: str) ->
         raise PredictionError(
             f"member {name!r}: the ZipMap output has classes {list(rows[0])}, expected {keys}"
         ) from exc
+
+
+# -- as one ONNX graph (see modelfusion.runtime.member_onnx) ------------------------------------
+
+
+def _onnx_to_onnx(member: Any, example: np.ndarray, opset: int) -> MemberGraph:
+    proto = member._proto(load_weights=True)
+    if proto is None:
+        raise ExportError(
+            f"member {member.name!r} wraps an InferenceSession whose model bytes are unknown; load it from the "
+            ".onnx file so it can be merged"
+        )
+    return onnx_member_graph(proto, member.output_name, member.name, opset)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from torch import nn
 
 from modelfusion.errors import (
     ArgumentTypeError,
+    ExportError,
     MemberFileNotFoundError,
     MemberLoadError,
     MemberSaveError,
@@ -24,6 +27,8 @@ from modelfusion.errors import (
 )
 from modelfusion.members.architectures import check_architecture
 from modelfusion.members.base import Member, sha256_arrays
+from modelfusion.outputs import OutputKind, Task
+from modelfusion.runtime.member_onnx import MemberGraph, at_least_two
 
 
 class TorchMember(Member, nn.Module):
@@ -69,8 +74,8 @@ class TorchMember(Member, nn.Module):
         module: nn.Module,
         *,
         name: str = "torch",
-        task: str = "classification",
-        output_kind: str | None = None,
+        task: Task = "classification",
+        output_kind: OutputKind | None = None,
         classes: Sequence[Any] | np.ndarray | None = None,
         n_outputs: int | None = None,
         preprocess: Callable[[Any], Any] | None = None,
@@ -142,6 +147,17 @@ class TorchMember(Member, nn.Module):
     def n_parameters(self) -> int:
         """Number of elements in the module's parameters."""
         return sum(p.numel() for p in self.module.parameters())
+
+    def to_onnx(self, example: np.ndarray, opset: int) -> MemberGraph:
+        """The module (or the TorchScript program itself) through torch's TorchScript-based exporter."""
+        return _torch_to_onnx(self, example, opset)
+
+    def example_input(self) -> np.ndarray | None:
+        """The rows :meth:`predict` last saw (or ``input_shape=``'s zeros)."""
+        return None if self.example_input_ is None else self.example_input_.detach().cpu().float().numpy()
+
+    def sample_shape(self) -> tuple[int, ...] | None:
+        return None if self.example_input_ is None else tuple(self.example_input_.shape[1:])
 
     def fingerprint(self) -> str:
         """sha256 over the module's state-dict tensors."""
@@ -254,6 +270,7 @@ def load_torch(
     path = Path(source)
     example = None
     kind = archive_kind(path)
+    module: nn.Module
     if kind == "torchscript":
         module = load_torchscript(path, trust=trust)
     elif kind == "export":
@@ -284,8 +301,8 @@ def load_torch_factory(
     architecture_kwargs: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
     input_shape: Sequence[int] | None = None,
-    task: str = "classification",
-    output_kind: str | None = None,
+    task: Task = "classification",
+    output_kind: OutputKind | None = None,
     classes: Sequence[Any] | np.ndarray | None = None,
     n_outputs: int | None = None,
     preprocess: Callable[[Any], Any] | None = None,
@@ -548,7 +565,7 @@ def check_exported_ops(program: Any, path: Path) -> None:
 
 def _check_op(op: Any, path: Path) -> Any:
     if isinstance(op, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
-        name = op._schema.name if hasattr(op, "_schema") else op._qualified_op_name
+        name = str(op._schema.name if hasattr(op, "_schema") else getattr(op, "_qualified_op_name", op))
         ok = name.split("::")[0] in ("aten", "prims") and not _FILE_OPS.search(name)
     elif isinstance(op, torch._ops.HigherOrderOperator):
         name, ok = op.name(), op.name() in _SAFE_HIGHER_ORDER
@@ -806,3 +823,58 @@ def _build_named(architecture: str, kwargs: dict[str, Any]) -> nn.Module:
         f"unknown architecture {architecture!r}: not a model name in {' or '.join(tried)}{hint}, and not an "
         "import path 'package.module:factory'"
     )
+
+
+# -- as one ONNX graph (see modelfusion.runtime.member_onnx) ------------------------------------
+
+
+def _torch_to_onnx(member: Any, example: np.ndarray, opset: int) -> MemberGraph:
+    x = torch.as_tensor(at_least_two(example))
+    if x.is_floating_point() or x.dtype == torch.uint8:  # as TorchMember.predict casts batches
+        dtype = next((p.dtype for p in member.parameters() if p.is_floating_point()), torch.float32)
+        x = x.to(dtype)
+    else:
+        x = x.long()
+    x = x.to(member.device)
+    buffer = io.BytesIO()
+    try:
+        # The TorchScript exporter needs no onnxscript; its deprecation notice is not the user's concern.
+        # PRESERVE because torch.export modules refuse eval(); eval_mode has set eval mode already.
+        with warnings.catch_warnings(), eval_mode(member), torch.no_grad():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message="It is recommended that constant folding be turned off")
+            warnings.filterwarnings("ignore", message="no signature found for <torch.ScriptMethod")
+            # Shape asserts of torch.export modules trace as constants; the batch-size check in
+            # onnx_export catches a graph that really depends on them.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                _exportable(member),
+                (x,),
+                buffer,  # type: ignore[arg-type]  # a file object works; torch's hint names paths only
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                training=torch.onnx.TrainingMode.PRESERVE,
+            )
+    except Exception as exc:
+        raise ExportError(
+            f"member {member.name!r}: torch.onnx.export could not trace it ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})"
+        ) from exc
+    import onnx
+
+    proto = onnx.load_from_string(buffer.getvalue())
+    del proto.graph.output[1:]  # a TorchScript module returning a tuple: the member's scores come first
+    return MemberGraph(proto)
+
+
+def _exportable(member: Any) -> Any:
+    """What torch.onnx.export is given: the ScriptModule itself for TorchScript members.
+
+    A ScriptModule cannot be traced from inside an eager wrapper (the tracer sees it as an
+    unregistered module), but the exporter takes it directly and converts its graph.
+    """
+    module = getattr(member, "module", None)
+    return module if isinstance(module, torch.jit.ScriptModule) else member

@@ -55,7 +55,7 @@ class MultimodalFusion(nn.Module):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
-            cls.__init__ = _module_initialised_first(cls.__dict__["__init__"])
+            cls.__init__ = _module_initialised_first(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
     def __init__(self, num_classes: int | None = None):
         if "_modules" not in self.__dict__:  # a second call (super().__init__() in a subclass) keeps modules
@@ -125,7 +125,7 @@ def _check_num_classes(value: Any) -> int | None:
 
 def _lazy_head(num_classes: int) -> nn.Module:
     head = nn.LazyLinear(num_classes)
-    head._modelfusion_auto_head = True
+    head.__dict__["_modelfusion_auto_head"] = True  # a plain flag, not a parameter or submodule
     head.register_forward_pre_hook(_check_head_width)
     return head
 
@@ -147,7 +147,7 @@ def _check_encoder_width(
 
 
 def _check_expected_encoders_exist(model: MultimodalFusion, args: Any) -> None:
-    missing = [n for n in model.expected_widths if n not in model._modules]
+    missing = [n for n in model.expected_widths or {} if n not in model._modules]
     if missing:
         raise FeatureWidthError(
             f"{type(model).__name__}.expected_widths names {missing}, which are not submodules of the "

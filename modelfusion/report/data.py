@@ -12,7 +12,7 @@ import numpy as np
 from modelfusion.errors import InputError
 from modelfusion.evaluation.details import class_metrics, confusion, paired_test
 from modelfusion.evaluation.metrics import evaluate, get_metric
-from modelfusion.outputs import check_task
+from modelfusion.outputs import Task, check_task
 
 __all__ = ["FusionReport", "table_metrics"]
 
@@ -58,11 +58,12 @@ class FusionReport:
     """
 
     title: str
-    task: str
+    task: Task
     metric: str
     class_names: list[str]
-    members: list[dict[str, Any]]
-    strategies: list[dict[str, Any]]
+    #: rows as mappings (dicts, or :mod:`modelfusion.rows`' typed rows); stored as dicts
+    members: Sequence[Mapping[str, Any]]
+    strategies: Sequence[Mapping[str, Any]]
     chosen: str
     weights: dict[str, float] | None = None
     y_test: np.ndarray | None = None
@@ -72,7 +73,7 @@ class FusionReport:
     fold_scores: dict[str, list[float]] = field(default_factory=dict)
     config: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
-    deployment: list[dict[str, Any]] = field(default_factory=list)
+    deployment: Sequence[Mapping[str, Any]] = field(default_factory=list)
     #: rows per split, features, dropped columns, class balance (see the workflow)
     data_summary: dict[str, Any] | None = None
     #: library versions and when the report was made
@@ -142,10 +143,10 @@ class FusionReport:
         """Whether per-sample test scores are available (figures need them)."""
         return self.y_test is not None and self.member_scores is not None
 
-    def member_row(self, name: str) -> dict[str, Any]:
+    def member_row(self, name: str) -> Mapping[str, Any]:
         return next((r for r in self.members if r["name"] == name), {"name": name})
 
-    def strategy_row(self, name: str) -> dict[str, Any]:
+    def strategy_row(self, name: str) -> Mapping[str, Any]:
         return next((r for r in self.strategies if r["name"] == name), {"name": name})
 
     def test_metric(self, name: str, metric: str, *, member: bool = False) -> float | None:
@@ -173,12 +174,12 @@ class FusionReport:
     def best_member(self) -> str | None:
         """The member with the best test :attr:`primary_metric`, or None if unknown."""
         metric = get_metric(self.primary_metric)
-        values = {n: self.test_metric(n, metric.name, member=True) for n in self._member_order()}
-        values = {n: v for n, v in values.items() if v is not None}
+        measured = {n: self.test_metric(n, metric.name, member=True) for n in self._member_order()}
+        values = {n: v for n, v in measured.items() if v is not None}
         if not values:
             return None
         pick = max if metric.greater_is_better else min
-        return pick(values, key=values.get)
+        return pick(values, key=lambda n: values[n])
 
     def _member_order(self) -> list[str]:
         names = list(self.member_names)
@@ -242,7 +243,7 @@ class FusionReport:
         member_names: Sequence[str],
         strategy_scores: Mapping[str, np.ndarray],
         chosen: str,
-        task: str = "classification",
+        task: Task = "classification",
         metric: str = "accuracy",
         fold_scores: Mapping[str, Sequence[float]] | None = None,
         weights: Mapping[str, float] | None = None,
@@ -270,7 +271,7 @@ class FusionReport:
         if member_scores.ndim == 2:
             member_scores = member_scores[:, :, None]
         member_names = [str(n) for n in member_names]
-        fold_scores = {k: [float(s) for s in v] for k, v in (fold_scores or {}).items()}
+        folds_by_name = {k: [float(s) for s in v] for k, v in (fold_scores or {}).items()}
         keys = table_metrics(task)
         member_info = member_info or {}
         strategy_info = strategy_info or {}
@@ -278,7 +279,7 @@ class FusionReport:
         members = []
         for i, name in enumerate(member_names):
             info = dict(member_info.get(name, {}))
-            test = evaluate(y_test, member_scores[i], task, keys)
+            test: dict[str, Any] = evaluate(y_test, member_scores[i], task, keys)
             members.append(
                 {
                     "name": name,
@@ -290,9 +291,9 @@ class FusionReport:
                 }
             )
         strategies = []
-        for name in dict.fromkeys([*strategy_scores, *fold_scores]):
+        for name in dict.fromkeys([*strategy_scores, *folds_by_name]):
             info = dict(strategy_info.get(name, {}))
-            folds = fold_scores.get(name)
+            folds = folds_by_name.get(name)
             scores = strategy_scores.get(name)
             test = (
                 evaluate(y_test, np.asarray(scores), task, keys)
@@ -327,7 +328,7 @@ class FusionReport:
             member_scores=member_scores,
             member_names=member_names,
             strategy_scores=dict(strategy_scores),
-            fold_scores=fold_scores,
+            fold_scores=folds_by_name,
             config=config,
             notes=list(notes),
             deployment=[dict(r) for r in deployment],

@@ -238,12 +238,14 @@ def strategy_comparison_figure(report: FusionReport, n_boot: int = 1000, seed: i
     """
     if not report.has_scores:
         return None
+    member_scores = report.member_scores
+    assert member_scores is not None  # has_scores
     metric = get_metric(report.primary_metric)
     y = report.y_test
     rows: list[tuple[str, str, np.ndarray]] = [
         (name, "fused", np.asarray(s)) for name, s in report.strategy_scores.items()
     ]
-    rows += [(name, "member", report.member_scores[i]) for i, name in enumerate(report.member_names)]
+    rows += [(name, "member", member_scores[i]) for i, name in enumerate(report.member_names)]
     values = []
     for name, kind, scores in rows:
         v = metric(y, scores)
@@ -273,7 +275,7 @@ def strategy_comparison_figure(report: FusionReport, n_boot: int = 1000, seed: i
             label.set_fontweight("bold")
     best = report.best_member
     if best is not None and best in report.member_names:
-        ref = metric(y, report.member_scores[report.member_names.index(best)])
+        ref = metric(y, member_scores[report.member_names.index(best)])
         ax.axvline(
             ref, color="black", linestyle="--", linewidth=1, zorder=4, label=_label(f"best member ({best})")
         )
@@ -295,12 +297,12 @@ def strategy_comparison_figure(report: FusionReport, n_boot: int = 1000, seed: i
         f"test {metric.name} ({'higher' if metric.greater_is_better else 'lower'} is better), 95% CI{start}"
     )
     ax.set_title("Fused strategies vs members on the test split")
-    handles = [
+    handles: list[Any] = [
         Patch(color=CHOSEN_COLOR, label=_label(f"chosen ({report.chosen})")),
         Patch(color=FUSED_COLOR, label="fused strategy"),
         Patch(color=MEMBER_COLOR, label="member"),
     ]
-    handles += [h for h in ax.get_legend_handles_labels()[0]]
+    handles += ax.get_legend_handles_labels()[0]
     ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
     ax.grid(axis="x", alpha=0.3, zorder=0)
     ax.set_axisbelow(True)
@@ -316,12 +318,12 @@ def reliability_figure(report: FusionReport, n_bins: int = 15) -> Figure | None:
     """
     if report.task == "regression" or not report.has_scores:
         return None
+    member_scores = report.member_scores
+    assert member_scores is not None  # has_scores
     curves: list[tuple[str, np.ndarray, str]] = []
     best = report.best_member
     if best is not None and best in report.member_names:
-        curves.append(
-            (f"best member: {best}", report.member_scores[report.member_names.index(best)], MEMBER_COLOR)
-        )
+        curves.append((f"best member: {best}", member_scores[report.member_names.index(best)], MEMBER_COLOR))
     if report.chosen in report.strategy_scores:
         curves.append((f"fused: {report.chosen}", report.strategy_scores[report.chosen], CHOSEN_COLOR))
     if not curves:
@@ -445,7 +447,9 @@ def deployment_figure(report: FusionReport) -> Figure | None:
         ax.set_axisbelow(True)
     accuracy = [r.get("accuracy") for r in rows]
     if all(a is not None for a in accuracy):
-        speed_ax.set_xticklabels([f"{_label(n)}\n{100 * a:.2f}%" for n, a in zip(names, accuracy)])
+        speed_ax.set_xticklabels(
+            [f"{_label(n)}\n{100 * float(a or 0):.2f}%" for n, a in zip(names, accuracy)]
+        )
     return fig
 
 

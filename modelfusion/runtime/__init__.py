@@ -24,6 +24,7 @@ _LAZY = {
     "MemberExecutor": "modelfusion.runtime.executors",
     "OnnxExecutor": "modelfusion.runtime.executors",
     "TorchExecutor": "modelfusion.runtime.executors",
+    "Executor": "modelfusion.runtime.executors",
     "build_fused_onnx": "modelfusion.runtime.onnx_export",
     "export_fused_onnx": "modelfusion.runtime.onnx_export",
     "graph_breakdown": "modelfusion.runtime.profile",
@@ -36,6 +37,7 @@ __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 __all__ = [
     "ENGINES",
     "ExecutionProviderError",
+    "Executor",
     "ExportError",
     "ExportWarning",
     "MemberExecutor",

@@ -97,6 +97,8 @@ def iter_deployment(
             "deployment needs validation=(X, y): the data that calibrates and measures the graphs"
         )
     X_eval, y_eval = (X, y) if test is None else _split_data(test)
+    if X_eval is None:  # a test pair without inputs: measure on validation, as without one
+        X_eval, y_eval = X, y
     if quantize is not None:
         check_request(quantize, "int8", has_calibration=True)
     bundle = Path(bundle_dir)
@@ -118,7 +120,6 @@ def iter_deployment(
 
 
 def _measure(graph: Path, X: np.ndarray, y: Any, batch_size: int, repeats: int) -> dict[str, Any]:
-
     executor = OnnxExecutor(graph, providers=["cpu"])
     scores = executor.run(X, batch_size=batch_size)
     batch = np.ascontiguousarray(X[:batch_size])

@@ -17,7 +17,7 @@ from modelfusion.bundle import cached_bundle_graph
 from modelfusion.errors import ModelFusionError, ParameterError, StrategyError
 from modelfusion.members.onnx import check_onnx_allocations
 from modelfusion.runtime.errors import ExportError
-from modelfusion.runtime.executors import MemberExecutor, OnnxExecutor, TorchExecutor
+from modelfusion.runtime.executors import Executor, MemberExecutor, OnnxExecutor, TorchExecutor
 from modelfusion.runtime.member_graph import column_order, reference_classes
 from modelfusion.runtime.module import FusedModule
 from modelfusion.runtime.onnx_export import build_fused_onnx
@@ -27,7 +27,7 @@ ENGINES = ("auto", "onnx", "torch", "members")
 AUTO_TOLERANCE = 1e-5
 
 
-def select_engine(model: Any, preference: str = "auto", *, example_input: Any = None) -> Any:
+def select_engine(model: Any, preference: str = "auto", *, example_input: Any = None) -> Executor:
     """The executor to run ``model`` with.
 
     ``"auto"``: the fused ONNX graph when the model exports (a bundle's recorded
@@ -53,11 +53,12 @@ def select_engine(model: Any, preference: str = "auto", *, example_input: Any = 
     return cache[preference]
 
 
-def _auto_executor(model: Any, example_input: Any) -> Any:
+def _auto_executor(model: Any, example_input: Any) -> Executor:
     import onnxruntime as ort
     import torch
 
     members = select_engine(model, "members")
+    assert isinstance(members, MemberExecutor)
     candidates = [lambda: select_engine(model, "onnx", example_input=example_input)]
     if all(getattr(m, "framework", None) == "torch" for m in model.members):
         candidates.append(lambda: select_engine(model, "torch"))
@@ -84,7 +85,6 @@ def _auto_executor(model: Any, example_input: Any) -> Any:
 
 
 def _onnx_executor(model: Any, example_input: Any) -> OnnxExecutor:
-
     bundle = getattr(model, "bundle_dir", None)
     cached = None if bundle is None else cached_bundle_graph(bundle)
     if cached is not None:

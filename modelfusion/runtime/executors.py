@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +24,26 @@ _PROVIDER_ALIASES = {
     "cuda": PREFERRED_PROVIDERS[1],
     "cpu": PREFERRED_PROVIDERS[2],
 }
+
+
+class Executor(Protocol):
+    """What runs a fused model: ``run(X) -> fused scores [samples, outputs]``, named for reports.
+
+    :class:`OnnxExecutor`, :class:`TorchExecutor` and :class:`MemberExecutor` implement it and
+    return the same scores for the same model; :func:`modelfusion.runtime.select_engine` picks one.
+
+    Examples
+    --------
+    >>> executor: Executor = select_engine(fused)
+    >>> executor.name, executor.run(X_test).shape
+    ('onnx', (450, 10))
+    """
+
+    name: str
+
+    def run(self, X: Any, *, batch_size: int = 256) -> np.ndarray: ...
+
+
 # Frameworks whose predict() is safe to call from several threads at once (and releases the GIL).
 _THREAD_SAFE = ("torch", "onnx", "sklearn")
 

@@ -31,7 +31,7 @@ from modelfusion.files import atomic_path
 from modelfusion.runtime.errors import ExportError
 from modelfusion.runtime.graph import GraphBuilder
 from modelfusion.runtime.member_graph import INPUT, OUTPUT, member_pipeline, reference_classes
-from modelfusion.runtime.member_onnx import default_opset, merged_opsets
+from modelfusion.runtime.member_onnx import merged_opsets
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13  # Softmax over one axis and Unsqueeze/ReduceSum with axes as inputs
@@ -161,7 +161,7 @@ def example_rows(model: Any, example_input: Any = None) -> np.ndarray:
     shapes = {}
     for m in model.members:
         if getattr(m, "preprocess", None) is None:
-            shape = _input_shape(m)
+            shape = m.sample_shape()
             if shape is not None:
                 shapes[m.name] = shape
     if not shapes:
@@ -178,33 +178,13 @@ def example_rows(model: Any, example_input: Any = None) -> np.ndarray:
     return np.random.default_rng(0).random((8, *shape), dtype=np.float32)
 
 
-def _input_shape(member: Any) -> tuple[int, ...] | None:
-    framework = getattr(member, "framework", None)
-    if framework == "sklearn" and hasattr(member.estimator, "n_features_in_"):
-        return (int(member.estimator.n_features_in_),)
-    if framework == "torch" and getattr(member, "example_input_", None) is not None:
-        return tuple(member.example_input_.shape[1:])
-    if framework == "onnx":
-        dims = member.session.get_inputs()[0].shape[1:]
-        return tuple(dims) if all(isinstance(d, int) and d > 0 for d in dims) else None
-    if framework == "keras":
-        dims = getattr(member.model, "input_shape", None)
-        if isinstance(dims, tuple) and all(isinstance(d, int) for d in dims[1:]):
-            return tuple(dims[1:])
-    return None
-
-
 def _choose_opset(model: Any, opset: int | None) -> int:
     if opset is not None:
         if int(opset) < MIN_OPSET:
             raise ExportError(f"opset={opset} is too old; the fused graph needs opset {MIN_OPSET} or newer")
         return int(opset)
     found = [DEFAULT_OPSET]
-    for m in model.members:
-        if getattr(m, "framework", None) == "onnx":
-            proto = m._proto(load_weights=False)
-            if proto is not None:
-                found.append(default_opset(proto))
+    found += [own for m in model.members if (own := m.onnx_opset()) is not None]
     return max(found)
 
 
@@ -235,7 +215,7 @@ def _rule_graph(rule: Any, model: Any, n_members: int, width: int, opset: int) -
             torch.onnx.export(
                 rule.eval(),
                 (example,),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # a file object works; torch's hint names paths only
                 dynamo=False,
                 opset_version=opset,
                 input_names=["in"],

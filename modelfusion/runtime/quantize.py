@@ -40,6 +40,7 @@ from modelfusion.dependencies import require
 from modelfusion.evaluation import evaluate
 from modelfusion.files import atomic_path
 from modelfusion.fused import FusedModel
+from modelfusion.outputs import OutputKind, check_task
 from modelfusion.predictions import PredictionSet
 from modelfusion.runtime.errors import QuantizationError
 from modelfusion.runtime.executors import OnnxExecutor
@@ -58,8 +59,8 @@ MIN_INT8_CONV_DEPTH = 64
 #: Tensors with fewer values are not worth a Cast node (see :func:`store_grid_tensors_uint8`).
 MIN_GRID_TENSOR_SIZE = 1024
 #: Session settings recorded in quantized graphs (see the module docstring).
-DYNAMIC_SESSION = {"config": {"session.disable_quant_qdq": "1"}}
-STATIC_SESSION = {"disabled_optimizers": ["QDQPropagationTransformer"]}
+DYNAMIC_SESSION: dict[str, Any] = {"config": {"session.disable_quant_qdq": "1"}}
+STATIC_SESSION: dict[str, Any] = {"disabled_optimizers": ["QDQPropagationTransformer"]}
 
 
 def quantize_onnx(
@@ -114,7 +115,7 @@ def quantize_onnx(
 
     source = onnx.load(str(src), load_external_data=False)
     exclude = full_precision = float_nodes(source)
-    op_types = list(QUANTIZED_OPS[mode] if op_types is None else op_types)
+    ops = list(QUANTIZED_OPS[mode] if op_types is None else op_types)
     if mode == "dynamic":
 
         def write_dynamic(tmp: str) -> None:
@@ -122,12 +123,12 @@ def quantize_onnx(
                 src,
                 tmp,
                 weight_type=QuantType.QInt8,
-                op_types_to_quantize=op_types,
+                op_types_to_quantize=ops,
                 nodes_to_exclude=exclude,
                 per_channel=per_channel,
             )
             model = onnx.load(tmp)
-            if "Conv" not in op_types and store_conv_weights_int8(model, exclude):
+            if "Conv" not in ops and store_conv_weights_int8(model, exclude):
                 write_settings(model, **DYNAMIC_SESSION)
             store_grid_tensors_uint8(model, full_precision)
             onnx.save(model, tmp)
@@ -135,7 +136,7 @@ def quantize_onnx(
         with _no_preprocessing_hint():
             return _atomic(dst, write_dynamic)
     reader = _CalibrationReader(src, calibration)
-    op_types, exclude = static_selection(source, op_types, exclude, min_conv_depth=min_conv_depth)
+    ops, exclude = static_selection(source, ops, exclude, min_conv_depth=min_conv_depth)
 
     def write_static(tmp: str) -> None:
         quantize_static(
@@ -145,7 +146,7 @@ def quantize_onnx(
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=op_types,
+            op_types_to_quantize=ops,
             nodes_to_exclude=exclude,
             per_channel=per_channel,
         )
@@ -615,9 +616,9 @@ def graph_quality(graph: Path, y: Any, scores: np.ndarray) -> dict[str, float]:
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(graph), load_external_data=False).metadata_props}
-    task = props.get("modelfusion.task", "classification")
+    task = check_task(props.get("modelfusion.task", "classification"))
     classes = json.loads(props.get("modelfusion.classes", "null"))
-    kind = "values" if task == "regression" else "proba"
+    kind: OutputKind = "values" if task == "regression" else "proba"
     y_enc = PredictionSet(scores[None], names=["fused"], classes=classes, task=task, kind=kind).encode_labels(
         y
     )

@@ -137,7 +137,6 @@ class TensorRTConverter:
         return self._torch_graph(kind)
 
     def _bundle_graph(self) -> bytes:
-
         if self.precision == "int8":
             manifest, _ = read_manifest(self.model_path)
             quantized = (manifest.get("metadata") or {}).get("runtime", {}).get("quantized", {})
@@ -155,7 +154,6 @@ class TensorRTConverter:
         return build_fused_onnx(model, example_input=example).SerializeToString()
 
     def _torch_graph(self, kind: str) -> bytes:
-
         module = (
             load_exported(self.model_path, trust=self.trust)
             if kind == "export"

@@ -17,6 +17,8 @@ from modelfusion.strategies.base import Strategy, normalize_weights
 class WeightedSum(nn.Module):
     """Tensor rule: ``sum_m w[m] * x[m]`` over scores [members, batch, outputs]."""
 
+    weights: torch.Tensor  # a buffer
+
     def __init__(self, weights: np.ndarray):
         super().__init__()
         self.register_buffer(
@@ -82,6 +84,7 @@ class WeightedAverage(Strategy):
                 raise StrategyError(
                     f"WeightedAverage weights={self.weights!r}: use a list, a dict or 'validation'"
                 )
+            assert y is not None  # fit() checked: 'validation' weights learn from labels
             self.weights_ = normalize_weights(validation_scores(preds, y), preds.names, "WeightedAverage")
         else:
             self.weights_ = normalize_weights(self.weights, preds.names, "WeightedAverage")
@@ -177,6 +180,8 @@ def validation_scores(preds: PredictionSet, y: np.ndarray) -> np.ndarray:
 
 
 class _GeometricModule(nn.Module):
+    weights: torch.Tensor  # a buffer
+
     def __init__(self, weights: np.ndarray, multilabel: bool):
         super().__init__()
         self.multilabel = multilabel

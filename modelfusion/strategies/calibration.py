@@ -66,6 +66,7 @@ class Calibrated(Strategy):
         return base.weights_
 
     def _fit(self, preds: PredictionSet, y: np.ndarray | None) -> None:
+        assert y is not None  # fit() checked: this strategy learns from labels
         if self.method not in METHODS:
             raise StrategyError(f"Calibrated method={self.method!r} is not one of {', '.join(METHODS)}")
         base = Mean() if self.base is None else self.base
@@ -163,6 +164,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 class CalibratedModule(nn.Module):
     """Per-member temperature scaling on scores [members, batch, classes], then the base rule."""
+
+    temperatures: torch.Tensor  # a buffer
 
     def __init__(self, temperatures: np.ndarray, base: nn.Module, multilabel: bool):
         super().__init__()

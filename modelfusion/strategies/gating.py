@@ -98,6 +98,7 @@ class Gating(Strategy):
 
     # -- fitting --------------------------------------------------------------------------
     def _fit(self, preds: PredictionSet, y: np.ndarray | None) -> None:
+        assert y is not None  # fit() checked: this strategy learns from labels
         self._check_params()
         scores = np.array(preds.scores, dtype=np.float32)  # a writable copy, even of a memmap
         X = member_features(scores, self.task_, self.features).astype(np.float32)
@@ -222,6 +223,9 @@ class Gating(Strategy):
 
 class GateNetwork(nn.Module):
     """Member features [batch, features] -> gates [batch, members] (softmax over members)."""
+
+    mean: torch.Tensor  # a buffer
+    scale: torch.Tensor  # a buffer
 
     def __init__(self, n_features: int, n_members: int, hidden: int):
         super().__init__()

@@ -100,6 +100,8 @@ class BordaModule(nn.Module):
 class EmpiricalRankModule(nn.Module):
     """Tensor empirical-CDF rank against stored quantiles [members, labels, quantiles]."""
 
+    quantiles: torch.Tensor  # a buffer
+
     def __init__(self, quantiles: np.ndarray, binary: bool):
         super().__init__()
         self.binary = binary

@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.base import clone
 
 from modelfusion.errors import PredictionError, StrategyError
+from modelfusion.outputs import OutputKind, Task
 from modelfusion.predictions import PredictionSet
 from modelfusion.strategies.base import Strategy
 from modelfusion.strategies.dynamic import DynamicWeighting
@@ -150,9 +151,9 @@ class OutputRecords:
             )
         return cls(names, outputs, shape, confidences)
 
-    def prediction_set(self, task: str) -> PredictionSet:
+    def prediction_set(self, task: Task) -> PredictionSet:
         """The records as a PredictionSet: values for regression, probabilities otherwise."""
-        kind = "values" if task == "regression" else "proba"
+        kind: OutputKind = "values" if task == "regression" else "proba"
         try:
             return PredictionSet(self.outputs, names=self.names, kind=kind, task=task)
         except PredictionError as err:

@@ -276,7 +276,11 @@ def search_strategies(
                         and len(train) > fit_cap
                         and _label_of(run.strategy) in COSTLY_STRATEGIES
                     )
-                    fit_data = fold.capped(fit_cap, y_enc, rng, stratify) if costly else fold.train_data
+                    fit_data = (
+                        fold.capped(fit_cap, y_enc, rng, stratify)
+                        if costly and fit_cap is not None
+                        else fold.train_data
+                    )
                     run.evaluate(fit_data, fold.test_set, y_enc[test], scorer, lighten=costly and auto)
                 bar.advance(task)
 
@@ -370,7 +374,7 @@ class _Fold:
 
 
 def _candidates(
-    strategies: str | Sequence[Strategy | str], task: str, random_state: int = 0
+    strategies: str | Sequence[Strategy | str], task: str, random_state: int | None = 0
 ) -> tuple[list, list]:
     """``([(unique name, strategy)], [(name, reason skipped)])``."""
     auto = isinstance(strategies, str) and strategies == "auto"
@@ -406,7 +410,7 @@ def _candidates(
     return list(zip(names, kept, strict=True)), skipped
 
 
-def _auto_candidates(task: str, random_state: int = 0) -> list[Strategy]:
+def _auto_candidates(task: str, random_state: int | None = 0) -> list[Strategy]:
     """Every built-in strategy that applies to ``task``, default parameters, seeded with ``random_state``."""
     return [
         s.set_params(random_state=random_state) if "random_state" in s.get_params() else s

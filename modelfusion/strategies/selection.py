@@ -12,6 +12,8 @@ an array [members, samples], is ever touched.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -72,6 +74,10 @@ class GreedySelection(Strategy):
     """
 
     alias = "greedy"
+    #: learned: the loss per round (per bag: one list each), the best round (per bag), the picks
+    history_: Any
+    best_round_: Any
+    indices_: Any
     symmetric = False
 
     def __init__(
@@ -96,6 +102,7 @@ class GreedySelection(Strategy):
         return True
 
     def _fit(self, preds: PredictionSet, y: np.ndarray | None) -> None:
+        assert y is not None  # fit() checked: this strategy learns from labels
         self._check_params(preds.task)
         scorer = make_mixture_scorer(preds, y, self.metric)
         n_members = preds.n_members
@@ -251,10 +258,10 @@ class OutcomeProbaScorer(MixtureScorer):
 
     def candidate_losses(self, t: int) -> np.ndarray:
         if self.kind == "nll":  # -mean log((S + p_j) / (t + 1)) without dividing every element
-            q = torch.add(
+            qt = torch.add(
                 self._p_true_t, torch.from_numpy(self.running.astype(np.float32)), out=self._buffer_t
             )
-            return np.log(t + 1) - q.log_().sum(dim=1, dtype=torch.float64).numpy() / q.shape[1]
+            return np.log(t + 1) - qt.log_().sum(dim=1, dtype=torch.float64).numpy() / qt.shape[1]
         q = np.add(self._p_true32, self.running.astype(np.float32), out=self._buffer)
         q *= np.float32(1.0 / (t + 1))
         return self._loss(q).astype(np.float64)

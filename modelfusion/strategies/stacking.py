@@ -92,6 +92,7 @@ class Stacking(Strategy):
 
     # -- fitting --------------------------------------------------------------------------
     def _fit(self, preds: PredictionSet, y: np.ndarray | None) -> None:
+        assert y is not None  # fit() checked: this strategy learns from labels
         self._check_params()
         # The meta-learner's problems are small: BLAS threads cost more than they save there
         # (and stall when the cores are shared), so use one unless the features are large.
@@ -373,6 +374,8 @@ class LinearStackModule(nn.Module):
     output columns (classes it never saw get probability 0).
     """
 
+    placement: torch.Tensor  # a buffer
+
     def __init__(
         self,
         coef: np.ndarray,
@@ -395,7 +398,7 @@ class LinearStackModule(nn.Module):
         if placement is not None:
             self.register_buffer("placement", torch.as_tensor(placement, dtype=torch.float32))
         else:
-            self.placement = None
+            self.register_buffer("placement", None)
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         z = self.linear(torch_member_features(scores, self.task, self.features, self.floor))
@@ -411,6 +414,9 @@ class LinearStackModule(nn.Module):
 
 class MultilabelLinearStackModule(nn.Module):
     """One logistic regression per label on that label's member features [members, batch, labels]."""
+
+    coef: torch.Tensor  # a buffer
+    intercept: torch.Tensor  # a buffer
 
     def __init__(self, coef: np.ndarray, intercept: np.ndarray, features: str, floor: float):
         super().__init__()

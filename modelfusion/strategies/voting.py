@@ -108,6 +108,8 @@ def vote_shares(
 class VoteModule(nn.Module):
     """Tensor rule of :class:`MajorityVote` on scores [members, batch, classes]."""
 
+    weights: torch.Tensor  # a buffer
+
     def __init__(self, weights: np.ndarray, multilabel: bool, tie_break_scale: float):
         super().__init__()
         self.multilabel = multilabel

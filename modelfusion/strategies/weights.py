@@ -94,6 +94,7 @@ class OptimizedWeights(Strategy):
         return True
 
     def _fit(self, preds: PredictionSet, y: np.ndarray | None) -> None:
+        assert y is not None  # fit() checked: this strategy learns from labels
         self._check_params(preds.task)
         loss = MixtureLoss(preds, y, self.metric)
         if self.method == "bayes":
@@ -214,7 +215,9 @@ class MixtureLoss:
         return self._evaluate(np.asarray(w, dtype=np.float64), need_grad=False)[0]
 
     def value_and_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
-        return self._evaluate(np.asarray(w, dtype=np.float64), need_grad=True)
+        value, grad = self._evaluate(np.asarray(w, dtype=np.float64), need_grad=True)
+        assert grad is not None  # asked for
+        return value, grad
 
     def theta_value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         w = softmax(theta)

@@ -230,3 +230,37 @@ def test_torchscript_members_from_files_are_merged_with_parity(how, digits_membe
     X = digits_split["X_test"]
     proto = build_fused_onnx(fused)
     np.testing.assert_allclose(_run(proto, X), fused.predict_proba(X, engine="members"), atol=1e-4)
+
+
+def test_each_adapter_converts_itself_and_reports_its_sample_shape(digits_members, digits_split):
+    """Member.to_onnx / sample_shape: one framework, one file; a member without a converter says so."""
+    from modelfusion.members.base import Member
+
+    by_name = {m.name: m for m in digits_members}
+    assert by_name["logreg"].sample_shape() == (64,)
+    assert by_name["mlp"].sample_shape() in ((64,), None)  # an ONNX file with a dynamic or fixed input
+    example = digits_split["X_test"][:4]
+    graph = by_name["logreg"].to_onnx(example, 17)
+    assert len(graph.model.graph.input) == 1 and len(graph.model.graph.output) == 1
+    assert by_name["mlp"].onnx_opset() is not None and by_name["logreg"].onnx_opset() is None
+
+    class Opaque(Member):
+        framework = "custom"
+
+        def _predict(self, batch):
+            return np.zeros((len(batch), 10), np.float32)
+
+        def fingerprint(self):
+            return "0"
+
+        def save(self, directory):
+            return {"file": "none"}
+
+        @classmethod
+        def load_saved(cls, directory, spec, *, trust=False):
+            return cls(name="opaque")
+
+    opaque = Opaque(name="opaque", classes=list(range(10)))
+    assert opaque.sample_shape() is None and opaque.example_input() is None
+    with pytest.raises(ExportError, match="member 'opaque' \\(custom\\) has no ONNX converter here"):
+        opaque.to_onnx(example, 17)

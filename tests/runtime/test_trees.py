@@ -8,7 +8,7 @@ from skl2onnx import to_onnx
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
 
-from modelfusion.runtime.member_onnx import _int_attributes
+from modelfusion.members.sklearn import _int_attributes
 from modelfusion.runtime.trees import compact_tree_ensembles
 
 
