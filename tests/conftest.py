@@ -34,3 +34,16 @@ def digits_split() -> dict[str, np.ndarray]:
         "X_test": X_test,
         "y_test": y_test,
     }
+
+
+@pytest.fixture(scope="session")
+def digits_member_file(tmp_path_factory):
+    """A logistic regression on digits (pixels / 16) saved as ``logreg.skops``: a member file for runs."""
+    import skops.io
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_digits(return_X_y=True)
+    path = tmp_path_factory.mktemp("member") / "logreg.skops"
+    skops.io.dump(LogisticRegression(max_iter=200).fit(X / 16.0, y), path)
+    return path

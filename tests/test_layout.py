@@ -107,3 +107,20 @@ def test_the_main_job_is_stages_of_a_screen_each():
                 if lines > 50:
                     long.append(f"{name}:{node.name} ({lines} lines)")
     assert not long, long
+
+
+def test_the_shared_member_options_are_declared_once():
+    """Every adapter takes the seven shared options through **options (MemberOptions), none on its own."""
+    from modelfusion.members.base import Member, MemberOptions
+    from modelfusion.members.hf import HFMember
+    from modelfusion.members.keras import KerasMember, SavedModelMember
+    from modelfusion.members.onnx import OnnxMember
+    from modelfusion.members.sklearn import SklearnMember
+    from modelfusion.members.torch import TorchMember
+
+    shared = set(MemberOptions.__annotations__)
+    assert shared == set(inspect.signature(Member.__init__).parameters) - {"self"}
+    for adapter in (TorchMember, OnnxMember, SklearnMember, HFMember, KerasMember, SavedModelMember):
+        params = inspect.signature(adapter.__init__).parameters
+        assert not shared & set(params), (adapter.__name__, shared & set(params))
+        assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), adapter.__name__

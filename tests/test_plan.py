@@ -18,31 +18,19 @@ _register()
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def skops_member(tmp_path_factory) -> Path:
-    import skops.io
-    from sklearn.datasets import load_digits
-    from sklearn.linear_model import LogisticRegression
-
-    X, y = load_digits(return_X_y=True)
-    path = tmp_path_factory.mktemp("plan") / "logreg.skops"
-    skops.io.dump(LogisticRegression(max_iter=200).fit(X / 16.0, y), path)
-    return path
-
-
 def _write(tmp_path: Path, **raw) -> Path:
     path = tmp_path / "fusion.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
-def test_a_valid_config_is_planned_without_loading_anything(tmp_path, skops_member):
+def test_a_valid_config_is_planned_without_loading_anything(tmp_path, digits_member_file):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not an onnx graph")  # loading it would fail: the plan must not load it
     config = parse_config(
         {
             "data": {"source": "builtin:digits"},
-            "members": [{"path": str(skops_member)}, {"path": str(junk), "name": "junk"}],
+            "members": [{"path": str(digits_member_file)}, {"path": str(junk), "name": "junk"}],
             "fusion": {"strategies": ["mean", {"name": "greedy", "params": {"ensemble_size": 10}}]},
             "deploy": {"quantize": "dynamic"},
             "output_dir": "out",
@@ -62,24 +50,24 @@ def test_a_valid_config_is_planned_without_loading_anything(tmp_path, skops_memb
     assert "deploy: ONNX fp32, int8 (dynamic)" in text
 
 
-def test_every_config_error_is_reported_at_once_with_its_yaml_path(tmp_path, skops_member):
+def test_every_config_error_is_reported_at_once_with_its_yaml_path(tmp_path, digits_member_file):
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "nets.py").write_text("def make_mlp(width=8):\n    return None\n")
     raw = {
         "task": "regression",
         "data": {"validation": {"source": "builtin:digitz"}, "test": {"source": "nomodule.x:load"}},
         "members": [
-            {"path": str(skops_member), "framework": "tensorflowish"},
-            {"path": str(skops_member), "name": "a", "preprocess": {"resize": 3}},
-            {"path": str(skops_member), "name": "logreg"},
+            {"path": str(digits_member_file), "framework": "tensorflowish"},
+            {"path": str(digits_member_file), "name": "a", "preprocess": {"resize": 3}},
+            {"path": str(digits_member_file), "name": "logreg"},
             {
-                "path": str(skops_member),
+                "path": str(digits_member_file),
                 "name": "b",
                 "options": {"architecture": "pipelines.nets:make_mlpp"},
                 "trust": True,
             },
             {
-                "path": str(skops_member),
+                "path": str(digits_member_file),
                 "name": "cnn",
                 "options": {"architecture": "pipelinez.nets:make_mlp"},
             },
@@ -103,11 +91,11 @@ def test_every_config_error_is_reported_at_once_with_its_yaml_path(tmp_path, sko
     assert len(info.value.problems) == 8
 
 
-def test_an_unknown_metric_and_a_bad_data_option_are_found_by_the_plan(tmp_path, skops_member):
+def test_an_unknown_metric_and_a_bad_data_option_are_found_by_the_plan(tmp_path, digits_member_file):
     config = parse_config(
         {
             "data": {"source": "builtin:digits", "options": {"text_column": "x"}},
-            "members": [{"path": str(skops_member)}],
+            "members": [{"path": str(digits_member_file)}],
             "fusion": {"metric": "f1_scroe"},
         },
         base_dir=tmp_path,
@@ -121,9 +109,12 @@ def test_an_unknown_metric_and_a_bad_data_option_are_found_by_the_plan(tmp_path,
     ]
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, skops_member):
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, digits_member_file):
     path = _write(
-        tmp_path, data={"source": "builtin:digits"}, members=[{"path": str(skops_member)}], output_dir="out"
+        tmp_path,
+        data={"source": "builtin:digits"},
+        members=[{"path": str(digits_member_file)}],
+        output_dir="out",
     )
     result = runner.invoke(app, ["run", "--dry-run", str(path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -132,11 +123,11 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, skops_member):
     assert not (tmp_path / "out").exists() and not (tmp_path / ".modelfusion-cache").exists()
 
 
-def test_run_stops_on_a_plan_error_before_scoring(tmp_path, skops_member):
+def test_run_stops_on_a_plan_error_before_scoring(tmp_path, digits_member_file):
     path = _write(
         tmp_path,
         data={"source": "builtin:digits"},
-        members=[{"path": str(skops_member)}],
+        members=[{"path": str(digits_member_file)}],
         fusion={"metric": "nope"},
         output_dir="out",
     )

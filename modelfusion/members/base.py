@@ -6,7 +6,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import numpy as np
 
@@ -15,6 +15,24 @@ from modelfusion.outputs import OutputKind, Task, check_kind, check_task, to_pro
 
 if TYPE_CHECKING:
     from modelfusion.runtime.member_onnx import MemberGraph
+
+
+class MemberOptions(TypedDict, total=False):
+    """The options every adapter takes, declared once: each adapter's ``**options`` (see :class:`Member`).
+
+    Examples
+    --------
+    >>> SklearnMember(forest, name="forest", classes=[0, 1, 2])
+    """
+
+    name: str
+    #: None: the adapter's default (read from the model where it can be)
+    task: Task | None
+    output_kind: OutputKind | None
+    classes: Sequence[Any] | np.ndarray | None
+    n_outputs: int | None
+    preprocess: Callable[[Any], Any] | None
+    source_path: str | Path | None
 
 
 class Member(ABC):
@@ -49,16 +67,16 @@ class Member(ABC):
         self,
         *,
         name: str,
-        task: Task = "classification",
-        output_kind: OutputKind = "proba",
+        task: Task | None = "classification",
+        output_kind: OutputKind | None = "proba",
         classes: Sequence[Any] | np.ndarray | None = None,
         n_outputs: int | None = None,
         preprocess: Callable[[Any], Any] | None = None,
         source_path: str | Path | None = None,
     ):
         self.name = str(name)
-        self.task = check_task(task)
-        self.output_kind = check_kind(output_kind)
+        self.task = check_task(task or "classification")
+        self.output_kind = check_kind(output_kind or ("values" if self.task == "regression" else "proba"))
         if self.task == "regression" and self.output_kind != "values":
             raise MemberLoadError(f"member {name!r}: regression members emit 'values', not {output_kind!r}")
         self.classes = None if classes is None else np.asarray(classes)

@@ -10,9 +10,9 @@ import inspect
 import json
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,9 +26,12 @@ from modelfusion.errors import (
     MemberLoadError,
     UnsafeFormatError,
 )
-from modelfusion.members.base import Member
+from modelfusion.members.base import Member, MemberOptions
 from modelfusion.members.torch import state_dict_fingerprint
-from modelfusion.outputs import OutputKind, Task
+from modelfusion.outputs import Task
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class HFMember(Member, nn.Module):
@@ -47,7 +50,7 @@ class HFMember(Member, nn.Module):
         ``...ForImageClassification``).
     tokenizer, processor : optional
         The text tokenizer or image processor the model was trained with.
-    name, task, classes, n_outputs, preprocess, source_path
+    **options : name, task, classes, n_outputs, preprocess, source_path
         See :class:`~modelfusion.members.base.Member`; task follows ``config.problem_type``.
     output_kind : str, optional
         Default ``"logits"`` (``"values"`` for regression heads).
@@ -71,43 +74,30 @@ class HFMember(Member, nn.Module):
         *,
         tokenizer: Any = None,
         processor: Any = None,
-        name: str = "hf",
-        task: Task | None = None,
-        output_kind: OutputKind | None = None,
-        classes: Sequence[Any] | np.ndarray | None = None,
-        n_outputs: int | None = None,
-        preprocess: Callable[[Any], Any] | None = None,
-        source_path: str | Path | None = None,
         device: str | torch.device = "cpu",
         max_length: int | None = None,
+        **options: Unpack[MemberOptions],
     ):
+        name = options.setdefault("name", "hf")
         if not isinstance(model, nn.Module) or not hasattr(model, "config"):
             raise MemberLoadError(
                 f"member {name!r}: HFMember wraps a transformers PreTrainedModel, got {type(model).__name__}"
             )
         nn.Module.__init__(self)
         config = model.config
-        if task is None:
+        if options.get("task") is None:
             problem_tasks: dict[str, Task] = {
                 "multi_label_classification": "multilabel",
                 "regression": "regression",
             }
-            task = problem_tasks.get(getattr(config, "problem_type", None) or "", "classification")
-        if output_kind is None:
-            output_kind = "values" if task == "regression" else "logits"
+            options["task"] = problem_tasks.get(getattr(config, "problem_type", None) or "", "classification")
+        task = options["task"]
+        if options.get("output_kind") is None:
+            options["output_kind"] = "values" if task == "regression" else "logits"
         id2label = getattr(config, "id2label", None)
-        if classes is None and task != "regression" and id2label:
-            classes = [id2label[k] for k in sorted(id2label, key=int)]
-        Member.__init__(
-            self,
-            name=name,
-            task=task,
-            output_kind=output_kind,
-            classes=classes,
-            n_outputs=n_outputs,
-            preprocess=preprocess,
-            source_path=source_path,
-        )
+        if options.get("classes") is None and task != "regression" and id2label:
+            options["classes"] = [id2label[k] for k in sorted(id2label, key=int)]
+        Member.__init__(self, **options)
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.tokenizer = tokenizer

@@ -13,9 +13,9 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,9 +30,11 @@ from modelfusion.errors import (
     UnknownNameError,
     UnsafeFormatError,
 )
-from modelfusion.members.base import Member, sha256_arrays, sha256_file
-from modelfusion.outputs import OutputKind, Task
+from modelfusion.members.base import Member, MemberOptions, sha256_arrays, sha256_file
 from modelfusion.runtime.member_onnx import MemberGraph, onnx_member_graph
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _PROBA_ACTIVATIONS = ("softmax", "sigmoid")
 
@@ -48,8 +50,8 @@ class KerasMember(Member, nn.Module):
     Parameters
     ----------
     model : keras.Model
-    name, task, classes, n_outputs, preprocess, source_path
-        See :class:`~modelfusion.members.base.Member`.
+    **options : name, task, classes, n_outputs, preprocess, source_path
+        :class:`~modelfusion.members.base.MemberOptions`, declared once for every adapter.
     output_kind : str, optional
         Default ``"proba"`` when the last layer ends in softmax or sigmoid, else
         ``"logits"`` (``"values"`` for regression).
@@ -67,18 +69,10 @@ class KerasMember(Member, nn.Module):
     framework = "keras"
 
     def __init__(
-        self,
-        model: Any,
-        *,
-        name: str = "keras",
-        task: Task = "classification",
-        output_kind: OutputKind | None = None,
-        classes: Sequence[Any] | np.ndarray | None = None,
-        n_outputs: int | None = None,
-        preprocess: Callable[[Any], Any] | None = None,
-        source_path: str | Path | None = None,
-        input_shape: Sequence[int] | None = None,
+        self, model: Any, *, input_shape: Sequence[int] | None = None, **options: Unpack[MemberOptions]
     ):
+        name = options.setdefault("name", "keras")
+        task = options["task"] = options.get("task") or "classification"
         keras = import_keras()
         if not isinstance(model, keras.Model):
             raise MemberLoadError(
@@ -86,25 +80,15 @@ class KerasMember(Member, nn.Module):
             )
         if input_shape is not None:
             check_input_shape(model, input_shape, name)
-        if output_kind is None:
+        if options.get("output_kind") is None:
             if task == "regression":
-                output_kind = "values"
+                options["output_kind"] = "values"
             else:
                 activation = getattr(model.layers[-1], "activation", None) if model.layers else None
-                output_kind = (
-                    "proba" if getattr(activation, "__name__", "") in _PROBA_ACTIVATIONS else "logits"
-                )
+                proba = getattr(activation, "__name__", "") in _PROBA_ACTIVATIONS
+                options["output_kind"] = "proba" if proba else "logits"
         nn.Module.__init__(self)
-        Member.__init__(
-            self,
-            name=name,
-            task=task,
-            output_kind=output_kind,
-            classes=classes,
-            n_outputs=n_outputs,
-            preprocess=preprocess,
-            source_path=source_path,
-        )
+        Member.__init__(self, **options)
         self.model = model
         self.input_shape = None if input_shape is None else tuple(input_shape)
 
@@ -175,7 +159,7 @@ class SavedModelMember(Member):
         Default ``"proba"`` (Keras classifiers end in softmax); declare ``"logits"`` otherwise.
     input_shape : sequence of int, optional
         Checked against the signature's input (``None`` dims match anything).
-    name, task, classes, n_outputs, preprocess, source_path
+    **options : name, task, classes, n_outputs, preprocess, source_path
         See :class:`~modelfusion.members.base.Member`; ``source_path`` is the folder.
 
     Examples
@@ -189,17 +173,13 @@ class SavedModelMember(Member):
         self,
         loaded: Any,
         *,
-        name: str = "saved_model",
         signature: str = "serving_default",
         output_name: str | None = None,
-        task: Task = "classification",
-        output_kind: OutputKind | None = None,
-        classes: Sequence[Any] | np.ndarray | None = None,
-        n_outputs: int | None = None,
-        preprocess: Callable[[Any], Any] | None = None,
-        source_path: str | Path | None = None,
         input_shape: Sequence[int] | None = None,
+        **options: Unpack[MemberOptions],
     ):
+        name = options.setdefault("name", "saved_model")
+        task = options["task"] = options.get("task") or "classification"
         signatures = dict(getattr(loaded, "signatures", None) or {})
         if signature not in signatures:
             raise MemberLoadError(
@@ -215,17 +195,9 @@ class SavedModelMember(Member):
                     "input_shape= applies to single-input models only"
                 )
             compare_shapes(next(iter(self.inputs.values())), input_shape, name)
-        if output_kind is None:
-            output_kind = "values" if task == "regression" else "proba"
-        super().__init__(
-            name=name,
-            task=task,
-            output_kind=output_kind,
-            classes=classes,
-            n_outputs=n_outputs,
-            preprocess=preprocess,
-            source_path=source_path,
-        )
+        if options.get("output_kind") is None:
+            options["output_kind"] = "values" if task == "regression" else "proba"
+        super().__init__(**options)
         self.loaded = loaded
         self.signature = signature
         self.output_name = output_name

@@ -12,7 +12,7 @@ from typing import Any
 
 from modelfusion.errors import MemberFileNotFoundError, MemberLoadError, ModelFusionError
 from modelfusion.importpath import is_import_path
-from modelfusion.members.base import Member
+from modelfusion.members.base import Member, MemberOptions
 from modelfusion.members.torch import archive_kind, load_torch_factory
 
 # Accepted spellings of each framework, case-insensitive.
@@ -52,8 +52,8 @@ EXTENSIONS: dict[str, str] = {
 HF_CHECKPOINT_EXTENSIONS = (".bin", ".safetensors", ".pt", ".pth")
 
 
-# Options every adapter accepts (see Member).
-MEMBER_OPTIONS = ("task", "output_kind", "classes", "n_outputs", "preprocess")
+#: What load_member passes through to every adapter (MemberOptions, less what it sets itself).
+MEMBER_OPTIONS = tuple(k for k in MemberOptions.__annotations__ if k not in ("name", "source_path"))
 
 
 def load_member(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,10 +19,12 @@ from modelfusion.errors import (
     PredictionError,
     UnsafeFormatError,
 )
-from modelfusion.members.base import Member, sha256_file
-from modelfusion.outputs import OutputKind, Task
+from modelfusion.members.base import Member, MemberOptions, sha256_file
 from modelfusion.runtime.member_onnx import MemberGraph, default_opset, onnx_member_graph
 from modelfusion.runtime.session import open_session
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # onnxruntime type strings -> numpy dtypes the batch is cast to.
 _ORT_DTYPES: dict[str, Any] = {
@@ -48,8 +50,8 @@ class OnnxMember(Member):
     Parameters
     ----------
     model : path, ``onnx.ModelProto``, serialized bytes or ``onnxruntime.InferenceSession``
-    name, task, classes, n_outputs, preprocess, source_path
-        See :class:`~modelfusion.members.base.Member`.
+    **options : name, task, classes, n_outputs, preprocess, source_path
+        :class:`~modelfusion.members.base.MemberOptions`, declared once for every adapter.
     output_kind : {"logits", "proba", "values"}, optional
         Default ``"proba"`` when the chosen output is named like ``*prob*`` (scikit-learn
         converters), ``"values"`` for regression, else ``"logits"``.
@@ -72,21 +74,17 @@ class OnnxMember(Member):
         self,
         model: str | Path | bytes | Any,
         *,
-        name: str = "onnx",
-        task: Task = "classification",
-        output_kind: OutputKind | None = None,
-        classes: Sequence[Any] | np.ndarray | None = None,
-        n_outputs: int | None = None,
-        preprocess: Callable[[Any], Any] | None = None,
-        source_path: str | Path | None = None,
         output_name: str | None = None,
         providers: Sequence[str] | None = None,
+        **options: Unpack[MemberOptions],
     ):
+        name = options.setdefault("name", "onnx")
+        task = options["task"] = options.get("task") or "classification"
         self.model_path: Path | None = None
         self._model_bytes: bytes | None = None
         self.session = self._open_session(model, name, providers)
-        if self.model_path is not None and source_path is None:
-            source_path = self.model_path
+        if self.model_path is not None and options.get("source_path") is None:
+            options["source_path"] = self.model_path
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_dtypes = {i.name: _ORT_DTYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
         batch_dim = self.session.get_inputs()[0].shape[0] if self.session.get_inputs()[0].shape else None
@@ -102,19 +100,13 @@ class OnnxMember(Member):
             )
         self._zipmap = outputs[self.output_name].type.startswith("seq(map(")
         probabilistic = self._zipmap or "prob" in self.output_name.lower()
-        if output_kind is None:
-            output_kind = "values" if task == "regression" else ("proba" if probabilistic else "logits")
-        if classes is None and probabilistic and task != "regression":
-            classes = _ml_classifier_labels(self._proto(load_weights=False))
-        super().__init__(
-            name=name,
-            task=task,
-            output_kind=output_kind,
-            classes=classes,
-            n_outputs=n_outputs,
-            preprocess=preprocess,
-            source_path=source_path,
-        )
+        if options.get("output_kind") is None:
+            options["output_kind"] = (
+                "values" if task == "regression" else ("proba" if probabilistic else "logits")
+            )
+        if options.get("classes") is None and probabilistic and task != "regression":
+            options["classes"] = _ml_classifier_labels(self._proto(load_weights=False))
+        super().__init__(**options)
 
     def _open_session(self, model: Any, name: str, providers: Sequence[str] | None) -> Any:
         import onnxruntime as ort

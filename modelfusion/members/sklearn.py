@@ -5,22 +5,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import pickle
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelfusion.dependencies import require
 from modelfusion.errors import ExportError, MemberLoadError, PredictionError, UnsafeFormatError
-from modelfusion.members.base import Member
-from modelfusion.outputs import OutputKind, Task
+from modelfusion.members.base import Member, MemberOptions
+from modelfusion.outputs import OutputKind
 from modelfusion.runtime.member_onnx import MemberGraph, first_line, onnx_member_graph
 from modelfusion.runtime.trees import compact_tree_ensembles
 from modelfusion.safe_skops import load_skops
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # Types from these packages may be trusted when reloading a bundle this library wrote.
+
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 #: The estimator methods a member may score with (a saved spec names one: never any other attribute).
@@ -37,9 +41,10 @@ class SklearnMember(Member):
     Parameters
     ----------
     estimator : a fitted scikit-learn estimator or pipeline
-    name, task, output_kind, classes, n_outputs, preprocess, source_path
-        See :class:`~modelfusion.members.base.Member`; task, output kind and classes are
-        read from the estimator unless given.
+    **options
+        :class:`~modelfusion.members.base.MemberOptions` (name, task, output_kind, classes,
+        n_outputs, preprocess, source_path); task, output kind and classes are read from the
+        estimator unless given.
     method : {"predict_proba", "decision_function", "predict"}, optional
         Force the scoring method.
 
@@ -58,23 +63,12 @@ class SklearnMember(Member):
 
     framework = "sklearn"
 
-    def __init__(
-        self,
-        estimator: Any,
-        *,
-        name: str = "sklearn",
-        task: Task | None = None,
-        output_kind: OutputKind | None = None,
-        classes: Sequence[Any] | np.ndarray | None = None,
-        n_outputs: int | None = None,
-        preprocess: Callable[[Any], Any] | None = None,
-        source_path: str | Path | None = None,
-        method: str | None = None,
-    ):
+    def __init__(self, estimator: Any, *, method: str | None = None, **options: Unpack[MemberOptions]):
         from sklearn.base import is_regressor
         from sklearn.exceptions import NotFittedError
         from sklearn.utils.validation import check_is_fitted
 
+        name = options.setdefault("name", "sklearn")
         try:
             check_is_fitted(estimator)
         except NotFittedError as exc:
@@ -87,8 +81,9 @@ class SklearnMember(Member):
                 f"member {name!r}: {type(estimator).__name__} is not a scikit-learn estimator ({exc})"
             ) from exc
         self.estimator = estimator
-        if task is None:
-            task = "regression" if is_regressor(estimator) else "classification"
+        task = options["task"] = options.get("task") or (
+            "regression" if is_regressor(estimator) else "classification"
+        )
         if method is None:
             if task == "regression":
                 method = "predict"
@@ -105,24 +100,16 @@ class SklearnMember(Member):
         if not hasattr(estimator, method):
             raise MemberLoadError(f"member {name!r}: {type(estimator).__name__} has no method {method!r}")
         self.method = method
-        if output_kind is None:
+        if options.get("output_kind") is None:
             kinds: dict[str, OutputKind] = {"predict_proba": "proba", "decision_function": "logits"}
-            output_kind = kinds.get(method, "values")
+            options["output_kind"] = kinds.get(method, "values")
             if task != "regression" and method == "predict":
-                output_kind = "proba"  # labels are turned into one-hot rows
-        if classes is None and task != "regression":
+                options["output_kind"] = "proba"  # labels are turned into one-hot rows
+        if options.get("classes") is None and task != "regression":
             classes = getattr(estimator, "classes_", None)
-            if isinstance(classes, list):  # multi-output classifiers: one array per output
-                classes = None
-        super().__init__(
-            name=name,
-            task=task,
-            output_kind=output_kind,
-            classes=classes,
-            n_outputs=n_outputs,
-            preprocess=preprocess,
-            source_path=source_path,
-        )
+            # multi-output classifiers have one array per output: no single class list
+            options["classes"] = None if isinstance(classes, list) else classes
+        super().__init__(**options)
 
     def _predict(self, batch: Any) -> np.ndarray:
         if hasattr(batch, "detach") and hasattr(batch, "numpy"):

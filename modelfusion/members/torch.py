@@ -10,7 +10,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,9 +26,12 @@ from modelfusion.errors import (
     UnsafeFormatError,
 )
 from modelfusion.members.architectures import check_architecture
-from modelfusion.members.base import Member, sha256_arrays
+from modelfusion.members.base import Member, MemberOptions, sha256_arrays
 from modelfusion.outputs import OutputKind, Task
 from modelfusion.runtime.member_onnx import MemberGraph, at_least_two
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class TorchMember(Member, nn.Module):
@@ -43,8 +46,8 @@ class TorchMember(Member, nn.Module):
     ----------
     module : nn.Module
         The trained network; ``module(x)`` must return a tensor [samples, outputs].
-    name, task, classes, n_outputs, preprocess, source_path
-        See :class:`~modelfusion.members.base.Member`.
+    **options : name, task, classes, n_outputs, preprocess, source_path
+        :class:`~modelfusion.members.base.MemberOptions`, declared once for every adapter.
     output_kind : {"logits", "proba", "values"}, optional
         Default ``"logits"`` (``"values"`` for ``task="regression"``).
     architecture : str, optional
@@ -73,35 +76,21 @@ class TorchMember(Member, nn.Module):
         self,
         module: nn.Module,
         *,
-        name: str = "torch",
-        task: Task = "classification",
-        output_kind: OutputKind | None = None,
-        classes: Sequence[Any] | np.ndarray | None = None,
-        n_outputs: int | None = None,
-        preprocess: Callable[[Any], Any] | None = None,
-        source_path: str | Path | None = None,
         architecture: str | None = None,
         architecture_kwargs: Mapping[str, Any] | None = None,
         device: str | torch.device = "cpu",
         input_shape: Sequence[int] | None = None,
+        **options: Unpack[MemberOptions],
     ):
+        name = options.setdefault("name", "torch")
         if not isinstance(module, nn.Module):
             raise MemberLoadError(
                 f"member {name!r}: TorchMember wraps a torch.nn.Module, got {type(module).__name__}"
             )
         nn.Module.__init__(self)
-        if output_kind is None:
-            output_kind = "values" if task == "regression" else "logits"
-        Member.__init__(
-            self,
-            name=name,
-            task=task,
-            output_kind=output_kind,
-            classes=classes,
-            n_outputs=n_outputs,
-            preprocess=preprocess,
-            source_path=source_path,
-        )
+        if options.get("output_kind") is None:
+            options["output_kind"] = "values" if options.get("task") == "regression" else "logits"
+        Member.__init__(self, **options)
         self.device = torch.device(device)
         self.module = module.to(self.device)
         self.architecture = architecture

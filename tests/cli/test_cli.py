@@ -185,18 +185,6 @@ def test_ctrl_c_during_run_leaves_no_half_written_bundle(tmp_path, digits_member
     assert not (tmp_path / "out" / "bundle").exists()
 
 
-@pytest.fixture(scope="module")
-def digits_member_file(tmp_path_factory) -> Path:
-    import skops.io
-    from sklearn.datasets import load_digits
-    from sklearn.linear_model import LogisticRegression
-
-    X, y = load_digits(return_X_y=True)
-    path = tmp_path_factory.mktemp("member") / "logreg.skops"
-    skops.io.dump(LogisticRegression(max_iter=200).fit(X / 16.0, y), path)
-    return path
-
-
 def _digits_npz(path: Path, *, labels: str | None, shift: int = 0) -> Path:
     import numpy as np
     from sklearn.datasets import load_digits
