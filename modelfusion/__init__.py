@@ -13,6 +13,7 @@ Examples
 from modelfusion.errors import (
     ArgumentTypeError,
     BundleError,
+    CheckpointError,
     ConfigError,
     DataError,
     DataFileNotFoundError,
@@ -33,6 +34,7 @@ from modelfusion.errors import (
     QuantizationError,
     StrategyError,
     TensorRTUnavailableError,
+    TrainingError,
     UnknownNameError,
     UnsafeFormatError,
     UnseenClassWarning,
@@ -60,6 +62,8 @@ _LAZY = {
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
+    "TrainingError",
+    "CheckpointError",
     "ArgumentTypeError",
     "BundleError",
     "ConfigError",

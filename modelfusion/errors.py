@@ -115,6 +115,17 @@ class NumClassesError(ModelFusionError, AttributeError, ValueError):
     """
 
 
+# -- training ------------------------------------------------------------------------------------
+
+
+class TrainingError(ModelFusionError, RuntimeError):
+    """Training cannot go on: a NaN or infinite loss, or a model that cannot train on the data."""
+
+
+class CheckpointError(ModelFusionError, ValueError):
+    """A checkpoint is unreadable, or was written by a run with a different configuration."""
+
+
 # -- runtime: export, execution providers, quantization, TensorRT -------------------------------
 
 
