@@ -1,0 +1,301 @@
+"""Distil a whole heterogeneous ensemble into one small torch student: :class:`Distiller`, :class:`DistillWrapper`.
+
+The teacher is a :class:`~modelfusion.fused.FusedModel`, a list of members (torch, scikit-learn,
+ONNX, Hugging Face, Keras: any mix) or a :class:`~modelfusion.predictions.PredictionSet` scored
+beforehand. Its soft targets on the training data come from the prediction store: every member
+runs once (cached with ``cache_dir=``), never per epoch. The student trains on the one training
+engine (:class:`~modelfusion.training.Trainer`: checkpoints, resume, early stopping, DDP).
+
+The loss is Hinton et al.'s: ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student,
+labels)``, the teacher's probabilities softened to ``p^(1/T)`` (its logits divided by ``T``).
+``teacher_mode="mean"`` distils from the fused output (MEAL V2's choice, ``alpha=1``: no hard
+labels); ``"per_teacher"`` averages one KL term per member, weighted.
+
+Examples
+--------
+>>> distiller = Distiller(fused, student_net, temperature=4.0, alpha=0.9, max_epochs=30, lr=3e-3)
+>>> distiller.fit((X_train, y_train), (X_val, y_val))
+>>> student = distiller.student_member_           # a TorchMember: save it, fuse it, export it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelfusion.errors import ModelFusionError, ParameterError, PredictionError
+from modelfusion.fused import FusedModel
+from modelfusion.members.base import Member
+from modelfusion.members.torch import TorchMember, build_architecture
+from modelfusion.outputs import EPS
+from modelfusion.predictions import PredictionSet, score_members
+from modelfusion.training.trainer import Trainer
+
+TEACHER_MODES = ("mean", "per_teacher")
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_proba: torch.Tensor,
+    labels: torch.Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)``.
+
+    ``teacher_proba`` is [batch, classes] (one teacher) or [teachers, batch, classes] (one KL
+    term per teacher, averaged with ``weights``). Teacher probabilities are softened as
+    ``softmax(log p / T)``; with ``alpha=1`` the labels are not used.
+    """
+    log_q = nn.functional.log_softmax(student_logits / temperature, dim=-1)
+    teachers = teacher_proba if teacher_proba.dim() == 3 else teacher_proba[None]
+    soft = nn.functional.softmax(torch.log(teachers.clamp_min(EPS)) / temperature, dim=-1)
+    kl = (soft * (torch.log(soft.clamp_min(EPS)) - log_q[None])).sum(dim=-1).mean(dim=-1)  # [teachers]
+    w = torch.full_like(kl, 1.0 / len(kl)) if weights is None else weights / weights.sum()
+    loss = alpha * temperature**2 * (w * kl).sum()
+    if alpha < 1.0:
+        if labels is None:
+            raise ParameterError("alpha < 1 mixes in the hard-label loss: the batch needs labels")
+        loss = loss + (1.0 - alpha) * nn.functional.cross_entropy(student_logits, labels)
+    return loss
+
+
+class Distiller:
+    """Train ``student`` to reproduce ``teacher``'s probabilities (soft targets from the prediction store).
+
+    Parameters
+    ----------
+    teacher : a FusedModel (its fused probabilities), a list of members, or a PredictionSet of
+        the teacher's outputs on the training inputs (same rows, same order).
+    student : an ``nn.Module`` returning logits [batch, classes], or an architecture name
+        (``"resnet18"``, ``"package.module:factory"``) built with ``student_kwargs``.
+    temperature : softening of both distributions (``T``; the KL term is scaled by ``T^2``).
+    alpha : weight of the soft loss; ``1 - alpha`` goes to cross-entropy on the labels.
+    teacher_mode : ``"mean"`` (the fused output) or ``"per_teacher"`` (one KL term per member).
+    teacher_weights : ``{member: weight}`` for ``"per_teacher"`` (default: the strategy's member
+        weights for a FusedModel that has them, else uniform).
+    cache_dir : the prediction store's folder, so a second run does not score the teacher again.
+    **trainer_options : :class:`~modelfusion.training.Trainer` settings (``lr``, ``max_epochs``,
+        ``scheduler``, ``early_stopping``, ``checkpoint_dir``, ``seed``...).
+
+    Attributes
+    ----------
+    trainer_ : the fitted Trainer (``history_``, ``best_epoch_``...).
+    student_member_ : the trained student as a :class:`~modelfusion.members.TorchMember` with the
+        teacher's classes: save it in a bundle, fuse it, export it.
+    classes_ : the class labels the student's output columns stand for.
+
+    Examples
+    --------
+    >>> d = Distiller([cnn, forest, logreg], nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)),
+    ...               teacher_mode="per_teacher", alpha=0.7, max_epochs=20)
+    >>> d.fit((X_train, y_train), (X_val, y_val)).student_member_.predict(X_test[:2]).shape
+    (2, 10)
+    """
+
+    def __init__(
+        self,
+        teacher: FusedModel | Sequence[Member] | PredictionSet,
+        student: nn.Module | str,
+        *,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        teacher_mode: Literal["mean", "per_teacher"] = "mean",
+        teacher_weights: Mapping[str, float] | None = None,
+        student_kwargs: Mapping[str, Any] | None = None,
+        cache_dir: str | None = None,
+        name: str = "student",
+        **trainer_options: Any,
+    ):
+        if teacher_mode not in TEACHER_MODES:
+            raise ParameterError(f"teacher_mode={teacher_mode!r} is not one of {', '.join(TEACHER_MODES)}")
+        if not temperature > 0:
+            raise ParameterError(f"temperature must be > 0, got {temperature!r}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ParameterError(f"alpha must be in [0, 1], got {alpha!r}")
+        self.teacher, self.student, self.student_kwargs = teacher, student, dict(student_kwargs or {})
+        self.temperature, self.alpha, self.teacher_mode = temperature, alpha, teacher_mode
+        self.teacher_weights, self.cache_dir, self.name = teacher_weights, cache_dir, name
+        self.trainer_options = trainer_options
+
+    def fit(self, train: tuple[Any, Any], val: tuple[Any, Any] | None = None) -> Distiller:
+        """Score the teacher once on ``train`` (and ``val``), then train the student; returns self."""
+        X, y = train
+        targets, classes, weights = self.soft_targets(X)
+        self.classes_ = classes
+        y_enc = _encode(y, classes)
+        student = self._student_module()
+        _check_width(student, np.asarray(X[:2]), len(classes))
+        T, alpha = self.temperature, self.alpha
+        w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+
+        def loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+            teacher = (
+                soft.transpose(0, 1) if soft.dim() == 3 else soft
+            )  # [batch, teachers, C] -> [teachers, ...]
+            return distillation_loss(logits, teacher, labels, temperature=T, alpha=alpha, weights=w)
+
+        train_data = (np.asarray(X), y_enc, _rows_first(targets))
+        val_data = None
+        if val is not None:
+            val_targets, _, _ = self.soft_targets(val[0])
+            val_data = (np.asarray(val[0]), _encode(val[1], classes), _rows_first(val_targets))
+        self.trainer_ = Trainer(student, loss, **self.trainer_options).fit(train_data, val_data)
+        sample = tuple(np.asarray(X).shape[1:])
+        self.student_member_ = TorchMember(
+            student.eval(),
+            name=self.name,
+            classes=list(classes),
+            output_kind="logits",
+            input_shape=sample,
+            **_architecture(self.student, self.student_kwargs),
+        )
+        return self
+
+    def soft_targets(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The teacher's probabilities on ``X`` ([rows, C], or [teachers, rows, C] per teacher), its
+        classes, and the per-teacher weights (None for the fused output)."""
+        preds = self._teacher_predictions(X)
+        if preds.task != "classification":
+            raise ParameterError(
+                f"distillation here is for classifiers (soft class probabilities); the teacher does {preds.task}"
+            )
+        classes = np.asarray(preds.classes if preds.classes is not None else np.arange(preds.n_outputs))
+        if self.teacher_mode == "per_teacher":
+            return np.asarray(preds.proba, dtype=np.float32), classes, self._weights(preds)
+        if isinstance(self.teacher, FusedModel):
+            fused = self.teacher.strategy.combine(preds)
+        else:
+            w = self._weights(preds)
+            fused = np.tensordot(w, preds.proba, axes=1)
+        return np.asarray(fused, dtype=np.float32), classes, None
+
+    def _teacher_predictions(self, X: Any) -> PredictionSet:
+        teacher = self.teacher
+        if isinstance(teacher, PredictionSet):
+            if teacher.n_samples != len(X):
+                raise PredictionError(
+                    f"the teacher's PredictionSet holds {teacher.n_samples} rows but the data has {len(X)}; "
+                    "score the teacher on these inputs (score_members(members, X))"
+                )
+            return teacher
+        members = teacher.members if isinstance(teacher, FusedModel) else list(teacher)
+        try:
+            return score_members(members, X, cache_dir=self.cache_dir, progress=False)
+        except ModelFusionError as exc:
+            raise type(exc)(f"the teacher cannot score the training data: {exc}") from exc
+
+    def _weights(self, preds: PredictionSet) -> np.ndarray:
+        given = self.teacher_weights
+        if given is None and isinstance(self.teacher, FusedModel):
+            learned = self.teacher.strategy.member_weights(preds)
+            given = None if learned is None else learned[0]
+        if given is None:
+            return np.full(preds.n_members, 1.0 / preds.n_members)
+        unknown = sorted(set(given) - set(preds.names))
+        if unknown:
+            raise ParameterError(
+                f"teacher_weights name {', '.join(unknown)}, not teachers: {', '.join(preds.names)}"
+            )
+        w = np.array([float(given.get(n, 0.0)) for n in preds.names])
+        if (w < 0).any() or w.sum() <= 0:
+            raise ParameterError(f"teacher_weights must be >= 0 with a positive sum, got {dict(given)}")
+        return w / w.sum()
+
+    def _student_module(self) -> nn.Module:
+        if isinstance(self.student, nn.Module):
+            return self.student
+        if isinstance(self.student, str):
+            return build_architecture(self.student, self.student_kwargs)
+        raise ParameterError(
+            f"student must be an nn.Module or an architecture name, got {type(self.student).__name__}"
+        )
+
+
+class DistillWrapper(nn.Module):
+    """vit-pytorch's call shape for your own loop: ``loss = distiller(images, labels)``.
+
+    ``teacher`` is a torch module returning logits, or a FusedModel of torch members (its fused
+    probabilities, via :meth:`~modelfusion.fused.FusedModel.to_torch`); it is frozen and in eval
+    mode. ``hard=True`` distils from the teacher's argmax (DeiT's hard distillation).
+
+    Examples
+    --------
+    >>> distiller = DistillWrapper(student, teacher, temperature=3.0, alpha=0.5)
+    >>> loss = distiller(images, labels); loss.backward()
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | FusedModel,
+        temperature: float = 3.0,
+        alpha: float = 0.5,
+        hard: bool = False,
+    ):
+        super().__init__()
+        self.student = student
+        if isinstance(teacher, FusedModel):
+            self.teacher: nn.Module = teacher.to_torch()
+            self.teacher_gives_proba = True
+        else:
+            self.teacher, self.teacher_gives_proba = teacher, False
+        self.teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature, self.alpha, self.hard = temperature, alpha, hard
+
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = self.student(inputs)
+        with torch.no_grad():
+            out = self.teacher(inputs)
+            proba = out if self.teacher_gives_proba else nn.functional.softmax(out, dim=-1)
+        if self.hard:
+            teacher_labels = proba.argmax(dim=-1)
+            soft_loss = nn.functional.cross_entropy(logits, teacher_labels)
+            return self.alpha * soft_loss + (1 - self.alpha) * nn.functional.cross_entropy(logits, labels)
+        return distillation_loss(logits, proba, labels, temperature=self.temperature, alpha=self.alpha)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _encode(y: Any, classes: np.ndarray) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes.tolist())}
+    y = np.asarray(y)
+    unknown = sorted({str(v) for v in y.tolist() if v not in index})
+    if unknown:
+        raise PredictionError(
+            f"labels {', '.join(unknown[:5])} are not among the teacher's classes {classes.tolist()}"
+        )
+    return np.array([index[v] for v in y.tolist()], dtype=np.int64)
+
+
+def _rows_first(targets: np.ndarray) -> np.ndarray:
+    """Per-teacher targets [teachers, rows, C] as [rows, teachers, C], so a batch slices rows."""
+    return np.ascontiguousarray(targets.transpose(1, 0, 2)) if targets.ndim == 3 else targets
+
+
+def _check_width(student: nn.Module, rows: np.ndarray, n_classes: int) -> None:
+    was = student.training
+    student.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(rows.astype(np.float32) if rows.dtype.kind == "f" else rows)
+        out = student(x)
+    student.train(was)
+    if out.dim() != 2 or out.shape[1] != n_classes:
+        raise ParameterError(
+            f"the student returns {list(out.shape)} for 2 rows but the teacher has {n_classes} classes: "
+            f"its last layer must emit {n_classes} logits"
+        )
+
+
+def _architecture(student: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture options of the student member, so a bundle saves its weights as safetensors."""
+    return {"architecture": student, "architecture_kwargs": dict(kwargs)} if isinstance(student, str) else {}

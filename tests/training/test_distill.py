@@ -1,0 +1,138 @@
+"""Distillation: a heterogeneous ensemble (scikit-learn + torch) distilled into one MLP from soft targets
+scored once; per-teacher mode; the vit-pytorch style wrapper; bad students and teachers named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from torch import nn
+
+from modelfusion import FusedModel, load_member, score_members
+from modelfusion.distill import Distiller, DistillWrapper, distillation_loss
+from modelfusion.errors import ParameterError, PredictionError
+from modelfusion.strategies import Mean
+
+OPTIONS = dict(lr=3e-3, batch_size=64, max_epochs=15, seed=0, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(X))
+    tr, va, te = order[:900], order[900:1300], order[1300:]
+    members = [
+        load_member(LogisticRegression(max_iter=300).fit(X[tr], y[tr]), name="logreg"),
+        load_member(RandomForestClassifier(n_estimators=40, random_state=0).fit(X[tr], y[tr]), name="forest"),
+        load_member(KNeighborsClassifier(5).fit(X[tr], y[tr]), name="knn"),
+    ]
+    fused = FusedModel(members, Mean().fit(score_members(members, X[va], progress=False)))
+    return fused, (X[tr], y[tr]), (X[va], y[va]), (X[te], y[te])
+
+
+def _student(width: int = 64, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
+
+
+def _accuracy(member, X, y) -> float:
+    return float((member.predict(X).argmax(axis=1) == y).mean())
+
+
+def test_a_heterogeneous_ensemble_distils_into_one_mlp_from_targets_scored_once(ensemble, monkeypatch):
+    fused, train, val, (X_te, y_te) = ensemble
+    calls = {m.name: 0 for m in fused.members}
+    for m in fused.members:
+        real = m.predict
+
+        def counted(batch, _real=real, _name=m.name):
+            calls[_name] += 1
+            return _real(batch)
+
+        monkeypatch.setattr(m, "predict", counted)
+    distiller = Distiller(fused, _student(), temperature=2.0, alpha=0.9, **OPTIONS).fit(train, val)
+    once = -(-len(train[0]) // 256) + -(-len(val[0]) // 256)  # one pass over each, in batches of 256
+    assert set(calls.values()) == {once}, calls  # 15 epochs, yet each member scored train and val once
+    monkeypatch.undo()
+    fused_acc = float((fused.predict(X_te) == y_te).mean())
+    student_acc = _accuracy(distiller.student_member_, X_te, y_te)
+    assert student_acc >= 0.95 * fused_acc, (student_acc, fused_acc)
+    assert list(distiller.student_member_.classes) == list(range(10))
+    assert len(distiller.trainer_.history_) == 15
+
+
+def test_the_distilled_student_is_a_member_a_bundle_keeps(ensemble, tmp_path):
+    fused, train, _, (X_te, _) = ensemble
+    distiller = Distiller(fused, _student(), **{**OPTIONS, "max_epochs": 2}).fit(train)
+    student = distiller.student_member_
+    bundle = FusedModel([student], Mean().fit(score_members([student], X_te, progress=False))).save(
+        tmp_path / "b"
+    )
+    loaded = FusedModel.load(bundle)
+    np.testing.assert_allclose(
+        loaded.predict_proba(X_te),
+        FusedModel([student], Mean().fit(score_members([student], X_te, progress=False))).predict_proba(X_te),
+        atol=1e-5,
+    )
+
+
+def test_per_teacher_mode_averages_one_kl_term_per_member_with_weights(ensemble):
+    fused, train, val, _ = ensemble
+    d = Distiller(
+        fused.members,
+        _student(),
+        teacher_mode="per_teacher",
+        teacher_weights={"logreg": 1, "forest": 3, "knn": 0},
+        **{**OPTIONS, "max_epochs": 2},
+    )
+    targets, classes, weights = d.soft_targets(train[0][:10])
+    assert targets.shape == (3, 10, 10) and weights.tolist() == [0.25, 0.75, 0.0]
+    d.fit(train, val)
+    assert d.trainer_.history_[-1]["val_loss"] > 0
+
+
+def test_the_loss_is_hintons_and_pure_soft_targets_need_no_labels():
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(8, 5), torch.softmax(torch.randn(8, 5), dim=1)
+    labels = torch.randint(0, 5, (8,))
+    T = 3.0
+    soft = torch.softmax(torch.log(teacher) / T, dim=1)
+    kl = nn.functional.kl_div(torch.log_softmax(logits / T, dim=1), soft, reduction="batchmean")
+    expected = 0.7 * T**2 * kl + 0.3 * nn.functional.cross_entropy(logits, labels)
+    got = distillation_loss(logits, teacher, labels, temperature=T, alpha=0.7)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(distillation_loss(logits, teacher, None, temperature=T, alpha=1.0))
+    with pytest.raises(ParameterError, match="alpha < 1 mixes in the hard-label loss"):
+        distillation_loss(logits, teacher, None, temperature=T, alpha=0.5)
+
+
+def test_the_wrapper_takes_images_and_labels_and_trains_only_the_student():
+    torch.manual_seed(0)
+    teacher, student = _student(32, seed=1), _student(16, seed=2)
+    distiller = DistillWrapper(student, teacher, temperature=3.0, alpha=0.5)
+    loss = distiller(torch.rand(6, 64), torch.randint(0, 10, (6,)))
+    loss.backward()
+    assert loss.dim() == 0 and all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+    hard = DistillWrapper(student, teacher, hard=True)(torch.rand(6, 64), torch.randint(0, 10, (6,)))
+    assert torch.isfinite(hard)
+
+
+def test_a_student_of_the_wrong_width_and_a_teacher_that_cannot_score_are_named(ensemble):
+    fused, train, _, _ = ensemble
+    wrong = nn.Sequential(nn.Linear(64, 7))
+    with pytest.raises(
+        ParameterError, match="the student returns \\[2, 7\\] for 2 rows but the teacher has 10 classes"
+    ):
+        Distiller(fused, wrong, **OPTIONS).fit(train)
+    X, y = train
+    with pytest.raises(PredictionError, match="the teacher cannot score the training data"):
+        Distiller(fused, _student(), **OPTIONS).fit((X[:, :32], y))
+    with pytest.raises(ParameterError, match="teacher_mode='mix' is not one of mean, per_teacher"):
+        Distiller(fused, _student(), teacher_mode="mix")
