@@ -20,7 +20,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -80,6 +80,12 @@ class Distiller:
     teacher_mode : ``"mean"`` (the fused output) or ``"per_teacher"`` (one KL term per member).
     teacher_weights : ``{member: weight}`` for ``"per_teacher"`` (default: the strategy's member
         weights for a FusedModel that has them, else uniform).
+    augment : ``augment(X, rng) -> X'`` a label-preserving augmentation (shifts, noise, crops) of a
+        batch of inputs; with ``augment_copies=k`` the training set becomes the inputs plus ``k``
+        augmented copies, all scored by the teacher once, before training. Soft targets on rows
+        the teacher was not fitted on carry what distillation transfers: on the inputs a
+        scikit-learn teacher was trained on, its probabilities are close to one-hot.
+    augment_copies : how many augmented copies of the training inputs (0: none).
     cache_dir : the prediction store's folder, so a second run does not score the teacher again.
     **trainer_options : :class:`~modelfusion.training.Trainer` settings (``lr``, ``max_epochs``,
         ``scheduler``, ``early_stopping``, ``checkpoint_dir``, ``seed``...).
@@ -109,6 +115,8 @@ class Distiller:
         teacher_mode: Literal["mean", "per_teacher"] = "mean",
         teacher_weights: Mapping[str, float] | None = None,
         student_kwargs: Mapping[str, Any] | None = None,
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        augment_copies: int = 0,
         cache_dir: str | None = None,
         name: str = "student",
         **trainer_options: Any,
@@ -119,6 +127,11 @@ class Distiller:
             raise ParameterError(f"temperature must be > 0, got {temperature!r}")
         if not 0.0 <= alpha <= 1.0:
             raise ParameterError(f"alpha must be in [0, 1], got {alpha!r}")
+        if augment_copies and augment is None or augment_copies < 0:
+            raise ParameterError(
+                f"augment_copies={augment_copies!r} needs augment= (a function) and a count >= 0"
+            )
+        self.augment, self.augment_copies = augment, augment_copies
         self.teacher, self.student, self.student_kwargs = teacher, student, dict(student_kwargs or {})
         self.temperature, self.alpha, self.teacher_mode = temperature, alpha, teacher_mode
         self.teacher_weights, self.cache_dir, self.name = teacher_weights, cache_dir, name
@@ -126,7 +139,7 @@ class Distiller:
 
     def fit(self, train: tuple[Any, Any], val: tuple[Any, Any] | None = None) -> Distiller:
         """Score the teacher once on ``train`` (and ``val``), then train the student; returns self."""
-        X, y = train
+        X, y = self._transfer_set(*train)
         targets, classes, weights = self.soft_targets(X)
         self.classes_ = classes
         y_enc = _encode(y, classes)
@@ -157,6 +170,21 @@ class Distiller:
             **_architecture(self.student, self.student_kwargs),
         )
         return self
+
+    def _transfer_set(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The training inputs plus ``augment_copies`` augmented copies (labels repeated), seeded."""
+        X, y = np.asarray(X), np.asarray(y)
+        if not self.augment_copies:
+            return X, y
+        assert self.augment is not None
+        rng = np.random.default_rng(self.trainer_options.get("seed", 0))
+        copies = [np.asarray(self.augment(X, rng), dtype=X.dtype) for _ in range(self.augment_copies)]
+        for i, c in enumerate(copies):
+            if c.shape != X.shape:
+                raise ParameterError(
+                    f"augment returned shape {list(c.shape)} for inputs {list(X.shape)} (copy {i})"
+                )
+        return np.concatenate([X, *copies]), np.tile(y, self.augment_copies + 1)
 
     def soft_targets(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The teacher's probabilities on ``X`` ([rows, C], or [teachers, rows, C] per teacher), its

@@ -136,3 +136,32 @@ def test_a_student_of_the_wrong_width_and_a_teacher_that_cannot_score_are_named(
         Distiller(fused, _student(), **OPTIONS).fit((X[:, :32], y))
     with pytest.raises(ParameterError, match="teacher_mode='mix' is not one of mean, per_teacher"):
         Distiller(fused, _student(), teacher_mode="mix")
+
+
+def _shift_and_noise(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Digits moved by up to a pixel and speckled: the same digit, a row no teacher was fitted on."""
+    images = X.reshape(-1, 8, 8).copy()
+    for i, (dx, dy) in enumerate(rng.integers(-1, 2, (len(images), 2))):
+        images[i] = np.roll(np.roll(images[i], dx, 0), dy, 1)
+    return np.clip(images.reshape(len(X), 64) + rng.normal(0, 0.1, X.shape), 0, 1).astype(np.float32)
+
+
+def test_on_an_augmented_transfer_set_the_student_beats_the_same_student_trained_on_labels(ensemble):
+    """The teacher scores the augmented copies once; its soft targets there carry what labels do not."""
+    from modelfusion.training import Trainer
+
+    fused, (X, y), _, (X_te, y_te) = ensemble
+    options = {**OPTIONS, "max_epochs": 20}
+    distiller = Distiller(
+        fused, _student(), temperature=4.0, alpha=0.9, augment=_shift_and_noise, augment_copies=4, **options
+    ).fit((X, y))
+    X_aug, y_aug = distiller._transfer_set(X, y)
+    assert len(X_aug) == 5 * len(X)
+    labels_only = _student()
+    Trainer(labels_only, nn.functional.cross_entropy, **options).fit((X_aug, y_aug))
+    plain = float((labels_only(torch.from_numpy(X_te)).argmax(1).numpy() == y_te).mean())
+    distilled = _accuracy(distiller.student_member_, X_te, y_te)
+    assert distilled > plain, (distilled, plain)
+    assert distilled >= 0.97 * float((fused.predict(X_te) == y_te).mean())
+    with pytest.raises(ParameterError, match="augment_copies=2 needs augment="):
+        Distiller(fused, _student(), augment_copies=2)
