@@ -33,6 +33,7 @@ from modelfusion.members.base import Member
 from modelfusion.members.torch import TorchMember, build_architecture
 from modelfusion.outputs import EPS
 from modelfusion.predictions import PredictionSet, score_members
+from modelfusion.training.students import STUDENTS, build_student
 from modelfusion.training.trainer import Trainer
 
 TEACHER_MODES = ("mean", "per_teacher")
@@ -73,8 +74,10 @@ class Distiller:
     ----------
     teacher : a FusedModel (its fused probabilities), a list of members, or a PredictionSet of
         the teacher's outputs on the training inputs (same rows, same order).
-    student : an ``nn.Module`` returning logits [batch, classes], or an architecture name
-        (``"resnet18"``, ``"package.module:factory"``) built with ``student_kwargs``.
+    student : an ``nn.Module`` returning logits [batch, classes]; a built-in student, ``"mlp"`` or
+        ``"cnn"`` (:mod:`modelfusion.training.students`, sized from the data and the teacher's
+        classes, ``student_kwargs={"width": 128}``); or an architecture name (``"resnet18"``,
+        ``"package.module:factory"``) built with ``student_kwargs``.
     temperature : softening of both distributions (``T``; the KL term is scaled by ``T^2``).
     alpha : weight of the soft loss; ``1 - alpha`` goes to cross-entropy on the labels.
     teacher_mode : ``"mean"`` (the fused output) or ``"per_teacher"`` (one KL term per member).
@@ -143,7 +146,7 @@ class Distiller:
         targets, classes, weights = self.soft_targets(X)
         self.classes_ = classes
         y_enc = _encode(y, classes)
-        student = self._student_module()
+        student, architecture = self._student_module(tuple(np.asarray(X).shape[1:]), len(classes))
         _check_width(student, np.asarray(X[:2]), len(classes))
         T, alpha = self.temperature, self.alpha
         w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
@@ -167,7 +170,7 @@ class Distiller:
             classes=list(classes),
             output_kind="logits",
             input_shape=sample,
-            **_architecture(self.student, self.student_kwargs),
+            **architecture,
         )
         return self
 
@@ -236,11 +239,20 @@ class Distiller:
             raise ParameterError(f"teacher_weights must be >= 0 with a positive sum, got {dict(given)}")
         return w / w.sum()
 
-    def _student_module(self) -> nn.Module:
+    def _student_module(
+        self, sample_shape: tuple[int, ...], n_classes: int
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """The student module and the architecture options its member saves with (safetensors when known)."""
         if isinstance(self.student, nn.Module):
-            return self.student
+            return self.student, {}
+        if isinstance(self.student, str) and self.student in STUDENTS:
+            module, path, kwargs = build_student(
+                self.student, sample_shape=sample_shape, n_classes=n_classes, **self.student_kwargs
+            )
+            return module, {"architecture": path, "architecture_kwargs": kwargs}
         if isinstance(self.student, str):
-            return build_architecture(self.student, self.student_kwargs)
+            module = build_architecture(self.student, self.student_kwargs)
+            return module, {"architecture": self.student, "architecture_kwargs": dict(self.student_kwargs)}
         raise ParameterError(
             f"student must be an nn.Module or an architecture name, got {type(self.student).__name__}"
         )
@@ -322,8 +334,3 @@ def _check_width(student: nn.Module, rows: np.ndarray, n_classes: int) -> None:
             f"the student returns {list(out.shape)} for 2 rows but the teacher has {n_classes} classes: "
             f"its last layer must emit {n_classes} logits"
         )
-
-
-def _architecture(student: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture options of the student member, so a bundle saves its weights as safetensors."""
-    return {"architecture": student, "architecture_kwargs": dict(kwargs)} if isinstance(student, str) else {}

@@ -29,6 +29,8 @@ from modelfusion.errors import ParameterError, UnsafeFormatError
 SAFE_FACTORIES: set[str] = {
     "modelfusion.examples.digits:SmallCNN",
     "modelfusion.examples.digits:MLP",
+    "modelfusion.training.students:MLPStudent",
+    "modelfusion.training.students:CNNStudent",
     "vit_pytorch:ViT",
     "vit_pytorch:SimpleViT",
     "vit_pytorch.vit:ViT",

@@ -165,3 +165,30 @@ def test_on_an_augmented_transfer_set_the_student_beats_the_same_student_trained
     assert distilled >= 0.97 * float((fused.predict(X_te) == y_te).mean())
     with pytest.raises(ParameterError, match="augment_copies=2 needs augment="):
         Distiller(fused, _student(), augment_copies=2)
+
+
+def test_a_built_in_student_is_sized_from_the_data_and_a_bundle_rebuilds_it_without_trust(ensemble, tmp_path):
+    """``student="mlp"``: in/out widths from the data and the teacher; saved as safetensors + an
+    allow-listed architecture, so FusedModel.load needs no trust."""
+    import json
+
+    from modelfusion.training.students import build_student
+
+    fused, train, _, (X_te, _) = ensemble
+    d = Distiller(fused, "mlp", student_kwargs={"width": 48}, **{**OPTIONS, "max_epochs": 2}).fit(train)
+    student = d.student_member_
+    assert student.architecture == "modelfusion.training.students:MLPStudent"
+    assert student.architecture_kwargs == {"in_features": 64, "n_classes": 10, "width": 48}
+    model = FusedModel([student], Mean().fit(score_members([student], X_te, progress=False)))
+    path = model.save(tmp_path / "bundle")
+    spec = json.loads((path / "manifest.json").read_text())["members"][0]
+    assert spec["file"] == "weights.safetensors"
+    np.testing.assert_allclose(
+        FusedModel.load(path).predict_proba(X_te), model.predict_proba(X_te), atol=1e-5
+    )
+    cnn, _, options = build_student("cnn", sample_shape=(1, 8, 8), n_classes=3, width=4)
+    assert cnn(torch.zeros(2, 1, 8, 8)).shape == (2, 3) and options["in_channels"] == 1
+    with pytest.raises(ParameterError, match="the 'cnn' student takes images"):
+        build_student("cnn", sample_shape=(64,), n_classes=10)
+    with pytest.raises(ParameterError, match="student 'vit' is not a built-in one"):
+        build_student("vit", sample_shape=(64,), n_classes=10)
