@@ -47,3 +47,38 @@ def digits_member_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("member") / "logreg.skops"
     skops.io.dump(LogisticRegression(max_iter=200).fit(X / 16.0, y), path)
     return path
+
+
+def torchrun(script, *args, nproc: int = 2, cwd=None, timeout: int = 180):
+    """Run ``script`` under ``python -m torch.distributed.run`` on loopback with ``nproc`` processes.
+
+    The repository is on PYTHONPATH, one thread per process, no launcher variables inherited.
+    Returns the CompletedProcess (stdout and stderr captured).
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "MODELFUSION_QUIET": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        str(script),
+        *map(str, args),
+    ]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)

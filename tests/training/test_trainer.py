@@ -224,36 +224,12 @@ dist.destroy_process_group()
 
 def test_two_gloo_processes_under_torchrun_train_the_single_process_weights(digits, tmp_path):
     """DDP on this machine: 2 processes of batch 32 each give the 1-process batch-64 run (within 1e-5)."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
+    from ..conftest import torchrun
 
     (X, y), (X_val, y_val) = digits
     np.savez(tmp_path / "data.npz", X=X, y=y, X_val=X_val, y_val=y_val)
     (tmp_path / "train.py").write_text(_DDP_SCRIPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "MODELFUSION_QUIET": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(port),
-        str(tmp_path / "train.py"),
-        str(tmp_path),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    done = torchrun(tmp_path / "train.py", tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = torch.load(tmp_path / "result.pt", weights_only=True)
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.machinery
 import json
-import os
-import socket
-import subprocess
 import sys
 import textwrap
 import types
@@ -30,6 +27,8 @@ from modelfusion.distributed import (
     score_members_distributed,
 )
 from modelfusion.members import TorchMember
+
+from ..conftest import torchrun
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -203,12 +202,6 @@ with open(os.path.join(folder, f"rank{rank}.json"), "w") as fh:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_gather_the_single_process_prediction_set(
     sklearn_files, digits_split, tmp_path
@@ -222,23 +215,7 @@ def test_torchrun_two_processes_gather_the_single_process_prediction_set(
     script = work / "score.py"
     script.write_text(textwrap.dedent(_SCRIPT))
     (work / "broken.skops").write_bytes((folder / "broken.skops").read_bytes())
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MODELFUSION_QUIET": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-        str(script),
-        str(work),
-    ]
-    run = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True, timeout=120)
+    run = torchrun(script, work, cwd=work, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     reports = [json.loads((work / f"rank{r}.json").read_text()) for r in range(2)]
