@@ -151,6 +151,15 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def student_row(
+    name: str, module: nn.Module, X: np.ndarray, y_enc: np.ndarray, folder: Path, tag: str
+) -> dict:
+    """A torch student's row: its accuracy (eager), latency on its fastest engine, parameters, ONNX size."""
+    engines, path = student_engines(module, X, folder, tag)
+    proba = softmax(engines["torch"](X))
+    return row(name, proba, y_enc, fastest(engines, X), _params(module), path.stat().st_size)
+
+
 def row(
     name: str,
     proba: np.ndarray,
@@ -241,30 +250,10 @@ def run(task: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
     labels_only, _, _ = build_student("mlp", sample_shape=shape, n_classes=n_classes, width=WIDTH)
     torch.manual_seed(SEED)
     Trainer(labels_only, nn.functional.cross_entropy, **options).fit((X_aug, _encode(y_aug, fused)))
-    eng, path = student_engines(labels_only, X_te, folder, "labels")
-    rows.append(
-        row(
-            "student, labels only",
-            softmax(eng["torch"](X_te)),
-            y_enc,
-            fastest(eng, X_te),
-            _params(labels_only),
-            path.stat().st_size,
-        )
-    )
+    rows.append(student_row("student, labels only", labels_only, X_te, y_enc, folder, "labels"))
     distiller.fit((X_tr, y_tr))
     student = distiller.student_member_.module
-    eng, path = student_engines(student, X_te, folder, "distilled")
-    rows.append(
-        row(
-            "student, distilled",
-            softmax(eng["torch"](X_te)),
-            y_enc,
-            fastest(eng, X_te),
-            _params(student),
-            path.stat().st_size,
-        )
-    )
+    rows.append(student_row("student, distilled", student, X_te, y_enc, folder, "distilled"))
     pruned = copy.deepcopy(student)
     prune_channels(pruned, torch.from_numpy(X_te[:2]), ratio=0.5)
     Distiller(
@@ -276,16 +265,8 @@ def run(task: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
         augment_copies=COPIES,
         **{**options, "max_epochs": max(EPOCHS // 3, 1), "lr": 1e-3},
     ).fit((X_tr, y_tr))
-    eng, path = student_engines(pruned, X_te, folder, "pruned")
     rows.append(
-        row(
-            "student, 50% channels pruned + distilled",
-            softmax(eng["torch"](X_te)),
-            y_enc,
-            fastest(eng, X_te),
-            _params(pruned),
-            path.stat().st_size,
-        )
+        student_row("student, 50% channels pruned + distilled", pruned, X_te, y_enc, folder, "pruned")
     )
     int8 = quantize_onnx(folder / "distilled.onnx", folder / "distilled.int8.onnx", mode="dynamic")
     s8 = _session(int8)
