@@ -31,6 +31,7 @@ from modelfusion import FusedModel, load_member, score_members
 from modelfusion.compress import prune_channels
 from modelfusion.distill import Distiller
 from modelfusion.evaluation.metrics import evaluate
+from modelfusion.predictions import class_indices
 from modelfusion.runtime.quantize import quantize_onnx
 from modelfusion.strategies import search_strategies
 from modelfusion.training import Trainer
@@ -249,7 +250,9 @@ def run(task: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
     X_aug, y_aug = distiller._transfer_set(X_tr, y_tr)
     labels_only, _, _ = build_student("mlp", sample_shape=shape, n_classes=n_classes, width=WIDTH)
     torch.manual_seed(SEED)
-    Trainer(labels_only, nn.functional.cross_entropy, **options).fit((X_aug, _encode(y_aug, fused)))
+    Trainer(labels_only, nn.functional.cross_entropy, **options).fit(
+        (X_aug, class_indices(y_aug, fused.classes))
+    )
     rows.append(student_row("student, labels only", labels_only, X_te, y_enc, folder, "labels"))
     distiller.fit((X_tr, y_tr))
     student = distiller.student_member_.module
@@ -282,11 +285,6 @@ def run(task: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
         )
     )
     return rows
-
-
-def _encode(y: np.ndarray, fused: FusedModel) -> np.ndarray:
-    index = {c: i for i, c in enumerate(np.asarray(fused.classes).tolist())}
-    return np.array([index[v] for v in np.asarray(y).tolist()], dtype=np.int64)
 
 
 def _params(module: nn.Module) -> int:

@@ -32,7 +32,7 @@ from modelfusion.fused import FusedModel
 from modelfusion.members.base import Member
 from modelfusion.members.torch import TorchMember, build_architecture
 from modelfusion.outputs import EPS
-from modelfusion.predictions import PredictionSet, score_members
+from modelfusion.predictions import PredictionSet, class_indices, score_members
 from modelfusion.training.students import STUDENTS, build_student
 from modelfusion.training.trainer import Trainer
 
@@ -145,7 +145,7 @@ class Distiller:
         X, y = self._transfer_set(*train)
         targets, classes, weights = self.soft_targets(X)
         self.classes_ = classes
-        y_enc = _encode(y, classes)
+        y_enc = class_indices(y, classes, whose="the teacher's")
         student, architecture = self._student_module(tuple(np.asarray(X).shape[1:]), len(classes))
         _check_width(student, np.asarray(X[:2]), len(classes))
         T, alpha = self.temperature, self.alpha
@@ -161,7 +161,11 @@ class Distiller:
         val_data = None
         if val is not None:
             val_targets, _, _ = self.soft_targets(val[0])
-            val_data = (np.asarray(val[0]), _encode(val[1], classes), _rows_first(val_targets))
+            val_data = (
+                np.asarray(val[0]),
+                class_indices(val[1], classes, whose="the teacher's"),
+                _rows_first(val_targets),
+            )
         self.trainer_ = Trainer(student, loss, **self.trainer_options).fit(train_data, val_data)
         sample = tuple(np.asarray(X).shape[1:])
         self.student_member_ = TorchMember(
@@ -304,17 +308,6 @@ class DistillWrapper(nn.Module):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _encode(y: Any, classes: np.ndarray) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes.tolist())}
-    y = np.asarray(y)
-    unknown = sorted({str(v) for v in y.tolist() if v not in index})
-    if unknown:
-        raise PredictionError(
-            f"labels {', '.join(unknown[:5])} are not among the teacher's classes {classes.tolist()}"
-        )
-    return np.array([index[v] for v in y.tolist()], dtype=np.int64)
 
 
 def _rows_first(targets: np.ndarray) -> np.ndarray:

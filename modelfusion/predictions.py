@@ -152,19 +152,7 @@ class PredictionSet:
         classes = (
             self.classes if self.classes is not None else np.arange(self.n_outputs)
         )  # labels are indices
-        try:
-            order = np.argsort(classes, kind="stable")
-            pos = np.clip(np.searchsorted(classes[order], y), 0, len(classes) - 1)
-            idx = order[pos]
-            found = classes[idx] == y
-        except (TypeError, ValueError):  # labels and classes of incomparable types
-            idx, found = np.zeros(len(y), np.int64), np.zeros(len(y), bool)
-        if not np.all(found):
-            unknown = sorted({str(v) for v in np.asarray(y)[~np.asarray(found, bool)]})
-            raise PredictionError(
-                f"labels {', '.join(unknown[:5])} are not among the members' classes {classes.tolist()}"
-            )
-        return idx.astype(np.int64)
+        return class_indices(y, classes)
 
     # -- slicing ------------------------------------------------------------------------
     def subset(self, members: Sequence[int | str]) -> PredictionSet:
@@ -232,6 +220,30 @@ class PredictionSet:
             f"PredictionSet(members={self.n_members}, samples={self.n_samples}, outputs={self.n_outputs}, "
             f"kind={self.kind!r}, task={self.task!r}, names={self.names})"
         )
+
+
+def class_indices(y: Any, classes: Any, *, whose: str = "the members'") -> np.ndarray:
+    """The column index of each label in ``classes``; PredictionError naming labels that are not there.
+
+    Examples
+    --------
+    >>> class_indices(["dog", "cat"], ["cat", "dog"])
+    array([1, 0])
+    """
+    y, classes = np.asarray(y), np.asarray(classes)
+    try:
+        order = np.argsort(classes, kind="stable")
+        pos = np.clip(np.searchsorted(classes[order], y), 0, len(classes) - 1)
+        idx = order[pos]
+        found = classes[idx] == y
+    except (TypeError, ValueError):  # labels and classes of incomparable types
+        idx, found = np.zeros(len(y), np.int64), np.zeros(len(y), bool)
+    if not np.all(found):
+        unknown = sorted({str(v) for v in y[~np.asarray(found, bool)]})
+        raise PredictionError(
+            f"labels {', '.join(unknown[:5])} are not among {whose} classes {classes.tolist()}"
+        )
+    return idx.astype(np.int64)
 
 
 def as_prediction_set(predictions: PredictionSet | np.ndarray, kind: OutputKind = "proba") -> PredictionSet:

@@ -23,6 +23,7 @@ from torch import nn
 from modelfusion.errors import ParameterError
 from modelfusion.fused import FusedModel
 from modelfusion.outputs import EPS
+from modelfusion.predictions import class_indices
 from modelfusion.training.trainer import Trainer
 
 
@@ -52,15 +53,9 @@ def _encoded(fused: FusedModel, data: Any) -> tuple[np.ndarray, np.ndarray]:
     X, y = data
     if fused.task == "regression":
         return np.asarray(X), np.asarray(y, dtype=np.float32).reshape(len(y), -1)
-    classes = fused.classes
-    y = np.asarray(y)
-    if classes is None:
-        return np.asarray(X), y.astype(np.int64)
-    index = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
-    unknown = sorted({str(v) for v in y.tolist() if v not in index})
-    if unknown:
-        raise ParameterError(f"labels {', '.join(unknown[:5])} are not among the fused model's classes")
-    return np.asarray(X), np.array([index[v] for v in y.tolist()], dtype=np.int64)
+    if fused.classes is None:
+        return np.asarray(X), np.asarray(y).astype(np.int64)
+    return np.asarray(X), class_indices(y, fused.classes, whose="the fused model's")
 
 
 def _fused_nll(proba: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
