@@ -1,4 +1,4 @@
-"""Distillation variants side by side (issue 14): the table ``modelfusion distill`` will report.
+"""Distillation variants side by side (issue 14): the table ``modelfusion distill`` reports.
 
 For two tasks, one row per variant: the best member, the fused ensemble, a student trained on
 labels only, the distilled student, the distilled student with 50% of its channels pruned and
@@ -23,19 +23,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from modelfusion import FusedModel, load_member, score_members
 from modelfusion.compress import prune_channels
 from modelfusion.distill import Distiller
-from modelfusion.evaluation.metrics import evaluate
 from modelfusion.predictions import class_indices
+from modelfusion.rows import VariantRow
 from modelfusion.runtime.quantize import quantize_onnx
 from modelfusion.strategies import search_strategies
 from modelfusion.training import Trainer
 from modelfusion.training.students import build_student
+from modelfusion.training.variants import (
+    fastest_engine,
+    mark_pareto,
+    n_parameters,
+    onnx_runner,
+    softmax,
+    torch_engines,
+    variant_row,
+)
 
 SEED = 0
 EPOCHS = 30
@@ -104,93 +112,24 @@ def synthetic_task() -> dict[str, Any]:
     return {"name": "synthetic (6 classes, 5 members)", "members": members, "data": data, "augment": augment}
 
 
-# -- measuring ----------------------------------------------------------------------------------
-
-
-def latency_ms(fn, X: np.ndarray, batch: int) -> float:
-    rows = X[:batch] if len(X) >= batch else np.concatenate([X] * (batch // len(X) + 1))[:batch]
-    fn(rows)
-    repeats = 200 if batch == 1 else 20
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn(rows)
-    return 1000 * (time.perf_counter() - start) / repeats / batch
-
-
-def fastest(engines: dict[str, Any], X: np.ndarray) -> tuple[float, float, str]:
-    """(ms/sample at batch 1, at 256, engine) for the engine fastest at batch 256."""
-    timed = {name: (latency_ms(fn, X, 1), latency_ms(fn, X, 256)) for name, fn in engines.items()}
-    name = min(timed, key=lambda n: timed[n][1])
-    return timed[name][0], timed[name][1], name
-
-
-def student_engines(module: nn.Module, X: np.ndarray, folder: Path, tag: str) -> tuple[dict[str, Any], Path]:
-    module = module.eval()
-    path = folder / f"{tag}.onnx"
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            (torch.from_numpy(X[:2]),),
-            str(path),
-            dynamo=False,
-            input_names=["x"],
-            output_names=["logits"],
-            dynamic_axes={"x": {0: "b"}, "logits": {0: "b"}},
-        )
-    session = _session(path)
-
-    def eager(rows: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(rows)).numpy()
-
-    return {"torch": eager, "onnx": lambda rows: session.run(None, {"x": rows})[0]}, path
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+# -- measuring: the same helpers `modelfusion distill` measures its table with ----------------------
 
 
 def student_row(
     name: str, module: nn.Module, X: np.ndarray, y_enc: np.ndarray, folder: Path, tag: str
-) -> dict:
+) -> VariantRow:
     """A torch student's row: its accuracy (eager), latency on its fastest engine, parameters, ONNX size."""
-    engines, path = student_engines(module, X, folder, tag)
+    engines, path = torch_engines(module, X[:2], folder, tag)
     proba = softmax(engines["torch"](X))
-    return row(name, proba, y_enc, fastest(engines, X), _params(module), path.stat().st_size)
-
-
-def row(
-    name: str,
-    proba: np.ndarray,
-    y_enc: np.ndarray,
-    timing: tuple[float, float, str],
-    params: int | None,
-    size: int | None,
-) -> dict[str, Any]:
-    m = evaluate(y_enc, proba, "classification", ["accuracy", "nll", "ece"])
-    return {
-        "variant": name,
-        **m,
-        "b1": timing[0],
-        "b256": timing[1],
-        "engine": timing[2],
-        "params": params,
-        "size": size,
-    }
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return variant_row(
+        name, proba, y_enc, fastest_engine(engines, X), n_parameters(module), path.stat().st_size
+    )
 
 
 # -- one task -----------------------------------------------------------------------------------
 
 
-def run(task: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+def run(task: dict[str, Any], folder: Path) -> list[VariantRow]:
     members, data = task["members"], task["data"]
     (X_tr, y_tr), (X_va, y_va), (X_te, y_te) = data["train"], data["validation"], data["test"]
     val = score_members(members, X_va, y=y_va, progress=False)
@@ -202,27 +141,23 @@ def run(task: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
     best = max(range(len(members)), key=lambda i: float((test.proba[i].argmax(1) == y_enc).mean()))
     m = members[best]
     rows.append(
-        row(
+        variant_row(
             f"best member ({m.name})",
             test.proba[best],
             y_enc,
-            fastest({m.framework: lambda r, m=m: m.predict(r)}, X_te),
+            fastest_engine({m.framework: m.predict}, X_te),
             m.n_parameters,
             m.file_size,
         )
     )
     fused_path = fused.export_onnx(folder / "fused.onnx", example_input=X_te[:8])
-    session = _session(fused_path)
-    engines = {
-        "onnx": lambda r: session.run(None, {session.get_inputs()[0].name: r})[0],
-        "members": lambda r: fused.predict_proba(r, engine="members"),
-    }
+    engines = {"onnx": onnx_runner(fused_path), "members": lambda r: fused.predict_proba(r, engine="members")}
     rows.append(
-        row(
+        variant_row(
             f"fused ({type(fused.strategy).__name__})",
             fused.predict_proba(X_te),
             y_enc,
-            fastest(engines, X_te),
+            fastest_engine(engines, X_te),
             None,
             fused_path.stat().st_size,
         )
@@ -247,7 +182,7 @@ def run(task: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
         augment_copies=COPIES,
         **options,
     )
-    X_aug, y_aug = distiller._transfer_set(X_tr, y_tr)
+    X_aug, y_aug = distiller.transfer_set(X_tr, y_tr)
     labels_only, _, _ = build_student("mlp", sample_shape=shape, n_classes=n_classes, width=WIDTH)
     torch.manual_seed(SEED)
     Trainer(labels_only, nn.functional.cross_entropy, **options).fit(
@@ -272,49 +207,50 @@ def run(task: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
         student_row("student, 50% channels pruned + distilled", pruned, X_te, y_enc, folder, "pruned")
     )
     int8 = quantize_onnx(folder / "distilled.onnx", folder / "distilled.int8.onnx", mode="dynamic")
-    s8 = _session(int8)
-    run8 = {"onnx int8": lambda r: s8.run(None, {"x": r})[0]}
+    run8 = {"onnx int8": onnx_runner(int8)}
     rows.append(
-        row(
+        variant_row(
             "student, distilled, int8",
             softmax(run8["onnx int8"](X_te)),
             y_enc,
-            fastest(run8, X_te),
-            _params(student),
+            fastest_engine(run8, X_te),
+            n_parameters(student),
             Path(int8).stat().st_size,
         )
     )
-    return rows
+    return mark_pareto(rows)
 
 
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def show(name: str, rows: list[dict[str, Any]]) -> None:
+def show(name: str, rows: list[VariantRow]) -> None:
     print(f"\n== {name}")
     print(
         f"{'variant':44} {'acc':>7} {'NLL':>7} {'ECE':>7} {'ms@1':>8} {'ms@256':>8} {'engine':>10} {'params':>8} {'size':>9}"
     )
     for r in rows:
-        params = "-" if r["params"] is None else f"{r['params']:,}"
-        size = "-" if r["size"] is None else f"{r['size'] / 1024:.1f} KB"
+        m = r.metrics
+        params = "-" if r.n_parameters is None else f"{r.n_parameters:,}"
+        size = "-" if r.file_size is None else f"{r.file_size / 1024:.1f} KB"
         print(
-            f"{r['variant']:44} {100 * r['accuracy']:6.2f}% {r['nll']:7.4f} {r['ece']:7.4f} {r['b1']:8.4f} "
-            f"{r['b256']:8.4f} {r['engine']:>10} {params:>8} {size:>9}"
+            f"{r.name + (' *' if r.pareto else ''):44} {100 * m['accuracy']:6.2f}% {m['nll']:7.4f} {m['ece']:7.4f} "
+            f"{r.latency_b1_ms:8.4f} {r.latency_b256_ms:8.4f} {r.engine:>10} {params:>8} {size:>9}"
         )
-    by = {r["variant"].split(" (")[0]: r for r in rows}
-    fused = next(r for r in rows if r["variant"].startswith("fused"))
+    print("(* on the accuracy-latency Pareto front at batch 256)")
+    by = {r.name.split(" (")[0]: r for r in rows}
+    fused = next(r for r in rows if r.name.startswith("fused"))
     d, labels = by["student, distilled"], by["student, labels only"]
     pruned = by["student, 50% channels pruned + distilled"]
-    print(f"distilled / fused accuracy: {d['accuracy'] / fused['accuracy']:.3f} (target >= 0.98)")
-    print(f"fused / distilled latency at batch 256: {fused['b256'] / d['b256']:.1f}x (target >= 5x)")
+    acc = {
+        key: r.metrics["accuracy"]
+        for key, r in (("fused", fused), ("d", d), ("labels", labels), ("p", pruned))
+    }
+    print(f"distilled / fused accuracy: {acc['d'] / acc['fused']:.3f} (target >= 0.98)")
     print(
-        f"distilled - labels-only accuracy: {100 * (d['accuracy'] - labels['accuracy']):+.2f} pp (target > 0)"
+        f"fused / distilled latency at batch 256: {fused.latency_b256_ms / d.latency_b256_ms:.1f}x (target >= 5x)"
     )
+    print(f"distilled - labels-only accuracy: {100 * (acc['d'] - acc['labels']):+.2f} pp (target > 0)")
     print(
-        f"pruned: {100 * (pruned['accuracy'] - d['accuracy']):+.2f} pp (target >= -1), "
-        f"{d['b256'] / pruned['b256']:.2f}x faster at batch 256 (target >= 1.5x)"
+        f"pruned: {100 * (acc['p'] - acc['d']):+.2f} pp (target >= -1), "
+        f"{d.latency_b256_ms / pruned.latency_b256_ms:.2f}x faster at batch 256 (target >= 1.5x)"
     )
 
 

@@ -67,6 +67,36 @@ def distillation_loss(
     return loss
 
 
+def train_student(
+    student: nn.Module,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    *,
+    temperature: float,
+    alpha: float,
+    weights: np.ndarray | None = None,
+    **trainer_options: Any,
+) -> Trainer:
+    """Train ``student`` on ``(inputs, label indices, teacher probabilities)`` with :func:`distillation_loss`.
+
+    The teacher's probabilities are [rows, C] or, one KL term per teacher, [teachers, rows, C]
+    (averaged with ``weights``). This is :meth:`Distiller.fit` once the soft targets are scored;
+    ``modelfusion distill`` calls it in each torchrun process. Returns the fitted Trainer.
+    """
+    w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        teacher = soft.transpose(0, 1) if soft.dim() == 3 else soft  # [batch, teachers, C] -> [teachers, ...]
+        return distillation_loss(logits, teacher, labels, temperature=temperature, alpha=alpha, weights=w)
+
+    def rows_first(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+        return (data[0], data[1], _rows_first(data[2]))
+
+    return Trainer(student, loss, **trainer_options).fit(
+        rows_first(train), None if val is None else rows_first(val)
+    )
+
+
 class Distiller:
     """Train ``student`` to reproduce ``teacher``'s probabilities (soft targets from the prediction store).
 
@@ -142,31 +172,29 @@ class Distiller:
 
     def fit(self, train: tuple[Any, Any], val: tuple[Any, Any] | None = None) -> Distiller:
         """Score the teacher once on ``train`` (and ``val``), then train the student; returns self."""
-        X, y = self._transfer_set(*train)
+        X, y = self.transfer_set(*train)
         targets, classes, weights = self.soft_targets(X)
         self.classes_ = classes
         y_enc = class_indices(y, classes, whose="the teacher's")
         student, architecture = self._student_module(tuple(np.asarray(X).shape[1:]), len(classes))
-        _check_width(student, np.asarray(X[:2]), len(classes))
-        T, alpha = self.temperature, self.alpha
-        w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
-
-        def loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-            teacher = (
-                soft.transpose(0, 1) if soft.dim() == 3 else soft
-            )  # [batch, teachers, C] -> [teachers, ...]
-            return distillation_loss(logits, teacher, labels, temperature=T, alpha=alpha, weights=w)
-
-        train_data = (np.asarray(X), y_enc, _rows_first(targets))
+        check_student_width(student, np.asarray(X[:2]), len(classes))
         val_data = None
         if val is not None:
             val_targets, _, _ = self.soft_targets(val[0])
             val_data = (
                 np.asarray(val[0]),
                 class_indices(val[1], classes, whose="the teacher's"),
-                _rows_first(val_targets),
+                val_targets,
             )
-        self.trainer_ = Trainer(student, loss, **self.trainer_options).fit(train_data, val_data)
+        self.trainer_ = train_student(
+            student,
+            (np.asarray(X), y_enc, targets),
+            val_data,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            weights=weights,
+            **self.trainer_options,
+        )
         sample = tuple(np.asarray(X).shape[1:])
         self.student_member_ = TorchMember(
             student.eval(),
@@ -178,7 +206,7 @@ class Distiller:
         )
         return self
 
-    def _transfer_set(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    def transfer_set(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """The training inputs plus ``augment_copies`` augmented copies (labels repeated), seeded."""
         X, y = np.asarray(X), np.asarray(y)
         if not self.augment_copies:
@@ -315,7 +343,8 @@ def _rows_first(targets: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(targets.transpose(1, 0, 2)) if targets.ndim == 3 else targets
 
 
-def _check_width(student: nn.Module, rows: np.ndarray, n_classes: int) -> None:
+def check_student_width(student: nn.Module, rows: np.ndarray, n_classes: int) -> None:
+    """Raise ParameterError unless ``student`` maps ``rows`` to [rows, n_classes] logits."""
     was = student.training
     student.eval()
     with torch.no_grad():

@@ -109,3 +109,22 @@ class DeploymentRow(_Record):
             metrics={k: record[k] for k in metric_keys if k in record},
             extra={k: v for k, v in record.items() if k not in known and k not in metric_keys},
         )
+
+
+@dataclass(eq=False)
+class VariantRow(_Record):
+    """One model of the distillation table (best member, ensemble, students) on the test split.
+
+    Latencies are per sample at batch 1 and 256 on ``engine``, the fastest of the engines tried
+    at batch 256; ``pareto`` marks a row no other row beats on both accuracy and batch-256 latency.
+    """
+
+    name: str
+    metrics: dict[str, float]
+    latency_b1_ms: float | None = None
+    latency_b256_ms: float | None = None
+    engine: str | None = None
+    n_parameters: int | None = None
+    file_size: int | None = None
+    kind: str = "student"
+    pareto: bool | None = None

@@ -155,7 +155,7 @@ def test_on_an_augmented_transfer_set_the_student_beats_the_same_student_trained
     distiller = Distiller(
         fused, _student(), temperature=4.0, alpha=0.9, augment=_shift_and_noise, augment_copies=4, **options
     ).fit((X, y))
-    X_aug, y_aug = distiller._transfer_set(X, y)
+    X_aug, y_aug = distiller.transfer_set(X, y)
     assert len(X_aug) == 5 * len(X)
     labels_only = _student()
     Trainer(labels_only, nn.functional.cross_entropy, **options).fit((X_aug, y_aug))
