@@ -58,7 +58,10 @@ def format_bytes(n: float) -> str:
 
 
 def format_ms(ms: float) -> str:
-    """Milliseconds to three decimals (``0.115``), whole above 100 (``320``); the header carries the unit."""
+    """Milliseconds to three decimals (``0.115``), five below 0.01 (``0.00031``), whole above 100 (``320``);
+    the header carries the unit."""
+    if ms < 0.01:  # a small student at batch 256: 0.00031, not 0.000
+        return f"{ms:.5f}"
     return f"{ms:.3f}" if ms < 100 else f"{ms:.0f}"
 
 
@@ -103,6 +106,9 @@ COLUMNS: dict[str, Column] = _spec(
     ("delta_pp", "accuracy change", "Δ acc", _points),
     ("delta_pp_validation", "change on validation", "Δ val", _points),
     ("engine", "engine", "engine", str),
+    ("latency_b1_ms", "ms/sample at batch 1", "ms@1", format_ms),
+    ("latency_b256_ms", "ms/sample at batch 256", "ms@256", format_ms),
+    ("pareto", "Pareto", "Pareto", str),
 )
 #: Metrics shown as percentages; a CV score of one of them prints as a percentage too.
 PERCENT_METRICS = frozenset(k for k, c in COLUMNS.items() if c.format is _percent)

@@ -175,6 +175,52 @@ class DeployConfig(_Strict):
         return self.onnx or self.quantize is not None or self.fp16
 
 
+class AugmentConfig(_Strict):
+    """Augmented copies of the student's training inputs, each scored by the teacher once."""
+
+    copies: int = Field(4, ge=0, le=64, description="augmented copies of the training inputs")
+    noise: float = Field(0.0, ge=0, description="Gaussian noise sigma added to every input value")
+    shift: int = Field(0, ge=0, le=16, description="roll each image by up to this many pixels")
+    image_shape: list[int] | None = Field(
+        None, min_length=2, max_length=4, description="reshape flat rows to this for shift (e.g. [8, 8])"
+    )
+    clip: tuple[float, float] | None = Field(None, description="clip values into [low, high] after noise")
+    function: str | None = Field(
+        None, description="module:function, augment(X, rng) -> X', instead of noise/shift"
+    )
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> AugmentConfig:
+        if self.copies and not (self.noise or self.shift or self.function):
+            raise ValueError("augment makes copies but changes nothing: give noise, shift or function")
+        if self.function is not None and (self.noise or self.shift):
+            raise ValueError("give augment.function or noise/shift, not both")
+        return self
+
+
+class DistillConfig(_Strict):
+    """``modelfusion distill``: the fused ensemble distilled into one small student, pruned, quantized."""
+
+    student: str = Field("mlp", min_length=1, max_length=300, description="mlp | cnn | an architecture name")
+    student_kwargs: dict[str, Any] = Field(default_factory=dict)
+    temperature: float = Field(4.0, gt=0, le=100)
+    alpha: float = Field(0.9, ge=0, le=1, description="weight of the soft loss (1: no hard labels)")
+    teacher_mode: Literal["mean", "per_teacher"] = "mean"
+    epochs: int = Field(30, ge=1, le=10_000)
+    lr: float = Field(3e-3, gt=0, le=10)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE)
+    scheduler: Literal["cosine", "onecycle"] | None = "cosine"
+    patience: int | None = Field(None, ge=1, description="early stopping on validation loss")
+    data: DataSourceConfig | None = Field(
+        None, description="the student's training data (default: the train part of data.split)"
+    )
+    augment: AugmentConfig | None = None
+    labels_only: bool = Field(True, description="also train the student on labels alone, for the table")
+    prune: float | None = Field(None, gt=0, lt=1, description="fraction of the student's channels to remove")
+    prune_epochs: int = Field(10, ge=1, le=10_000, description="distillation fine-tune after pruning")
+    quantize: Literal["dynamic", "static"] | None = Field("dynamic", description="an int8 student graph")
+
+
 class RunConfig(_Strict):
     """The whole ``fusion.yaml``."""
 
@@ -189,6 +235,8 @@ class RunConfig(_Strict):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    #: read by ``modelfusion distill`` (``run`` ignores it)
+    distill: DistillConfig | None = None
 
     #: Folder relative paths are resolved against (the config file's folder).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -471,11 +519,13 @@ def _check_paths(raw: dict[str, Any], base_dir: Path) -> list[str]:
             if not p.exists():
                 problems.append(f"members[{i}].path: {path!r} does not exist (relative to {base_dir})")
     data = raw.get("data")
+    distill = raw.get("distill")
     if isinstance(data, dict):
         for key, section in (
             ("data", data),
             ("data.validation", data.get("validation")),
             ("data.test", data.get("test")),
+            ("distill.data", distill.get("data") if isinstance(distill, dict) else None),
         ):
             if not isinstance(section, dict) or not isinstance(section.get("source"), str):
                 continue

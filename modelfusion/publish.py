@@ -18,7 +18,9 @@ from modelfusion.members.base import sha256_file
 from modelfusion.report.render import FIGURES, REPORT_FILES
 
 #: What a run writes into ``output_dir`` (the leftovers of an interrupted run are only these).
-PUBLISHED = ("bundle", "config.yaml", "report.html", "report.md", "metrics.json", "figures")
+PUBLISHED = ("bundle", "student", "config.yaml", "report.html", "report.md", "metrics.json", "figures")
+#: Bundles a run publishes: the fused model, and the distilled student (``modelfusion distill``).
+BUNDLES = ("bundle", "student")
 
 
 def check_output_dir(out: Path, config_file: Path | None = None) -> None:
@@ -48,9 +50,9 @@ def check_output_dir(out: Path, config_file: Path | None = None) -> None:
             foreign += [
                 f"figures/{p.name}" for p in files if (recorded or {}).get(f"figures/{p.name}") != _digest(p)
             ]
-        elif name == "bundle":
+        elif name in BUNDLES:
             if not is_bundle(entry):
-                foreign.append("bundle")
+                foreign.append(name)
         elif (recorded or {}).get(name) != _digest(entry):
             foreign.append(name)
     if foreign:
@@ -98,6 +100,8 @@ def publish_run(stage: Path, out: Path) -> None:
     report_written = (stage / "report.html").exists()
     if not report_written:  # the previous report describes a bundle that is being replaced
         moves += [(None, out / name) for name in REPORT_FILES if (out / name).exists()]
+    if not (stage / "student").exists() and is_bundle(out / "student"):  # distilled from the old bundle
+        moves.append((None, out / "student"))
     for key, _ in FIGURES:
         name = f"{key}.png"
         if name in staged_figures:

@@ -103,30 +103,45 @@ class Deployment:
 
 def load_data(plan: RunPlan) -> tuple[Dataset, Dataset]:
     """The validation and test datasets (one source split by the config's fractions and seed, or two)."""
-    config = plan.config
-
-    def load(section: Any) -> Dataset:
-        return load_dataset(
-            section.source,
-            format=section.format,
-            label=section.label,
-            features=section.features,
-            base_dir=config.base_dir,
-            **section.options,
-        )
-
-    d = config.data
+    d = plan.config.data
     if d.source is None:  # the config validator guarantees both separate sets then
-        return load(d.validation), load(d.test)
+        return load_section(plan, d.validation), load_section(plan, d.test)
+    parts = _split(plan)
+    return parts["validation"], parts["test"]
+
+
+def load_train_data(plan: RunPlan) -> Dataset:
+    """The ``train`` part of the split (what the members were trained on; validation and test excluded)."""
+    if plan.config.data.source is None:
+        raise ConfigError(
+            "the data has separate validation and test sets, so it has no train part",
+            ["data: no train part"],
+        )
+    return _split(plan)["train"]
+
+
+def load_section(plan: RunPlan, section: Any) -> Dataset:
+    """The dataset one data section of the config (``source``, ``format``, ``label``...) names."""
+    return load_dataset(
+        section.source,
+        format=section.format,
+        label=section.label,
+        features=section.features,
+        base_dir=plan.config.base_dir,
+        **section.options,
+    )
+
+
+def _split(plan: RunPlan) -> dict[str, Dataset]:
+    d = plan.config.data
     s = d.split
-    parts = split_dataset(
-        load(d.as_source()),
+    return split_dataset(
+        load_section(plan, d.as_source()),
         validation=s.validation,
         test=s.test,
-        seed=split_seed(config),
+        seed=split_seed(plan.config),
         stratify=s.stratify,
     )
-    return parts["validation"], parts["test"]
 
 
 def load_members(plan: RunPlan) -> list[Member]:

@@ -63,3 +63,22 @@ def deployment_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     for r in rows:
         table.add_row(*(format_value(k, r.get(k)) for k in keys))
     return table
+
+
+def variant_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """The distillation table: test accuracy and NLL, latency at batch 1 and 256, parameters; Pareto
+    rows starred (ECE and size on disk are in the report: this fits 80 columns)."""
+    keys = ("name", "accuracy", "nll", "latency_b1_ms", "latency_b256_ms", "engine", "n_parameters")
+    table = Table(
+        title="Distillation (test split; ★ on the accuracy-latency Pareto front)", box=box.SIMPLE_HEAD
+    )
+    for key in keys:
+        table.add_column(
+            header(key, short=True),
+            justify="left" if key in ("name", "engine") else "right",
+            no_wrap=key != "name",
+        )
+    for r in rows:
+        cells = {**r, "name": f"{r['name']} ★" if r.get("pareto") else r["name"]}
+        table.add_row(*(format_value(k, cells.get(k)) for k in keys))
+    return table

@@ -79,6 +79,10 @@ class FusionReport:
     #: library versions and when the report was made
     versions: dict[str, str] | None = None
     created: str | None = None
+    #: ``modelfusion distill``: one row per model of the variant table (:class:`~modelfusion.rows.VariantRow`)
+    distillation: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    #: ``modelfusion distill``: the student bundle's graphs, rows as in ``deployment``
+    student_deployment: Sequence[Mapping[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_task(self.task)
@@ -86,10 +90,13 @@ class FusionReport:
         self.members = [dict(r) for r in self.members]
         self.strategies = [dict(r) for r in self.strategies]
         self.deployment = [dict(r) for r in self.deployment]
+        self.distillation = [dict(r) for r in self.distillation]
+        self.student_deployment = [dict(r) for r in self.student_deployment]
         for where, rows in (
             ("members", self.members),
             ("strategies", self.strategies),
             ("deployment", self.deployment),
+            ("distillation", self.distillation),
         ):
             for i, row in enumerate(rows):
                 if "name" not in row:

@@ -28,6 +28,7 @@ __all__ = [
     "cv_figure",
     "deployment_breakdown_figure",
     "deployment_figure",
+    "distillation_figure",
     "error_correlation_figure",
     "plot_fusion_comparison",
     "reliability_figure",
@@ -493,6 +494,73 @@ def deployment_breakdown_figure(report: FusionReport) -> Figure | None:
         frameon=False,
     )
     return fig
+
+
+_KIND_COLORS = {
+    "member": MEMBER_COLOR,
+    "ensemble": FUSED_COLOR,
+    "labels_only": "#b0a0d0",
+    "distilled": CHOSEN_COLOR,
+    "pruned": "#2ca02c",
+    "int8": "#d62728",
+}
+
+
+def distillation_figure(report: FusionReport) -> Figure | None:
+    """Test accuracy against latency per sample at batch 1 and 256, the Pareto front marked (None without rows)."""
+    rows = [r for r in report.distillation if r.get("accuracy") is not None and r.get("latency_b256_ms")]
+    if not rows:
+        return None
+    fig = Figure(figsize=(10.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, title in (
+        (axes[0], "latency_b256_ms", "batch 256 (throughput)"),
+        (axes[1], "latency_b1_ms", "batch 1 (one request)"),
+    ):
+        points = [(float(r[key]), 100 * float(r["accuracy"]), r) for r in rows if r.get(key)]
+        if key == "latency_b256_ms":
+            front = sorted((x, y) for x, y, r in points if r.get("pareto"))
+            ax.step(
+                [x for x, _ in front],
+                [y for _, y in front],
+                where="post",
+                color="#4a5568",
+                linestyle="--",
+                linewidth=1,
+                zorder=1,
+                label="Pareto front",
+            )
+        for (x, y, r), offset in zip(points, _label_offsets([(x, y) for x, y, _ in points]), strict=True):
+            edge = "#1a202c" if r.get("pareto") and key == "latency_b256_ms" else "white"
+            ax.scatter(
+                x, y, s=70, color=_KIND_COLORS.get(str(r.get("kind")), MEMBER_COLOR), edgecolor=edge, zorder=3
+            )
+            ax.annotate(
+                _label(str(r["name"])), (x, y), textcoords="offset points", xytext=offset, fontsize=7.5
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("ms per sample (log scale; left is faster)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend(loc="lower right", fontsize=8, frameon=False)
+    return fig
+
+
+def _label_offsets(points: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Label offsets (points) for a log-x scatter: a label that would sit on an earlier one (within
+    0.3 decades and 4% of the accuracy range) goes below its point, then further down."""
+    ys = [y for _, y in points]
+    near_y = 0.04 * (max(ys) - min(ys) or 1.0)
+    placed: list[tuple[float, float, int]] = []
+    offsets = []
+    for x, y in points:
+        lx = float(np.log10(x))
+        crowd = sum(1 for px, py, _ in placed if abs(px - lx) < 0.3 and abs(py - y) < near_y)
+        dy = 4 if crowd == 0 else -11 * crowd
+        placed.append((lx, y, dy))
+        offsets.append((6, dy))
+    return offsets
 
 
 def _member_colors(n: int) -> np.ndarray:

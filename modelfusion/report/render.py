@@ -78,6 +78,25 @@ _DEPLOYMENT_ORDER = [
     "latency_ms",
     "speedup",
 ]
+_DISTILLATION_ORDER = [
+    "name",
+    "accuracy",
+    "nll",
+    "ece",
+    "latency_b1_ms",
+    "latency_b256_ms",
+    "engine",
+    "n_parameters",
+    "file_size",
+    "pareto",
+]
+_DISTILLATION_SENTENCE = (
+    "One row per model on the test split: the best member, the fused ensemble (the teacher), the student "
+    "trained on labels alone, the distilled student, the pruned and distilled student, and the distilled "
+    "student's int8 graph. Latency is per sample, each model on the fastest of its engines at batch 256; "
+    "'Pareto' marks the models no other model beats on both accuracy and batch-256 latency. The distilled "
+    "student is the bundle in student/."
+)
 _HIDDEN = {"kind", "status"}  # bookkeeping columns of search rows, the same in every row
 # (key, caption) in the order the figures appear
 FIGURES = [
@@ -88,6 +107,11 @@ FIGURES = [
     ("weights", "How the chosen strategy relies on each member (see the notes for what the numbers are)"),
     ("deployment", "Exported graphs: file size and CPU throughput (ONNX Runtime), test accuracy"),
     ("deployment_breakdown", "Where each exported graph's bytes and kernel time go, member by member"),
+    (
+        "distillation",
+        "Distillation: test accuracy against latency per sample, each model on its fastest engine "
+        "(dashed: the Pareto front at batch 256)",
+    ),
     ("confusion", "Confusion matrix of the chosen model on the test split (rows: true class)"),
     ("regression_fit", "The chosen model on the test split: predicted vs actual, and the residuals"),
 ]
@@ -101,6 +125,7 @@ _FIGURE_FUNCTIONS = {
     "weights": plots.weights_figure,
     "deployment": plots.deployment_figure,
     "deployment_breakdown": plots.deployment_breakdown_figure,
+    "distillation": plots.distillation_figure,
     "confusion": plots.confusion_figure,
     "regression_fit": plots.regression_fit_figure,
 }
@@ -263,6 +288,8 @@ def _metrics_document(report: FusionReport, diversity: dict[str, Any] | None) ->
             "class_names": report.class_names,
             "n_test_samples": None if report.y_test is None else len(report.y_test),
             "deployment": report.deployment,
+            "distillation": report.distillation,
+            "student_deployment": report.student_deployment,
             "details": report.details(),
             "data": report.data_summary,
             "notes": report.notes,
@@ -397,6 +424,20 @@ def _render_html(
             ]
             if "deployment_breakdown" in figs:
                 parts.append(_html_figure(figs["deployment_breakdown"][1], figs["deployment_breakdown"][0]))
+    if report.distillation:
+        parts += [
+            "<h2>Distillation</h2>",
+            f"<p>{e(_DISTILLATION_SENTENCE)}</p>",
+            _html_table(report.distillation, _columns(report.distillation, _DISTILLATION_ORDER), metric=None),
+        ]
+        if "distillation" in figs:
+            parts.append(_html_figure(figs["distillation"][1], figs["distillation"][0]))
+        if report.student_deployment:
+            rows = report.student_deployment
+            parts += [
+                "<h3>The student's graphs</h3>",
+                _html_table(rows, _columns(rows, _DEPLOYMENT_ORDER), metric=report.metric),
+            ]
     if report.notes:
         parts += ["<h2>Notes</h2>", "<ul>", *(f"<li>{e(str(n))}</li>" for n in report.notes), "</ul>"]
     if report.config is not None:
@@ -543,6 +584,24 @@ def _render_markdown(
                 "",
             ]
             lines += figure("deployment_breakdown")
+    if report.distillation:
+        lines += [
+            "## Distillation",
+            "",
+            _DISTILLATION_SENTENCE,
+            "",
+            render_markdown_table(report.distillation, _columns(report.distillation, _DISTILLATION_ORDER)),
+            "",
+        ]
+        lines += figure("distillation")
+        if report.student_deployment:
+            rows = report.student_deployment
+            lines += [
+                "### The student's graphs",
+                "",
+                render_markdown_table(rows, _columns(rows, _DEPLOYMENT_ORDER), metric=report.metric),
+                "",
+            ]
     if report.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
     if report.config is not None:

@@ -112,3 +112,37 @@ def test_error_correlation_heatmap_is_annotated(report):
     texts = [t.get_text() for t in ax.texts]
     assert texts.count("1.00") >= 3
     assert np.asarray(ax.images[0].get_array()).shape == (3, 3)
+
+
+def _variant(name, kind, accuracy, b1, b256, pareto):
+    return {
+        "name": name,
+        "kind": kind,
+        "accuracy": accuracy,
+        "latency_b1_ms": b1,
+        "latency_b256_ms": b256,
+        "pareto": pareto,
+    }
+
+
+def test_the_distillation_figure_draws_every_variant_and_the_pareto_front(make_report):
+    from modelfusion.report.plots import distillation_figure
+
+    rows = [
+        _variant("ensemble (7)", "ensemble", 0.978, 0.1, 0.02, True),
+        _variant("distilled", "distilled", 0.966, 0.012, 0.001, False),
+        _variant("distilled int8", "int8", 0.966, 0.013, 0.0007, True),
+        _variant("50% pruned", "pruned", 0.962, 0.009, 0.0004, True),
+    ]
+    report = make_report()
+    assert distillation_figure(report) is None  # a fusion run without distillation: no figure
+    report.distillation = rows
+    fig = distillation_figure(report)
+    throughput, single = fig.axes[:2]
+    assert len(throughput.collections) == 4 and len(single.collections) == 4
+    front = throughput.lines[0]
+    assert list(front.get_xdata()) == [0.0004, 0.0007, 0.02]
+    labels = {t.get_text(): t for t in throughput.texts}
+    assert set(labels) == {"ensemble (7)", "distilled", "distilled int8", "50% pruned"}
+    # two models at the same accuracy, close in latency: their labels do not sit on each other
+    assert labels["distilled"].xyann != labels["distilled int8"].xyann
