@@ -215,6 +215,12 @@ class DistillConfig(_Strict):
         None, description="the student's training data (default: the train part of data.split)"
     )
     augment: AugmentConfig | None = None
+    hint_layers: dict[str, str] | None = Field(
+        None,
+        min_length=1,
+        description="feature distillation: {student_layer: 'member:layer'} of a torch member of the teacher",
+    )
+    hint_weight: float = Field(1.0, gt=0, le=1000, description="weight of the hint (feature) loss")
     labels_only: bool = Field(True, description="also train the student on labels alone, for the table")
     prune: float | None = Field(None, gt=0, lt=1, description="fraction of the student's channels to remove")
     prune_epochs: int = Field(10, ge=1, le=10_000, description="distillation fine-tune after pruning")

@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -33,6 +34,7 @@ from modelfusion.members.base import Member
 from modelfusion.members.torch import TorchMember, build_architecture
 from modelfusion.outputs import EPS
 from modelfusion.predictions import PredictionSet, class_indices, score_members
+from modelfusion.training.hints import HintStudent, resolve_hint_layers, teacher_features
 from modelfusion.training.students import STUDENTS, build_student
 from modelfusion.training.trainer import Trainer
 
@@ -75,26 +77,59 @@ def train_student(
     temperature: float,
     alpha: float,
     weights: np.ndarray | None = None,
+    hints: Hints | None = None,
     **trainer_options: Any,
 ) -> Trainer:
     """Train ``student`` on ``(inputs, label indices, teacher probabilities)`` with :func:`distillation_loss`.
 
     The teacher's probabilities are [rows, C] or, one KL term per teacher, [teachers, rows, C]
-    (averaged with ``weights``). This is :meth:`Distiller.fit` once the soft targets are scored;
-    ``modelfusion distill`` calls it in each torchrun process. Returns the fitted Trainer.
+    (averaged with ``weights``). With ``hints``, the student's named layers are also pulled
+    towards the teacher's activations on the same rows (:mod:`modelfusion.training.hints`; the
+    validation loss is the distillation loss alone). This is :meth:`Distiller.fit` once the soft
+    targets are scored; ``modelfusion distill`` calls it in each torchrun process. Returns the
+    fitted Trainer.
     """
     w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    model: nn.Module = student
+    if hints is not None:
+        model = HintStudent(
+            student,
+            hints.student_layers,
+            [f.shape[1:] for f in hints.features],
+            np.asarray(train[0][:2]),
+            seed=trainer_options.get("seed", 0),
+        )
 
-    def loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    def loss(
+        logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor, *features: torch.Tensor
+    ) -> torch.Tensor:
         teacher = soft.transpose(0, 1) if soft.dim() == 3 else soft  # [batch, teachers, C] -> [teachers, ...]
-        return distillation_loss(logits, teacher, labels, temperature=temperature, alpha=alpha, weights=w)
+        value = distillation_loss(logits, teacher, labels, temperature=temperature, alpha=alpha, weights=w)
+        if features and isinstance(model, HintStudent) and model.training:
+            value = value + hints.weight * model.hint_loss(features)  # type: ignore[union-attr]
+        return value
 
     def rows_first(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
         return (data[0], data[1], _rows_first(data[2]))
 
-    return Trainer(student, loss, **trainer_options).fit(
-        rows_first(train), None if val is None else rows_first(val)
-    )
+    extra = tuple(hints.features) if hints is not None else ()
+    try:
+        return Trainer(model, loss, **trainer_options).fit(
+            (*rows_first(train), *extra), None if val is None else rows_first(val)
+        )
+    finally:
+        if isinstance(model, HintStudent):
+            model.release()
+
+
+@dataclass(frozen=True)
+class Hints:
+    """Feature distillation for :func:`train_student`: the student's layers, the teacher's
+    activations on the training rows (one array per layer, rows first) and the weight of their loss."""
+
+    student_layers: list[str]
+    features: list[np.ndarray]
+    weight: float = 1.0
 
 
 class Distiller:
@@ -120,6 +155,11 @@ class Distiller:
         scikit-learn teacher was trained on, its probabilities are close to one-hot.
     augment_copies : how many augmented copies of the training inputs (0: none).
     cache_dir : the prediction store's folder, so a second run does not score the teacher again.
+    hint_layers : feature distillation from torch teacher members: a list of layer names both the
+        student and the teacher have, or ``{student_layer: teacher_layer}`` (``"member:layer"``
+        when the teacher has several torch members). The teacher's activations are computed once
+        on the transfer set; a learned connector maps the student's onto them (MSE).
+    hint_weight : weight of the hint loss beside the distillation loss.
     **trainer_options : :class:`~modelfusion.training.Trainer` settings (``lr``, ``max_epochs``,
         ``scheduler``, ``early_stopping``, ``checkpoint_dir``, ``seed``...).
 
@@ -152,6 +192,8 @@ class Distiller:
         augment_copies: int = 0,
         cache_dir: str | None = None,
         name: str = "student",
+        hint_layers: Sequence[str] | Mapping[str, str] | None = None,
+        hint_weight: float = 1.0,
         **trainer_options: Any,
     ):
         if teacher_mode not in TEACHER_MODES:
@@ -164,6 +206,14 @@ class Distiller:
             raise ParameterError(
                 f"augment_copies={augment_copies!r} needs augment= (a function) and a count >= 0"
             )
+        if hint_layers is not None and isinstance(teacher, PredictionSet):
+            raise ParameterError(
+                "hint_layers read the teacher's activations: give the teacher as members or a FusedModel, "
+                "not a PredictionSet"
+            )
+        if not hint_weight > 0:
+            raise ParameterError(f"hint_weight must be > 0, got {hint_weight!r}")
+        self.hint_layers, self.hint_weight = hint_layers, hint_weight
         self.augment, self.augment_copies = augment, augment_copies
         self.teacher, self.student, self.student_kwargs = teacher, student, dict(student_kwargs or {})
         self.temperature, self.alpha, self.teacher_mode = temperature, alpha, teacher_mode
@@ -193,6 +243,7 @@ class Distiller:
             temperature=self.temperature,
             alpha=self.alpha,
             weights=weights,
+            hints=self._hints(student, np.asarray(X)),
             **self.trainer_options,
         )
         sample = tuple(np.asarray(X).shape[1:])
@@ -205,6 +256,15 @@ class Distiller:
             **architecture,
         )
         return self
+
+    def _hints(self, student: nn.Module, X: np.ndarray) -> Hints | None:
+        """The hint layers checked and the torch teachers' activations on the transfer set (once)."""
+        if self.hint_layers is None:
+            return None
+        teacher = self.teacher
+        members = teacher.members if isinstance(teacher, FusedModel) else list(teacher)  # type: ignore[arg-type]
+        pairs = resolve_hint_layers(self.hint_layers, student, members)
+        return Hints([p.student_layer for p in pairs], teacher_features(pairs, X), self.hint_weight)
 
     def transfer_set(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """The training inputs plus ``augment_copies`` augmented copies (labels repeated), seeded."""

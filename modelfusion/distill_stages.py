@@ -113,6 +113,11 @@ class DistillPlan:
                 + ([f"{c.prune:.0%} channels pruned + distilled"] if c.prune else [])
                 + ([f"int8 ({c.quantize})"] if c.quantize else [])
             ),
+            *(
+                [f"    hints: {c.hint_layers} (weight {c.hint_weight:g}; teacher activations computed once)"]
+                if c.hint_layers
+                else []
+            ),
             f"    processes: {launch.nproc} x {launch.nnodes} node(s)"
             + (" (torchrun)" if launch.distributed else " (this process)"),
             f"    checkpoints: {self.workdir} (removed once the run is published)",
@@ -129,6 +134,13 @@ def plan_distill(plan: RunPlan, launch: Launch | None = None, *, force: bool = F
     data = _plan_data(plan, d, problems)
     _check_student(d, config.base_dir, problems)
     augment = _plan_augment(d, config.base_dir, problems)
+    if d.hint_layers is not None:
+        torch_members = [m.name for m in plan.members if m.framework == "torch"]
+        if not torch_members:
+            problems.append(
+                "distill.hint_layers: feature distillation reads a torch member's activations; "
+                f"the members are {', '.join(m.name for m in plan.members)} (none is torch)"
+            )
     if d.prune is not None:
         with _problem(problems, "distill.prune"):
             from modelfusion.dependencies import require
@@ -249,8 +261,14 @@ def load_distill_data(plan: RunPlan, dplan: DistillPlan) -> Dataset:
     return stages.load_train_data(plan)
 
 
-def prepare(plan: RunPlan, dplan: DistillPlan, model: FusedModel, val: Dataset) -> Path:
-    """Score the teacher on the transfer set and write the job folder (kept when it is the same job)."""
+def prepare(
+    plan: RunPlan, dplan: DistillPlan, model: FusedModel, val: Dataset, members: list[Member] | None = None
+) -> Path:
+    """Score the teacher on the transfer set and write the job folder (kept when it is the same job).
+
+    ``members`` (default: the model's) are where ``hint_layers`` find their torch member: every
+    member of the run, so a hint can name one the chosen strategy left out.
+    """
     from modelfusion.distill import Distiller, check_student_width
     from modelfusion.predictions import class_indices
     from modelfusion.training.worker import build_job_student, write_job
@@ -285,6 +303,7 @@ def prepare(plan: RunPlan, dplan: DistillPlan, model: FusedModel, val: Dataset) 
     job = _job(plan, d, X, len(classes))
     student = build_job_student(job)[0]
     check_student_width(student, X[:2], len(classes))
+    arrays.update(_hint_features(d, student, members or model.members, X))
     digest = _digest(job, arrays)
     folder = dplan.workdir / digest
     if not (folder / "job.json").exists():
@@ -292,6 +311,21 @@ def prepare(plan: RunPlan, dplan: DistillPlan, model: FusedModel, val: Dataset) 
             shutil.rmtree(dplan.workdir)
         write_job(folder, job, arrays)
     return folder
+
+
+def _hint_features(
+    d: DistillConfig, student: Any, members: list[Member], X: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``hint_<i>``: the torch teachers' activations on the transfer set, one array per hint layer."""
+    if d.hint_layers is None:
+        return {}
+    from modelfusion.training.hints import resolve_hint_layers, teacher_features
+
+    try:
+        pairs = resolve_hint_layers(d.hint_layers, student, members)
+    except ParameterError as exc:
+        raise ConfigError(f"distill.hint_layers: {exc}", [f"distill.hint_layers: {exc}"]) from exc
+    return {f"hint_{i}": f for i, f in enumerate(teacher_features(pairs, X))}
 
 
 def _job(plan: RunPlan, d: DistillConfig, X: np.ndarray, n_classes: int) -> dict[str, Any]:
@@ -304,6 +338,8 @@ def _job(plan: RunPlan, d: DistillConfig, X: np.ndarray, n_classes: int) -> dict
         "alpha": d.alpha,
         "seed": plan.config.seed,
         "labels_only": d.labels_only,
+        "hint_layers": list(d.hint_layers or {}),
+        "hint_weight": d.hint_weight,
         "prune": d.prune,
         "prune_epochs": d.prune_epochs,
         "patience": d.patience,

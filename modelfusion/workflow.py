@@ -177,7 +177,7 @@ def _run_stages(
     model, choice, job = fused.model, fused.choice, None
     if distill is not None:
         phases.start("distilling", f"{choice.name} into a {distill.config.student} student")
-        job = distill_stages.prepare(plan, distill, model, fused.scored.val)
+        job = distill_stages.prepare(plan, distill, model, fused.scored.val, fused.members)
         distill_stages.train(distill, job, progress=progress)
     check_bundle_target(plan.output_dir / "bundle")
     result = RunResult(

@@ -184,6 +184,11 @@ def _print_result(result) -> None:
     console.print(
         f"bundle: {result.bundle_dir} (sha256 {manifest_digest(result.bundle_dir)}, for --expect-sha256)"
     )
+    print_outputs(result)
+
+
+def print_outputs(result) -> None:
+    """The report's path; with ``--verbose``, every published file."""
     if "html" in result.files:
         console.print(f"report: {result.files['html']}")
     if State.verbose:

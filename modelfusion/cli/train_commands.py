@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from modelfusion.cli.console import State, console, err_console, handle_errors, log, warn
+from modelfusion.cli.console import console, err_console, handle_errors, log, warn
 
 
 @handle_errors
@@ -60,16 +60,14 @@ def distill(
 
 
 def _print(result) -> None:
+    from modelfusion.cli.run_commands import print_outputs
     from modelfusion.cli.tables import deployment_table, variant_table
 
     console.print(variant_table(result.distillation))
     if result.student_deployment:
         console.print(deployment_table(result.student_deployment))
     console.print(f"student: {result.files.get('student')} (a bundle: predict, evaluate, or fuse its member)")
-    if "html" in result.files:
-        console.print(f"report: {result.files['html']}")
-    if State.verbose:
-        console.print(result.files)
+    print_outputs(result)
 
 
 def register(app: typer.Typer) -> None:

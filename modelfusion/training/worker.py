@@ -90,6 +90,7 @@ def run_job(folder: Path, *, progress: bool | None = None) -> list[str]:
     train = (data["X"], data["y"], data["soft"])
     val = (data["X_val"], data["y_val"], data["soft_val"]) if len(data["X_val"]) else None
     weights = data.get("weights")
+    hints = _hints(job, data)
     done = []
     for variant in _wanted(job):
         result = folder / f"{variant}.safetensors"
@@ -115,6 +116,7 @@ def run_job(folder: Path, *, progress: bool | None = None) -> list[str]:
                 temperature=job["temperature"],
                 alpha=job["alpha"],
                 weights=weights,
+                hints=hints,
                 **{**options, "max_epochs": epochs, "lr": lr},
                 **checkpoints,
             )
@@ -123,6 +125,16 @@ def run_job(folder: Path, *, progress: bool | None = None) -> list[str]:
         _barrier()
         done.append(variant)
     return done
+
+
+def _hints(job: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> Any:
+    """The job's feature-distillation hints (student layers, teacher activations), or None."""
+    from modelfusion.distill import Hints
+
+    layers = list(job.get("hint_layers") or [])
+    if not layers:
+        return None
+    return Hints(layers, [data[f"hint_{i}"] for i in range(len(layers))], job.get("hint_weight", 1.0))
 
 
 def pruned_student(job: Mapping[str, Any], distilled: nn.Module, data: Mapping[str, np.ndarray]) -> nn.Module:

@@ -35,6 +35,38 @@ def knn_member_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def torch_member_file(tmp_path_factory) -> Path:
+    """A small torch MLP on digits (pixels / 16), saved as safetensors with a built-in architecture."""
+    import torch
+    from safetensors.torch import save_file
+    from sklearn.datasets import load_digits
+
+    from modelfusion.training import Trainer
+    from modelfusion.training.students import MLPStudent
+
+    X, y = load_digits(return_X_y=True)
+    torch.manual_seed(0)
+    net = MLPStudent(64, 10, width=64)
+    Trainer(net, torch.nn.functional.cross_entropy, max_epochs=5, seed=0, progress=False).fit(
+        ((X / 16.0).astype(np.float32), y)
+    )
+    path = tmp_path_factory.mktemp("torch") / "mlp.safetensors"
+    save_file(net.state_dict(), path)
+    return path
+
+
+def _torch_entry(path: Path) -> dict:
+    kwargs = {"in_features": 64, "n_classes": 10, "width": 64}
+    options = {"architecture": "modelfusion.training.students:MLPStudent", "architecture_kwargs": kwargs}
+    return {
+        "name": "torchmlp",
+        "path": str(path),
+        "framework": "torch",
+        "options": {**options, "output_kind": "logits"},
+    }
+
+
 def distill_config(folder: Path, members: list[Path], **distill) -> Path:
     """A run config on builtin digits with a small, fast ``distill:`` section (overridable)."""
     section = {
@@ -48,7 +80,7 @@ def distill_config(folder: Path, members: list[Path], **distill) -> Path:
     }
     raw = {
         "data": {"source": "builtin:digits", "split": {"validation": 0.25, "test": 0.25}},
-        "members": [{"path": str(p)} for p in members],
+        "members": [p if isinstance(p, dict) else {"path": str(p)} for p in members],
         "output_dir": "out",
         "cache_dir": None,
         "fusion": {"strategies": ["mean", "weighted"]},
@@ -173,3 +205,30 @@ def test_ctrl_c_during_training_keeps_the_checkpoints_and_the_same_command_resum
     assert (tmp_path / "out" / "student" / "manifest.json").is_file()
     log = (tmp_path / "out" / "metrics.json").read_text()
     assert "distilled" in log
+
+
+def test_hint_layers_distil_a_torch_members_activations_into_the_student(
+    tmp_path, digits_member_file, torch_member_file
+):
+    members = [digits_member_file, _torch_entry(torch_member_file)]
+    hints = {"net.2": "torchmlp:net.2"}  # the student's first hidden layer onto the torch member's
+    path = distill_config(tmp_path, members, hint_layers=hints, prune=None)
+    dry = invoke("distill", path, "--dry-run")
+    assert dry.exit_code == 0 and "hints: {'net.2': 'torchmlp:net.2'}" in dry.output
+    result = invoke("distill", path)
+    assert result.exit_code == 0, result.output
+    rows = {r["kind"]: r for r in json.loads((tmp_path / "out" / "metrics.json").read_text())["distillation"]}
+    assert rows["distilled"]["accuracy"] > 0.8
+
+
+def test_bad_hint_layers_exit_2_naming_the_field(tmp_path, digits_member_file, torch_member_file):
+    no_torch = distill_config(tmp_path / "a", [digits_member_file], hint_layers={"net.2": "net.2"})
+    result = invoke("distill", no_torch, "--dry-run")
+    assert (
+        result.exit_code == 2 and "distill.hint_layers" in result.output and "none is torch" in result.output
+    )
+    members = [digits_member_file, _torch_entry(torch_member_file)]
+    wrong = distill_config(tmp_path / "b", members, hint_layers={"net.9": "torchmlp:net.2"})
+    result = invoke("distill", wrong)
+    assert result.exit_code == 2 and "distill.hint_layers" in result.output and "'net.9'" in result.output
+    assert not (tmp_path / "b" / "out" / "student").exists()
