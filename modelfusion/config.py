@@ -225,6 +225,7 @@ class DistillConfig(_Strict):
     prune: float | None = Field(None, gt=0, lt=1, description="fraction of the student's channels to remove")
     prune_epochs: int = Field(10, ge=1, le=10_000, description="distillation fine-tune after pruning")
     quantize: Literal["dynamic", "static"] | None = Field("dynamic", description="an int8 student graph")
+    tensorboard: bool = Field(False, description="TensorBoard curves in output_dir/tensorboard/<student>")
 
 
 class RunConfig(_Strict):

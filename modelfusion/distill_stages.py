@@ -141,6 +141,11 @@ def plan_distill(plan: RunPlan, launch: Launch | None = None, *, force: bool = F
                 "distill.hint_layers: feature distillation reads a torch member's activations; "
                 f"the members are {', '.join(m.name for m in plan.members)} (none is torch)"
             )
+    if d.tensorboard:
+        with _problem(problems, "distill.tensorboard"):
+            from modelfusion.training.tensorboard import check_tensorboard
+
+            check_tensorboard()
     if d.prune is not None:
         with _problem(problems, "distill.prune"):
             from modelfusion.dependencies import require
@@ -270,8 +275,9 @@ def prepare(
     member of the run, so a hint can name one the chosen strategy left out.
     """
     from modelfusion.distill import Distiller, check_student_width
+    from modelfusion.files import write_text_atomic
     from modelfusion.predictions import class_indices
-    from modelfusion.training.worker import build_job_student, write_job
+    from modelfusion.training.worker import JOB, build_job_student, write_job
 
     d, seed = dplan.config, plan.config.seed
     train_data = load_distill_data(plan, dplan)
@@ -305,11 +311,15 @@ def prepare(
     check_student_width(student, X[:2], len(classes))
     arrays.update(_hint_features(d, student, members or model.members, X))
     digest = _digest(job, arrays)
+    if d.tensorboard:  # where the curves go is not part of the job: the same checkpoints resume
+        job["tensorboard_dir"] = str(plan.output_dir / "tensorboard")
     folder = dplan.workdir / digest
-    if not (folder / "job.json").exists():
-        if dplan.workdir.exists():  # another job's checkpoints: a different config or teacher
-            shutil.rmtree(dplan.workdir)
-        write_job(folder, job, arrays)
+    if (folder / JOB).exists():  # the same job: keep its checkpoints, take the new logging setting
+        write_text_atomic(folder / JOB, json.dumps(job, indent=2, sort_keys=True) + "\n")
+        return folder
+    if dplan.workdir.exists():  # another job's checkpoints: a different config or teacher
+        shutil.rmtree(dplan.workdir)
+    write_job(folder, job, arrays)
     return folder
 
 

@@ -35,6 +35,7 @@ from modelfusion.errors import ArgumentTypeError, ParameterError, TrainingError
 from modelfusion.files import write_text_atomic
 from modelfusion.progress import progress_bar
 from modelfusion.training.checkpoint import LAST, load_checkpoint, save_checkpoint
+from modelfusion.training.tensorboard import EpochLog, check_tensorboard
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
@@ -98,6 +99,8 @@ class Trainer:
     metrics : ``{name: metric(outputs, *targets) -> float}`` computed on the validation data
         after each epoch (e.g. accuracy), columns of the history.
     progress : draw a progress bar (default: only on an interactive terminal outside CI).
+    tensorboard_dir : also write every history column as TensorBoard scalars here (rank 0 only;
+        extra ``tensorboard``). Logging does not take part in the checkpoint's configuration.
 
     Attributes
     ----------
@@ -132,6 +135,7 @@ class Trainer:
         device: str = "auto",
         metrics: Mapping[str, Metric] | None = None,
         progress: bool | None = None,
+        tensorboard_dir: str | Path | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise ArgumentTypeError(f"Trainer trains a torch.nn.Module, got {type(model).__name__}")
@@ -141,7 +145,10 @@ class Trainer:
         self.early_stopping, self.precision, self.grad_clip = early_stopping, precision, grad_clip
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.seed, self.device, self.metrics, self.progress = seed, device, dict(metrics or {}), progress
+        self.tensorboard_dir = None if tensorboard_dir is None else Path(tensorboard_dir)
         self._check_params()
+        if self.tensorboard_dir is not None:
+            check_tensorboard()  # before any training: a missing extra is a setup error
 
     def _check_params(self) -> None:
         if isinstance(self.optimizer, str) and self.optimizer not in OPTIMIZERS:
@@ -346,7 +353,8 @@ class _Run:
     def loop(self) -> None:
         t = self.t
         remaining = range(len(self.history) + 1, t.max_epochs + 1)
-        with progress_bar(t.progress) as bar:
+        board = EpochLog(t.tensorboard_dir, start_epoch=len(self.history) + 1, enabled=self.rank == 0)
+        with progress_bar(t.progress) as bar, board:
             task = bar.add_task("training", total=len(remaining) * len(self.loader))
             for epoch in remaining:
                 if self.stopped_early:
@@ -359,6 +367,7 @@ class _Run:
                 row["lr"] = float(self.optimizer.param_groups[0]["lr"])
                 row["seconds"] = time.perf_counter() - start
                 self.history.append(row)
+                board.write(row)
                 self.track(row, epoch)
                 self.save()
         stop = t.early_stopping

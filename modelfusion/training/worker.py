@@ -97,6 +97,8 @@ def run_job(folder: Path, *, progress: bool | None = None) -> list[str]:
         if result.exists():
             continue
         checkpoints: dict[str, Any] = {"checkpoint_dir": folder / variant}
+        if job.get("tensorboard_dir"):
+            checkpoints["tensorboard_dir"] = Path(job["tensorboard_dir"]) / variant
         if variant == "labels_only":
             student = build_job_student(job)[0]
             Trainer(student, _cross_entropy, **options, **checkpoints).fit(

@@ -232,3 +232,16 @@ def test_bad_hint_layers_exit_2_naming_the_field(tmp_path, digits_member_file, t
     result = invoke("distill", wrong)
     assert result.exit_code == 2 and "distill.hint_layers" in result.output and "'net.9'" in result.output
     assert not (tmp_path / "b" / "out" / "student").exists()
+
+
+def test_tensorboard_curves_of_each_student_go_under_the_output_folder(tmp_path, digits_member_file):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = distill_config(tmp_path, [digits_member_file], tensorboard=True, prune=None, epochs=2)
+    result = invoke("distill", path)
+    assert result.exit_code == 0, result.output
+    for student in ("labels_only", "distilled"):
+        events = EventAccumulator(str(tmp_path / "out" / "tensorboard" / student))
+        events.Reload()
+        assert [e.step for e in events.Scalars("train_loss")] == [1, 2]

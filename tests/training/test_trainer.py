@@ -11,7 +11,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from modelfusion.errors import CheckpointError, ParameterError, TrainingError
+from modelfusion.errors import CheckpointError, MissingDependencyError, ParameterError, TrainingError
 from modelfusion.training import EarlyStopping, Trainer, load_checkpoint
 from modelfusion.training.checkpoint import LAST
 
@@ -246,3 +246,35 @@ def test_two_gloo_processes_under_torchrun_train_the_single_process_weights(digi
         [r["train_loss"] for r in single.history_]
     )
     assert (tmp_path / "ckpt" / LAST).is_file()  # written by rank 0
+
+
+def _scalars(folder, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every ``tag`` event TensorBoard reads back from ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_tensorboard_gets_every_history_column_once_per_epoch_across_a_resume(digits, tmp_path):
+    pytest.importorskip("tensorboard")
+    train, val = digits
+    board, ckpt = tmp_path / "tb", tmp_path / "ckpt"
+    steps = -(-len(train[0]) // 64)
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 3, after epochs 1 and 2 were logged
+        _trainer(_net(), _KilledAt(2 * steps + 3), checkpoint_dir=ckpt, tensorboard_dir=board).fit(train, val)
+    trainer = _trainer(_net(), checkpoint_dir=ckpt, tensorboard_dir=board).fit(train, val)
+    logged = _scalars(board, "train_loss")
+    assert [step for step, _ in logged] == [1, 2, 3, 4]
+    assert [v for _, v in logged] == pytest.approx([r["train_loss"] for r in trainer.history_], rel=1e-6)
+    assert [step for step, _ in _scalars(board, "val_loss")] == [1, 2, 3, 4]
+    assert [step for step, _ in _scalars(board, "lr")] == [1, 2, 3, 4]
+
+
+def test_tensorboard_without_the_package_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # what a missing package looks like to import
+    with pytest.raises(MissingDependencyError, match=r"modelfusion\[tensorboard\]"):
+        _trainer(_net(), tensorboard_dir="tb")
