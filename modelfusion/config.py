@@ -208,6 +208,7 @@ class DistillConfig(_Strict):
     teacher_mode: Literal["mean", "per_teacher"] = "mean"
     epochs: int = Field(30, ge=1, le=10_000)
     lr: float = Field(3e-3, gt=0, le=10)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE)
     scheduler: Literal["cosine", "onecycle"] | None = "cosine"
     patience: int | None = Field(None, ge=1, description="early stopping on validation loss")

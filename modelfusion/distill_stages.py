@@ -355,6 +355,7 @@ def _job(plan: RunPlan, d: DistillConfig, X: np.ndarray, n_classes: int) -> dict
         "patience": d.patience,
         "trainer": {
             "lr": d.lr,
+            "optimizer": d.optimizer,
             "batch_size": d.batch_size,
             "max_epochs": d.epochs,
             "scheduler": d.scheduler,

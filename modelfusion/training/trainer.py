@@ -29,12 +29,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from modelfusion.errors import ArgumentTypeError, ParameterError, TrainingError
 from modelfusion.files import write_text_atomic
 from modelfusion.progress import progress_bar
 from modelfusion.training.checkpoint import LAST, load_checkpoint, save_checkpoint
+from modelfusion.training.sharding import BatchShares, share_rows, share_weight
 from modelfusion.training.tensorboard import EpochLog, check_tensorboard
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -192,10 +193,8 @@ class Trainer:
             )
         # Every process shuffles with the same seed and takes its own share of each batch, so the
         # union of the processes' batches is the single-process batch (DDP averages their gradients).
-        sampler: DistributedSampler[int] = DistributedSampler(
-            train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
-        )
-        loader = DataLoader(train_set, self.batch_size // world, sampler=sampler)
+        shares = BatchShares(len(train_set), self.batch_size, world=world, rank=rank, seed=self.seed)  # type: ignore[arg-type]
+        loader = DataLoader(train_set, batch_sampler=shares)
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.seed)
@@ -361,7 +360,7 @@ class _Run:
                     break
                 start = time.perf_counter()
                 bar.update(task, description=f"training epoch {epoch}/{t.max_epochs}")
-                self.loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]  # the epoch's shuffle
+                self.loader.batch_sampler.set_epoch(epoch)  # type: ignore[union-attr]  # the epoch's shuffle
                 train_loss = self.train_epoch(epoch, lambda: bar.advance(task))
                 row = {"epoch": epoch, "train_loss": train_loss, **self.validate()}
                 row["lr"] = float(self.optimizer.param_groups[0]["lr"])
@@ -376,6 +375,7 @@ class _Run:
 
     def train_epoch(self, epoch: int, advance: Callable[[], None]) -> float:
         t, total, rows = self.t, 0.0, 0
+        n_rows = len(self.loader.dataset)  # type: ignore[arg-type]  # a map-style dataset
         t.model.train()
         for step, batch in enumerate(self.loader, start=1):
             x, *targets = (b.to(self.device) for b in batch)
@@ -388,27 +388,34 @@ class _Run:
                     f"the loss is {loss.item()} at epoch {epoch}, batch {step}: training stopped ({kept}); "
                     "lower lr, set grad_clip=, or check the data for NaN/inf"
                 )
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)
-            else:
-                loss.backward()
-            if t.grad_clip is not None:
-                nn.utils.clip_grad_norm_(t.model.parameters(), t.grad_clip)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
+            mine = share_rows(n_rows, t.batch_size, step=step, world=self.world, rank=self.rank)
+            self.step(loss * share_weight(n_rows, t.batch_size, step=step, world=self.world, rank=self.rank))
             if self.scheduler is not None:
                 self.scheduler.step()
-            total, rows = total + float(loss.detach()) * len(x), rows + len(x)
+            total, rows = total + float(loss.detach()) * mine, rows + mine
             advance()
         if self.world > 1:  # the mean over every process's rows
             sums = torch.tensor([total, float(rows)], dtype=torch.float64)
             torch.distributed.all_reduce(sums)
             total, rows = float(sums[0]), int(sums[1])
         return total / max(rows, 1)
+
+    def step(self, objective: torch.Tensor) -> None:
+        """Backward and an optimizer step (loss scaling, gradient clipping); DDP averages the
+        processes' gradients during the backward."""
+        t = self.t
+        if self.scaler is not None:
+            self.scaler.scale(objective).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            objective.backward()
+        if t.grad_clip is not None:
+            nn.utils.clip_grad_norm_(t.model.parameters(), t.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
 
     def validate(self) -> dict[str, float]:
         if self.val is None:

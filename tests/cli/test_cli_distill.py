@@ -245,3 +245,33 @@ def test_tensorboard_curves_of_each_student_go_under_the_output_folder(tmp_path,
         events = EventAccumulator(str(tmp_path / "out" / "tensorboard" / student))
         events.Reload()
         assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
+
+
+def test_nproc_2_trains_under_torchrun_and_publishes_the_one_process_student(
+    tmp_path, digits_member_file, monkeypatch
+):
+    """``--nproc 2`` launches torchrun (2 gloo processes) and publishes the 1-process student, on a
+    train split of 899 rows (uneven shares). SGD: Adam divides by the root of near-zero second
+    moments, which turns float-order differences into lr-sized ones on dead units."""
+    import os
+
+    from safetensors.torch import load_file
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 CPUs")
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    weights = {}
+    for nproc in (1, 2):
+        folder = tmp_path / f"n{nproc}"
+        settings = dict(prune=None, labels_only=False, epochs=2, batch_size=64, optimizer="sgd", lr=0.05)
+        result = invoke(
+            "distill", distill_config(folder, [digits_member_file], **settings), "--nproc", str(nproc)
+        )
+        assert result.exit_code == 0, result.output
+        (member_file,) = (folder / "out" / "student").glob("members/*/*.safetensors")
+        weights[nproc] = load_file(str(member_file))
+    assert weights[1].keys() == weights[2].keys()
+    for name, value in weights[1].items():
+        assert np.allclose(weights[2][name].numpy(), value.numpy(), atol=1e-5, rtol=0), name

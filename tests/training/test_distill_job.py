@@ -19,18 +19,19 @@ from modelfusion.training.worker import load_students, read_job, run_job, write_
 
 @pytest.fixture(scope="module")
 def job_arrays() -> dict[str, np.ndarray]:
-    """512 training and 128 validation digits with a logistic regression's probabilities as soft targets."""
+    """513 training rows (8 batches of 64 and one of 1: a process with no row of its own in the last
+    batch) and 127 validation digits, a logistic regression's probabilities as soft targets."""
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
     teacher = LogisticRegression(max_iter=300).fit(X[640:], y[640:])
     soft = teacher.predict_proba(X[:640]).astype(np.float32)
     return {
-        "X": X[:512],
-        "y": y[:512],
-        "soft": soft[:512],
-        "X_val": X[512:640],
-        "y_val": y[512:640],
-        "soft_val": soft[512:640],
+        "X": X[:513],
+        "y": y[:513],
+        "soft": soft[:513],
+        "X_val": X[513:640],
+        "y_val": y[513:640],
+        "soft_val": soft[513:640],
         "classes": np.asarray([str(c) for c in range(10)]),
     }
 
@@ -72,7 +73,7 @@ def test_a_job_trains_each_variant_once_and_reloads_them(tmp_path, job_arrays):
     assert set(students) == {"labels_only", "distilled"}
     with torch.no_grad():
         logits = students["distilled"](torch.from_numpy(job_arrays["X_val"]))
-    assert logits.shape == (128, 10)
+    assert logits.shape == (127, 10)
     first = {name: next(iter(module.parameters())) for name, module in students.items()}
     assert not torch.equal(first["distilled"], first["labels_only"])  # different losses, different weights
 
@@ -135,3 +136,25 @@ def test_the_pareto_front_holds_the_rows_no_other_row_beats_on_both_axes():
     )
     front = {r.name for r in rows if r.pareto}
     assert front == {"big", "small", "tie"}
+
+
+@pytest.mark.parametrize("n_rows", [640, 641, 899])
+def test_batch_shares_cover_every_row_once_and_weigh_the_processes_to_the_batch_mean(n_rows):
+    from modelfusion.training.sharding import BatchShares, share_rows, share_weight
+
+    whole = list(BatchShares(n_rows, 64, seed=3))
+    for epoch in (1, 2):
+        parts = []
+        for rank in range(2):
+            sampler = BatchShares(n_rows, 64, world=2, rank=rank, seed=3)
+            sampler.set_epoch(epoch)
+            parts.append(list(sampler))
+        assert len(parts[0]) == len(parts[1]) == -(-n_rows // 64)  # the same number of steps
+        single = BatchShares(n_rows, 64, seed=3)
+        single.set_epoch(epoch)
+        for step, (batch, a, b) in enumerate(zip(single, *parts, strict=True), start=1):
+            real = [share_rows(n_rows, 64, step=step, world=2, rank=r) for r in range(2)]
+            assert sorted(a[: real[0]] + b[: real[1]]) == sorted(batch)  # each row of the batch once
+            weights = [share_weight(n_rows, 64, step=step, world=2, rank=r) for r in range(2)]
+            assert sum(weights) == pytest.approx(2.0)  # DDP divides by 2: the batch's mean loss
+    assert sorted(i for batch in whole for i in batch) == list(range(n_rows))
