@@ -35,6 +35,7 @@ from modelfusion.members.torch import TorchMember, build_architecture
 from modelfusion.outputs import EPS
 from modelfusion.predictions import PredictionSet, class_indices, score_members
 from modelfusion.training.hints import HintStudent, resolve_hint_layers, teacher_features
+from modelfusion.training.online import OnlineTeacherStudent
 from modelfusion.training.students import STUDENTS, build_student
 from modelfusion.training.trainer import Trainer
 
@@ -71,13 +72,14 @@ def distillation_loss(
 
 def train_student(
     student: nn.Module,
-    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
     val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     *,
     temperature: float,
     alpha: float,
     weights: np.ndarray | None = None,
     hints: Hints | None = None,
+    online: Online | None = None,
     **trainer_options: Any,
 ) -> Trainer:
     """Train ``student`` on ``(inputs, label indices, teacher probabilities)`` with :func:`distillation_loss`.
@@ -85,12 +87,22 @@ def train_student(
     The teacher's probabilities are [rows, C] or, one KL term per teacher, [teachers, rows, C]
     (averaged with ``weights``). With ``hints``, the student's named layers are also pulled
     towards the teacher's activations on the same rows (:mod:`modelfusion.training.hints`; the
-    validation loss is the distillation loss alone). This is :meth:`Distiller.fit` once the soft
-    targets are scored; ``modelfusion distill`` calls it in each torchrun process. Returns the
-    fitted Trainer.
+    validation loss is the distillation loss alone). With ``online`` (an all-torch teacher), the
+    training soft targets are not given (``train[2]`` is None): every batch is augmented afresh
+    and the teacher runs on it (:mod:`modelfusion.training.online`); validation still uses
+    ``val``'s stored targets. This is :meth:`Distiller.fit` once the soft targets are scored;
+    ``modelfusion distill`` calls it in each torchrun process. Returns the fitted Trainer.
     """
     w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
     model: nn.Module = student
+    if online is not None:
+        if hints is not None:
+            raise ParameterError(
+                "hint_layers need the teacher's activations on fixed rows: not with online augmentation"
+            )
+        model = OnlineTeacherStudent(
+            student, online.teacher, augment=online.augment, per_teacher=weights is not None
+        )
     if hints is not None:
         model = HintStudent(
             student,
@@ -100,17 +112,22 @@ def train_student(
             seed=trainer_options.get("seed", 0),
         )
 
-    def loss(
-        logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor, *features: torch.Tensor
-    ) -> torch.Tensor:
-        teacher = soft.transpose(0, 1) if soft.dim() == 3 else soft  # [batch, teachers, C] -> [teachers, ...]
+    def loss(logits: torch.Tensor, labels: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        features: tuple[torch.Tensor, ...] = ()
+        if isinstance(model, OnlineTeacherStudent) and model.training:
+            assert model.teacher_proba_ is not None
+            teacher = model.teacher_proba_  # already [teachers, batch, C] per teacher
+        else:
+            soft, features = rest[0], rest[1:]
+            # [batch, teachers, C] -> [teachers, batch, C]
+            teacher = soft.transpose(0, 1) if soft.dim() == 3 else soft
         value = distillation_loss(logits, teacher, labels, temperature=temperature, alpha=alpha, weights=w)
-        if features and isinstance(model, HintStudent) and model.training:
-            value = value + hints.weight * model.hint_loss(features)  # type: ignore[union-attr]
+        if features and hints is not None and isinstance(model, HintStudent) and model.training:
+            value = value + hints.weight * model.hint_loss(features)
         return value
 
-    def rows_first(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
-        return (data[0], data[1], _rows_first(data[2]))
+    def rows_first(data: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> tuple[np.ndarray, ...]:
+        return (data[0], data[1]) if data[2] is None else (data[0], data[1], _rows_first(data[2]))
 
     extra = tuple(hints.features) if hints is not None else ()
     try:
@@ -120,6 +137,15 @@ def train_student(
     finally:
         if isinstance(model, HintStudent):
             model.release()
+
+
+@dataclass(frozen=True)
+class Online:
+    """Online distillation for :func:`train_student`: an all-torch teacher (``FusedModel.to_torch()``)
+    run on every training batch, after ``augment`` (a new draw per batch and epoch; None: none)."""
+
+    teacher: nn.Module
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +186,9 @@ class Distiller:
         when the teacher has several torch members). The teacher's activations are computed once
         on the transfer set; a learned connector maps the student's onto them (MSE).
     hint_weight : weight of the hint loss beside the distillation loss.
+    augment_online : for a FusedModel of torch members: augment every training batch afresh (each
+        epoch a new draw of ``augment``; None: no augmentation) and run the teacher on it, instead
+        of scoring fixed rows once through the store (:mod:`modelfusion.training.online`).
     **trainer_options : :class:`~modelfusion.training.Trainer` settings (``lr``, ``max_epochs``,
         ``scheduler``, ``early_stopping``, ``checkpoint_dir``, ``seed``...).
 
@@ -194,6 +223,7 @@ class Distiller:
         name: str = "student",
         hint_layers: Sequence[str] | Mapping[str, str] | None = None,
         hint_weight: float = 1.0,
+        augment_online: bool = False,
         **trainer_options: Any,
     ):
         if teacher_mode not in TEACHER_MODES:
@@ -213,6 +243,11 @@ class Distiller:
             )
         if not hint_weight > 0:
             raise ParameterError(f"hint_weight must be > 0, got {hint_weight!r}")
+        if augment_online and augment_copies:
+            raise ParameterError(
+                "augment_online draws a new augmentation of every batch: it replaces augment_copies (give one)"
+            )
+        self.augment_online = augment_online
         self.hint_layers, self.hint_weight = hint_layers, hint_weight
         self.augment, self.augment_copies = augment, augment_copies
         self.teacher, self.student, self.student_kwargs = teacher, student, dict(student_kwargs or {})
@@ -223,7 +258,12 @@ class Distiller:
     def fit(self, train: tuple[Any, Any], val: tuple[Any, Any] | None = None) -> Distiller:
         """Score the teacher once on ``train`` (and ``val``), then train the student; returns self."""
         X, y = self.transfer_set(*train)
-        targets, classes, weights = self.soft_targets(X)
+        online = self._online()
+        if online is None:
+            targets, classes, weights = self.soft_targets(X)
+        else:  # the teacher runs on every (augmented) batch: here only its classes and weights
+            _, classes, weights = self.soft_targets(np.asarray(X)[:2])
+            targets = None
         self.classes_ = classes
         y_enc = class_indices(y, classes, whose="the teacher's")
         student, architecture = self._student_module(tuple(np.asarray(X).shape[1:]), len(classes))
@@ -244,6 +284,7 @@ class Distiller:
             alpha=self.alpha,
             weights=weights,
             hints=self._hints(student, np.asarray(X)),
+            online=online,
             **self.trainer_options,
         )
         sample = tuple(np.asarray(X).shape[1:])
@@ -256,6 +297,23 @@ class Distiller:
             **architecture,
         )
         return self
+
+    def _online(self) -> Online | None:
+        """The all-torch teacher as one module, for ``augment_online=True``."""
+        if not self.augment_online:
+            return None
+        if not isinstance(self.teacher, FusedModel):
+            raise ParameterError(
+                "augment_online runs the teacher on every batch: give it as a FusedModel of torch members"
+            )
+        try:
+            module = self.teacher.to_torch()
+        except ModelFusionError as exc:
+            raise ParameterError(
+                f"augment_online needs an all-torch teacher ({exc}); without it, augment_copies= scores "
+                "augmented copies once through the prediction store"
+            ) from exc
+        return Online(module, self.augment)
 
     def _hints(self, student: nn.Module, X: np.ndarray) -> Hints | None:
         """The hint layers checked and the torch teachers' activations on the transfer set (once)."""
@@ -334,9 +392,20 @@ class Distiller:
     def _student_module(
         self, sample_shape: tuple[int, ...], n_classes: int
     ) -> tuple[nn.Module, dict[str, Any]]:
-        """The student module and the architecture options its member saves with (safetensors when known)."""
+        """The student module and the architecture options its member saves with (safetensors when known).
+
+        A student built by name starts from weights drawn with the trainer's ``seed`` (the caller's
+        random state untouched), so the same settings give the same student.
+        """
         if isinstance(self.student, nn.Module):
             return self.student, {}
+        with torch.random.fork_rng():
+            torch.manual_seed(self.trainer_options.get("seed", 0))
+            return self._built_student(sample_shape, n_classes)
+
+    def _built_student(
+        self, sample_shape: tuple[int, ...], n_classes: int
+    ) -> tuple[nn.Module, dict[str, Any]]:
         if isinstance(self.student, str) and self.student in STUDENTS:
             module, path, kwargs = build_student(
                 self.student, sample_shape=sample_shape, n_classes=n_classes, **self.student_kwargs

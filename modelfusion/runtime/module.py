@@ -40,9 +40,13 @@ class FusedModule(nn.Module):
         self.rule = rule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rule(self.member_scores(x))
+
+    def member_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's probabilities (values for regression), columns aligned: [members, batch, outputs]."""
         scores = []
         for member, prep, kind, cols in zip(self.members, self.preprocess, self.kinds, self.columns):
             out = member(prep(x))
             out = out if self.task == "regression" else torch_to_proba(out, kind, self.task)
             scores.append(out if cols is None else out[:, list(cols)])
-        return self.rule(torch.stack(scores, dim=0))
+        return torch.stack(scores, dim=0)
