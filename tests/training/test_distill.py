@@ -192,3 +192,36 @@ def test_a_built_in_student_is_sized_from_the_data_and_a_bundle_rebuilds_it_with
         build_student("cnn", sample_shape=(64,), n_classes=10)
     with pytest.raises(ParameterError, match="student 'vit' is not a built-in one"):
         build_student("vit", sample_shape=(64,), n_classes=10)
+
+
+def test_vit_pytorchs_distillable_vit_is_a_student_on_images(ensemble):
+    """vit-pytorch's ``DistillableViT`` learns from the ensemble's soft targets on 1x8x8 digit images."""
+    pytest.importorskip("vit_pytorch")
+    from vit_pytorch.distill import DistillableViT
+
+    fused, (X, y), _, (X_test, y_test) = ensemble
+    teacher = score_members(fused.members, X, progress=False)  # scored on the flat rows, once
+    torch.manual_seed(0)
+    vit = DistillableViT(
+        image_size=8, patch_size=2, num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, channels=1
+    )
+    images = X.reshape(-1, 1, 8, 8)
+    d = Distiller(teacher, vit, alpha=0.9, **{**OPTIONS, "max_epochs": 6}).fit((images, y))
+    history = d.trainer_.history_
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    proba = d.student_member_.predict_proba(X_test.reshape(-1, 1, 8, 8))
+    assert proba.shape == (len(X_test), 10) and (proba.argmax(1) == y_test).mean() > 0.5
+
+
+def test_a_torchvision_architecture_by_name_is_a_student(ensemble, tmp_path):
+    pytest.importorskip("torchvision")
+    fused, (X, y), _, (X_test, _) = ensemble
+    teacher = score_members(fused.members, X[:128], progress=False)
+    images = np.repeat(X[:128].reshape(-1, 1, 8, 8), 3, axis=1)  # 3 channels, 8x8: a tiny image
+    student_kwargs = {"num_classes": 10, "width_mult": 0.25}
+    d = Distiller(teacher, "mobilenet_v2", student_kwargs=student_kwargs, **{**OPTIONS, "max_epochs": 1})
+    member = d.fit((images, y[:128])).student_member_
+    assert member.architecture == "mobilenet_v2" and member.architecture_kwargs == student_kwargs
+    FusedModel([member], Mean().fit(score_members([member], images, progress=False))).save(tmp_path / "b")
+    loaded = FusedModel.load(tmp_path / "b")  # a torchvision name with plain arguments: no trust needed
+    np.testing.assert_allclose(loaded.predict_proba(images[:4]), member.predict_proba(images[:4]), atol=1e-5)
