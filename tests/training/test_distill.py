@@ -197,16 +197,17 @@ def test_a_built_in_student_is_sized_from_the_data_and_a_bundle_rebuilds_it_with
 def test_vit_pytorchs_distillable_vit_is_a_student_on_images(ensemble):
     """vit-pytorch's ``DistillableViT`` learns from the ensemble's soft targets on 1x8x8 digit images."""
     pytest.importorskip("vit_pytorch")
-    from vit_pytorch.distill import DistillableViT
 
     fused, (X, y), _, (X_test, y_test) = ensemble
     teacher = score_members(fused.members, X, progress=False)  # scored on the flat rows, once
-    torch.manual_seed(0)
-    vit = DistillableViT(
-        image_size=8, patch_size=2, num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, channels=1
-    )
+    vit = {"image_size": 8, "patch_size": 2, "num_classes": 10, "dim": 32, "depth": 2, "heads": 4}
+    vit.update(mlp_dim=64, channels=1)
     images = X.reshape(-1, 1, 8, 8)
-    d = Distiller(teacher, vit, alpha=0.9, **{**OPTIONS, "max_epochs": 6}).fit((images, y))
+    name = "vit_pytorch.distill:DistillableViT"  # by import path and keyword arguments
+    d = Distiller(teacher, name, student_kwargs=vit, alpha=0.9, **{**OPTIONS, "max_epochs": 6}).fit(
+        (images, y)
+    )
+    assert type(d.student_member_.module).__name__ == "DistillableViT"
     history = d.trainer_.history_
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     proba = d.student_member_.predict_proba(X_test.reshape(-1, 1, 8, 8))
