@@ -433,7 +433,8 @@ def write_student(
     ]
     from modelfusion.distill_table import variant_rows
 
-    rows = variant_rows(plan, model, members, scored, students, stage / "student", folder)
+    bundle_graph = stage / "bundle" / "fused.onnx"  # written by the deploy step when it asks for ONNX
+    rows = variant_rows(plan, model, members, scored, students, stage / "student", folder, bundle_graph)
     return Distilled(rows, deployment, _notes(dplan, rows))
 
 

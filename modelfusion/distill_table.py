@@ -53,10 +53,12 @@ def variant_rows(
     students: Mapping[str, nn.Module],
     student_dir: Path,
     folder: Path,
+    ensemble_graph: Path | None = None,
 ) -> list[VariantRow]:
-    """Measure every model of the table on the test split (ONNX graphs written into ``folder``)."""
+    """Measure every model of the table on the test split (ONNX graphs written into ``folder``;
+    ``ensemble_graph``: the bundle's fused graph when the run exported one, measured as it is)."""
     X, y = as_float32(scored.test.X), scored.y_test
-    rows = [best_member_row(members, scored), ensemble_row(model, X, y, folder)]
+    rows = [best_member_row(members, scored), ensemble_row(model, X, y, folder, ensemble_graph)]
     prune = (plan.config.distill.prune if plan.config.distill else None) or 0.0
     for variant, module in students.items():
         engines, path = torch_engines(module, X[:2], folder, variant)
@@ -101,14 +103,19 @@ def best_member_row(members: list[Member], scored: Any) -> VariantRow:
     )
 
 
-def ensemble_row(model: FusedModel, X: np.ndarray, y: np.ndarray, folder: Path) -> VariantRow:
-    """The fused ensemble on the faster of its members one by one and its one ONNX graph (when it has one)."""
+def ensemble_row(
+    model: FusedModel, X: np.ndarray, y: np.ndarray, folder: Path, graph: Path | None = None
+) -> VariantRow:
+    """The fused ensemble on the faster of its members one by one and its one ONNX graph (``graph``
+    when given and written, else exported into ``folder`` when the ensemble has one)."""
     engines: dict[str, Runner] = {"members": lambda rows: model.predict_proba(rows, engine="members")}
     size = sum(m.file_size or 0 for m in model.members) or None
-    try:
-        path = model.export_onnx(folder / "fused.onnx", example_input=X[:8])
-    except Exception:  # no ONNX form, or a converter failing, must not fail the table: members alone
-        path = None
+    path = graph if graph is not None and graph.exists() else None
+    if path is None:
+        try:
+            path = model.export_onnx(folder / "fused.onnx", example_input=X[:8])
+        except Exception:  # no ONNX form, or a converter failing, must not fail the table: members alone
+            path = None
     if path is not None:
         engines["onnx"] = onnx_runner(path)
         size = path.stat().st_size
