@@ -35,6 +35,11 @@ class MultimodalFusion(nn.Module):
         encoder's output is checked on every call and a mismatch raises
         :class:`~modelfusion.multimodal.FeatureWidthError` naming the encoder.
 
+    Built directly, ``MultimodalFusion(encoders={"image": ImageEncoder(...), "text":
+    TextEncoder(...)}, fusion="gated", dim=256, num_classes=10)`` is the whole model: each
+    encoder's features (widths probed), a fusion operator by name
+    (:func:`~modelfusion.multimodal.build_fusion`), the head; ``model({"image": x, "text": t})``.
+
     Examples
     --------
     >>> class MultimodalModel(MultimodalFusion):
@@ -57,16 +62,56 @@ class MultimodalFusion(nn.Module):
         if "__init__" in cls.__dict__:
             cls.__init__ = _module_initialised_first(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
-    def __init__(self, num_classes: int | None = None):
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        *,
+        encoders: Mapping[str, nn.Module] | None = None,
+        fusion: str = "concat",
+        dim: int = 256,
+        fusion_options: Mapping[str, Any] | None = None,
+    ):
         if "_modules" not in self.__dict__:  # a second call (super().__init__() in a subclass) keeps modules
             super().__init__()
             self._width_checks: dict[str, Any] = {}
             if self.expected_widths:
                 self.register_forward_pre_hook(_check_expected_encoders_exist)
+        if encoders is not None:
+            self._build(encoders, fusion, dim, dict(fusion_options or {}))
         if num_classes is not None:
             self.num_classes = num_classes
         elif self.num_classes is not None and "classifier" not in self._modules:
             self.num_classes = self.num_classes  # the class attribute: builds the head
+
+    def _build(
+        self, encoders: Mapping[str, nn.Module], fusion: str, dim: int, options: dict[str, Any]
+    ) -> None:
+        """``encoders`` -> ``build_fusion(fusion)`` -> the head: the model :meth:`forward` runs."""
+        from modelfusion.multimodal.operators import build_fusion
+
+        unknown = [n for n, e in encoders.items() if not isinstance(getattr(e, "width", None), int)]
+        if unknown:
+            raise FeatureWidthError(
+                f"encoders {unknown} have no probed width: wrap them, e.g. ModuleEncoder(module, example=...)"
+            )
+        self.encoders = nn.ModuleDict(dict(encoders))
+        widths = {name: int(getattr(e, "width")) for name, e in encoders.items()}  # noqa: B009
+        self.fusion = build_fusion(fusion, widths, **({} if fusion == "concat" else {"dim": dim}), **options)
+
+    def forward(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """``{modality: batch}`` -> logits, for a model built with ``encoders=`` (subclasses write their own)."""
+        if "encoders" not in self._modules:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no forward: write one in the subclass, or build it with "
+                "MultimodalFusion(encoders={...}, fusion=..., num_classes=...)"
+            )
+        missing = [n for n in self.encoders if n not in inputs]
+        if missing:
+            raise FeatureWidthError(
+                f"the model fuses {list(self.encoders)}; the batch has no {missing} (it has {list(inputs)})"
+            )
+        features = {name: encoder(inputs[name]) for name, encoder in self.encoders.items()}
+        return self.classifier(self.fusion(features))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "num_classes":

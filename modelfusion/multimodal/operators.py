@@ -11,7 +11,7 @@ The result is [batch, ``out_features``], ready for a classifier head.
 ``gated``          each projected to ``dim``, mixed by learned per-feature gates (GMU)
 ``bilinear``       low-rank bilinear pooling: the Hadamard product of rank-``dim`` maps
 ``film``           FiLM: one modality scales and shifts the others' features
-``cross_attention`` one modality's tokens attend to the others' tokens
+``cross_attention`` one modality's tokens attend to the others' tokens (out: 2 x ``dim``)
 ``attention``      attention over modalities: a learned weight per modality and sample
 ================== ===================================================================
 
@@ -152,7 +152,8 @@ class FiLM(FusionOperator):
 
 class CrossAttention(FusionOperator):
     """The ``query`` modality's tokens (default: the first) attend to every other modality's tokens
-    (a vector is one token); the attended tokens, with a residual and LayerNorm, are mean-pooled."""
+    (a vector is one token); out: the query's pooled tokens beside the pooled, normalised attended
+    tokens (``out_features = 2 * dim``)."""
 
     def __init__(self, widths: Mapping[str, int], dim: int = 256, query: str | None = None, heads: int = 4):
         super().__init__(widths, min_modalities=2)
@@ -166,7 +167,7 @@ class CrossAttention(FusionOperator):
         self.project = _projections(self.widths, dim)
         self.attend = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm = nn.LayerNorm(dim)
-        self.out_features = dim
+        self.out_features = 2 * dim
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         tokens = {
@@ -176,7 +177,9 @@ class CrossAttention(FusionOperator):
         query = tokens.pop(self.query)
         context = torch.cat(list(tokens.values()), dim=1)
         attended, _ = self.attend(query, context, context, need_weights=False)
-        return self.norm(query + attended).mean(dim=1)
+        # the query's own features beside what it read from the others (a residual sum through
+        # LayerNorm measured 10% on the digit-instruction task after 30 epochs: it never left chance)
+        return torch.cat([query.mean(dim=1), self.norm(attended).mean(dim=1)], dim=-1)
 
 
 class ModalityAttention(FusionOperator):

@@ -378,7 +378,7 @@ class _Run:
         n_rows = len(self.loader.dataset)  # type: ignore[arg-type]  # a map-style dataset
         t.model.train()
         for step, batch in enumerate(self.loader, start=1):
-            x, *targets = (b.to(self.device) for b in batch)
+            x, *targets = (to_device(b, self.device) for b in batch)
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast:
                 loss = t.loss(self.net(x), *targets)
@@ -425,7 +425,7 @@ class _Run:
         outputs, targets = [], []
         with torch.no_grad(), self.autocast:
             for batch in DataLoader(self.val, t.batch_size):
-                x, *ys = (b.to(self.device) for b in batch)
+                x, *ys = (to_device(b, self.device) for b in batch)
                 outputs.append(t.model(x).float())
                 targets.append(ys)
         out = torch.cat(outputs)
@@ -460,6 +460,18 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors moved to ``device``, inside dicts, lists and tuples too (a multimodal batch:
+    ``{"image": tensor, "text": [str, ...]}``); anything else as it is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in batch):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 def as_dataset(data: Any, what: str) -> Dataset:

@@ -25,7 +25,8 @@ def test_every_operator_fuses_mismatched_widths_into_out_features(name, batch):
     fuse = build_fusion(name, WIDTHS, **({} if name == "concat" else {"dim": 16}))
     out = fuse(_features(batch))
     assert out.shape == (batch, fuse.out_features) and torch.isfinite(out).all()
-    assert fuse.out_features == (sum(WIDTHS.values()) if name == "concat" else 16)
+    expected = {"concat": sum(WIDTHS.values()), "cross_attention": 32}.get(name, 16)
+    assert fuse.out_features == expected
     if name != "concat":  # concat has no parameters
         out.sum().backward()  # every parameter takes part
         assert all(p.grad is not None for p in fuse.parameters())
