@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
-from modelfusion.examples.digit_instructions import digit_instructions
-from modelfusion.multimodal import FUSION_OPERATORS, MultimodalFusion
-from modelfusion.multimodal.data import ModalityDataset
-from modelfusion.multimodal.encoders import ModuleEncoder, WordEncoder
+from modelfusion.examples.digit_instructions import digit_instructions, instruction_model, split_by_image
+from modelfusion.multimodal import FUSION_OPERATORS
 from modelfusion.training import Trainer
 
 EPOCHS, PER_IMAGE, SEED = 30, 4, 0
@@ -28,22 +25,7 @@ EPOCHS, PER_IMAGE, SEED = 30, 4, 0
 
 def split():
     t = digit_instructions(per_image=PER_IMAGE, seed=SEED)
-    image = np.arange(len(t["labels"])) // PER_IMAGE
-    perm = np.random.default_rng(SEED).permutation(image.max() + 1)
-    test = np.isin(image, perm[int(0.7 * len(perm)) :])
-    data = ModalityDataset({"image": t["images"], "text": t["texts"]}, t["labels"])
-    return t, data.subset(np.flatnonzero(~test)), data.subset(np.flatnonzero(test))
-
-
-def cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-    )
+    return (t, *split_by_image(t, per_image=PER_IMAGE, seed=SEED))
 
 
 def accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
@@ -52,13 +34,7 @@ def accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
 
 def run(t, train, test, modalities, fusion) -> dict:
     torch.manual_seed(SEED)
-    encoders = {}
-    if "image" in modalities:
-        encoders["image"] = ModuleEncoder(cnn(), example=torch.zeros(1, 1, 8, 8))
-    if "text" in modalities:
-        encoders["text"] = WordEncoder(t["vocabulary"], width=32)
-    model = MultimodalFusion(encoders=encoders, fusion=fusion, dim=64, num_classes=10)
-    model.classifier = nn.Sequential(nn.Linear(model.fusion.out_features, 128), nn.ReLU(), nn.Linear(128, 10))
+    model = instruction_model(t["vocabulary"], modalities=modalities, fusion=fusion)
     start = time.perf_counter()
     trainer = Trainer(
         model,

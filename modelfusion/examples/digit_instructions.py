@@ -44,4 +44,49 @@ def digit_instructions(*, per_image: int = 4, seed: int = 0) -> dict[str, Any]:
     }
 
 
-__all__ = ["digit_instructions"]
+def split_by_image(task: dict[str, Any], *, per_image: int, test_fraction: float = 0.3, seed: int = 0):
+    """``(train, test)`` ModalityDatasets ({"image", "text"} -> label), split by digit image so a
+    test digit is never seen in training (with any instruction)."""
+    from modelfusion.multimodal.data import ModalityDataset
+
+    image = np.arange(len(task["labels"])) // per_image
+    perm = np.random.default_rng(seed).permutation(image.max() + 1)
+    test = np.isin(image, perm[int((1 - test_fraction) * len(perm)) :])
+    data = ModalityDataset({"image": task["images"], "text": task["texts"]}, task["labels"])
+    return data.subset(np.flatnonzero(~test)), data.subset(np.flatnonzero(test))
+
+
+def instruction_model(
+    vocabulary: list[str],
+    *,
+    modalities: tuple[str, ...] = ("image", "text"),
+    fusion: str = "gated",
+    dim: int = 64,
+) -> Any:
+    """The task's model: a small CNN for the image, a bag of words for the instruction, ``fusion``
+    between them and a 128-unit MLP head (one modality alone: ``modalities=("image",)``)."""
+    import torch
+    from torch import nn
+
+    from modelfusion.multimodal import MultimodalFusion
+    from modelfusion.multimodal.encoders import ModuleEncoder, WordEncoder
+
+    encoders: dict[str, Any] = {}
+    if "image" in modalities:
+        cnn = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
+        encoders["image"] = ModuleEncoder(cnn, example=torch.zeros(1, 1, 8, 8))
+    if "text" in modalities:
+        encoders["text"] = WordEncoder(vocabulary, width=32)
+    model = MultimodalFusion(encoders=encoders, fusion=fusion, dim=dim, num_classes=10)
+    model.classifier = nn.Sequential(nn.Linear(model.fusion.out_features, 128), nn.ReLU(), nn.Linear(128, 10))
+    return model
+
+
+__all__ = ["digit_instructions", "instruction_model", "split_by_image"]
