@@ -490,6 +490,18 @@ def remove_workdir(dplan: DistillPlan) -> None:
     shutil.rmtree(dplan.workdir, ignore_errors=True)
 
 
+def resume_hint(dplan: DistillPlan) -> str:
+    """What an interrupted ``distill`` kept (checkpointed epochs per student) and how to go on."""
+    kept = []
+    for log in sorted(dplan.workdir.glob("*/*/log.csv")):
+        epochs = max(len(log.read_text(encoding="utf-8").splitlines()) - 1, 0)
+        kept.append(f"{log.parent.name} {epochs} epoch(s)")
+    for done in sorted(dplan.workdir.glob("*/*.safetensors")):
+        kept.append(f"{done.stem} done")
+    what = f"checkpoints kept in {dplan.workdir} ({', '.join(kept)})" if kept else "no epoch had finished"
+    return f"{what}; run the same command again to resume from the last finished epoch"
+
+
 __all__ = [
     "WORK_FOLDER",
     "DistillPlan",
@@ -503,15 +515,3 @@ __all__ = [
     "train",
     "write_student",
 ]
-
-
-def resume_hint(dplan: DistillPlan) -> str:
-    """What an interrupted ``distill`` kept (checkpointed epochs per student) and how to go on."""
-    kept = []
-    for log in sorted(dplan.workdir.glob("*/*/log.csv")):
-        epochs = max(len(log.read_text(encoding="utf-8").splitlines()) - 1, 0)
-        kept.append(f"{log.parent.name} {epochs} epoch(s)")
-    for done in sorted(dplan.workdir.glob("*/*.safetensors")):
-        kept.append(f"{done.stem} done")
-    what = f"checkpoints kept in {dplan.workdir} ({', '.join(kept)})" if kept else "no epoch had finished"
-    return f"{what}; run the same command again to resume from the last finished epoch"

@@ -52,16 +52,18 @@ class BatchShares(Sampler[list[int]]):
             yield share or batch[:1]  # no row of its own: a stand-in, weighted 0 by share_weight
 
 
+def _batch_rows(n_rows: int, batch_size: int, step: int) -> int:
+    return min(batch_size, n_rows - (step - 1) * batch_size)
+
+
+def share_rows(n_rows: int, batch_size: int, *, step: int, world: int, rank: int) -> int:
+    """How many real rows this process holds at ``step`` (1-based; 0 for a stand-in)."""
+    return len(range(rank, _batch_rows(n_rows, batch_size, step), world))
+
+
 def share_weight(n_rows: int, batch_size: int, *, step: int, world: int, rank: int) -> float:
     """The factor on this process's mean loss at ``step`` (1-based): its rows x world / the batch's rows."""
     if world == 1:
         return 1.0
-    in_batch = min(batch_size, n_rows - (step - 1) * batch_size)
-    mine = len(range(rank, in_batch, world))
-    return mine * world / in_batch
-
-
-def share_rows(n_rows: int, batch_size: int, *, step: int, world: int, rank: int) -> int:
-    """How many real rows this process holds at ``step`` (0 for a stand-in)."""
-    in_batch = min(batch_size, n_rows - (step - 1) * batch_size)
-    return len(range(rank, in_batch, world))
+    mine = share_rows(n_rows, batch_size, step=step, world=world, rank=rank)
+    return mine * world / _batch_rows(n_rows, batch_size, step)
