@@ -65,28 +65,31 @@ def instruction_model(
 ) -> Any:
     """The task's model: a small CNN for the image, a bag of words for the instruction, ``fusion``
     between them and a 128-unit MLP head (one modality alone: ``modalities=("image",)``)."""
-    import torch
-    from torch import nn
-
     from modelfusion.multimodal import MultimodalFusion
     from modelfusion.multimodal.encoders import ModuleEncoder, WordEncoder
 
     encoders: dict[str, Any] = {}
     if "image" in modalities:
-        cnn = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2),
-            nn.Flatten(),
+        encoders["image"] = ModuleEncoder.from_architecture(
+            "modelfusion.examples.digit_instructions:digit_cnn", input_shape=(1, 8, 8)
         )
-        encoders["image"] = ModuleEncoder(cnn, example=torch.zeros(1, 1, 8, 8))
     if "text" in modalities:
         encoders["text"] = WordEncoder(vocabulary, width=32)
-    model = MultimodalFusion(encoders=encoders, fusion=fusion, dim=dim, num_classes=10)
-    model.classifier = nn.Sequential(nn.Linear(model.fusion.out_features, 128), nn.ReLU(), nn.Linear(128, 10))
-    return model
+    return MultimodalFusion(encoders=encoders, fusion=fusion, dim=dim, num_classes=10, head={"hidden": [128]})
 
 
-__all__ = ["digit_instructions", "instruction_model", "split_by_image"]
+def digit_cnn(channels: int = 16) -> Any:
+    """The task's image encoder: two convolutions over the 8x8 digit, pooled to 2x2 (width ``8 * channels``)."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(channels, 2 * channels, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+    )
+
+
+__all__ = ["digit_cnn", "digit_instructions", "instruction_model", "split_by_image"]

@@ -29,6 +29,7 @@ from modelfusion.errors import ParameterError, UnsafeFormatError
 SAFE_FACTORIES: set[str] = {
     "modelfusion.examples.digits:SmallCNN",
     "modelfusion.examples.digits:MLP",
+    "modelfusion.examples.digit_instructions:digit_cnn",
     "modelfusion.training.students:MLPStudent",
     "modelfusion.training.students:CNNStudent",
     "vit_pytorch:ViT",

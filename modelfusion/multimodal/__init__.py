@@ -2,10 +2,27 @@
 
 Examples
 --------
->>> from modelfusion.multimodal import MultimodalFusion, Projection, build_fusion
+>>> from modelfusion.multimodal import MultimodalFusion, ImageEncoder, WordEncoder
+>>> model = MultimodalFusion(encoders={"image": ImageEncoder("resnet18"), "text": WordEncoder(words)},
+...                          fusion="gated", num_classes=10)
+>>> model.save("model", example=batch)      # spec + safetensors + one ONNX graph (fp32, int8)
+>>> MultimodalFusion.load("model")
 """
 
-from modelfusion.multimodal.fusion import MultimodalFusion, NumClassesError
+from modelfusion.multimodal.data import ModalityDataset
+from modelfusion.multimodal.encoders import (
+    ENCODERS,
+    Encoder,
+    ImageEncoder,
+    ModuleEncoder,
+    TabularEncoder,
+    TextEncoder,
+    WordEncoder,
+    build_encoder,
+    probe_width,
+)
+from modelfusion.multimodal.export import MultimodalGraph, export_multimodal_onnx
+from modelfusion.multimodal.fusion import MultimodalFusion, NumClassesError, load_multimodal
 from modelfusion.multimodal.operators import (
     FUSION_OPERATORS,
     Concat,
@@ -19,21 +36,36 @@ from modelfusion.multimodal.operators import (
     build_fusion,
 )
 from modelfusion.multimodal.projection import FeatureWidthError, Projection, check_widths
+from modelfusion.multimodal.saving import save_multimodal
 
 __all__ = [
+    "ENCODERS",
     "FUSION_OPERATORS",
     "Concat",
     "CrossAttention",
+    "Encoder",
     "FeatureWidthError",
     "FiLM",
     "FusionOperator",
     "Gated",
+    "ImageEncoder",
     "LowRankBilinear",
     "ModalityAttention",
+    "ModalityDataset",
+    "ModuleEncoder",
     "MultimodalFusion",
+    "MultimodalGraph",
     "NumClassesError",
     "Projection",
     "Sum",
+    "TabularEncoder",
+    "TextEncoder",
+    "WordEncoder",
+    "build_encoder",
     "build_fusion",
     "check_widths",
+    "export_multimodal_onnx",
+    "load_multimodal",
+    "probe_width",
+    "save_multimodal",
 ]

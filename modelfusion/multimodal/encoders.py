@@ -5,6 +5,12 @@ sequence [batch, tokens, width]) and knows its ``width`` by running once on an e
 from a hand-typed number. ``freeze()`` stops its training, ``unfreeze(last=n)`` trains only its
 last ``n`` blocks.
 
+An encoder runs in two steps, so that a fused model exports to one ONNX graph:
+``prepare(batch)`` turns raw input (strings, arrays) into named tensors (tokenization happens
+here, outside the graph), and ``encode(**tensors)`` computes the features (inside the graph);
+``encoder(batch)`` is ``encode(**prepare(batch))``. ``spec()`` is the encoder as plain values
+(:func:`build_encoder` rebuilds it), which is how a saved model is rebuilt without pickle.
+
 - :class:`ModuleEncoder`: any ``nn.Module``, probed on ``example=`` (or told ``width=``);
 - :class:`ImageEncoder`: a timm or torchvision backbone by name (its head removed) or a module;
 - :class:`TextEncoder`: a Hugging Face model with its tokenizer applied inside, CLS or mean pooling;
@@ -23,20 +29,54 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from torch import nn
 
 from modelfusion.errors import ParameterError
+from modelfusion.members.architectures import check_architecture
 
 
 class Encoder(nn.Module):
-    """The shared part: ``width``, ``freeze``/``unfreeze``; subclasses set ``self.body`` and ``forward``."""
+    """The shared part: ``width``, ``prepare``/``encode``, ``spec``, ``freeze``/``unfreeze``.
+
+    Subclasses set ``self.body``, ``self.width`` and write ``encode``; ``kind`` names them in
+    specs and ``input_names`` are the tensors ``prepare`` returns.
+    """
 
     width: int
     body: nn.Module
+    kind: ClassVar[str] = ""
+    input_names: tuple[str, ...] = ("input",)
+
+    def prepare(self, batch: Any) -> dict[str, Any]:
+        """Raw batch -> ``{input name: tensor}``, the arguments of :meth:`encode`."""
+        return {self.input_names[0]: _as_tensor(batch)}
+
+    if TYPE_CHECKING:  # each subclass names its own tensors
+        encode: Callable[..., torch.Tensor]
+    else:
+
+        def encode(self, **tensors: Any) -> torch.Tensor:
+            """Named tensors (see :meth:`prepare`) -> features [batch, width] or [batch, tokens, width]."""
+            raise NotImplementedError
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.encode(**self.prepare(batch))
+
+    def spec(self) -> dict[str, Any]:
+        """The encoder as plain values, ``{"type": kind, ...}``; :func:`build_encoder` rebuilds it."""
+        raise ParameterError(
+            f"{type(self).__name__} cannot be described by plain values, so it cannot be saved; build it "
+            "by name (ImageEncoder('resnet18')) or give ModuleEncoder architecture='package.module:factory'"
+        )
+
+    def save_files(self, directory: Any) -> dict[str, Any]:
+        """Write files the spec needs beside the weights (a tokenizer); returns the spec pointing at them."""
+        return self.spec()
 
     def freeze(self) -> Encoder:
         """Stop training every parameter of the encoder; returns self."""
@@ -97,9 +137,24 @@ class ModuleEncoder(Encoder):
     32
     """
 
-    def __init__(self, module: nn.Module, *, example: Any = None, width: int | None = None):
+    kind = "module"
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        example: Any = None,
+        width: int | None = None,
+        architecture: str | None = None,
+        architecture_kwargs: Mapping[str, Any] | None = None,
+        input_shape: Sequence[int] | None = None,
+    ):
         super().__init__()
         self.body = module
+        self.architecture, self.architecture_kwargs = architecture, dict(architecture_kwargs or {})
+        if example is None and input_shape is not None:
+            example = torch.zeros(1, *input_shape)
+        self.input_shape = list(input_shape) if input_shape is not None else _shape_of(example)
         if width is None and example is None:
             raise ParameterError(
                 f"the width of {type(module).__name__} cannot be probed without an input: pass example= "
@@ -107,19 +162,54 @@ class ModuleEncoder(Encoder):
             )
         self.width = int(width) if width is not None else probe_width(module, example, type(module).__name__)
 
-    def forward(self, x: Any) -> torch.Tensor:
-        return _first_tensor(self.body(x))
+    @classmethod
+    def from_architecture(
+        cls,
+        architecture: str,
+        architecture_kwargs: Mapping[str, Any] | None = None,
+        *,
+        input_shape: Sequence[int],
+    ) -> ModuleEncoder:
+        """Build ``package.module:factory(**kwargs)`` (or a torchvision/timm name) as an encoder."""
+        from modelfusion.members.torch import build_architecture
+
+        module = build_architecture(architecture, architecture_kwargs)
+        return cls(
+            module,
+            architecture=architecture,
+            architecture_kwargs=architecture_kwargs,
+            input_shape=input_shape,
+        )
+
+    def encode(self, input: Any) -> torch.Tensor:  # noqa: A002  # the graph input's name
+        return _first_tensor(self.body(input))
+
+    def spec(self) -> dict[str, Any]:
+        if self.architecture is None or self.input_shape is None:
+            return super().spec()
+        return {
+            "type": self.kind,
+            "architecture": self.architecture,
+            "architecture_kwargs": self.architecture_kwargs,
+            "input_shape": self.input_shape,
+        }
 
 
 class ImageEncoder(Encoder):
     """An image backbone's pooled features: a timm or torchvision name (head removed, random
-    weights unless ``pretrained=True``, which downloads), or any module returning features.
+    weights unless ``pretrained=True``, which downloads), a factory path such as
+    ``"vit_pytorch.vit:ViT"`` (its arguments in ``**kwargs``; ``image_size`` and ``channels`` passed
+    on when it takes them), or any module returning features. A vit-pytorch model's classifier
+    head (``mlp_head``, ``to_logits``) is removed, so a ViT gives its pooled token.
 
     Examples
     --------
     >>> ImageEncoder("resnet18", image_size=64).width
     512
     """
+
+    kind = "image"
+    input_names = ("pixels",)
 
     def __init__(
         self,
@@ -132,8 +222,12 @@ class ImageEncoder(Encoder):
         **kwargs: Any,
     ):
         super().__init__()
+        self.backbone = backbone if isinstance(backbone, str) else None
+        self.image_size, self.in_channels, self.kwargs = image_size, in_channels, dict(kwargs)
         self.body = (
-            _backbone(backbone, in_channels, pretrained, kwargs) if isinstance(backbone, str) else backbone
+            _backbone(backbone, image_size, in_channels, pretrained, kwargs)
+            if isinstance(backbone, str)
+            else _without_vit_head(backbone)
         )
         example = torch.zeros(1, in_channels, image_size, image_size)
         name = backbone if isinstance(backbone, str) else type(backbone).__name__
@@ -141,9 +235,20 @@ class ImageEncoder(Encoder):
             int(width) if width is not None else probe_width(self.body, example, f"image encoder {name!r}")
         )
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = _first_tensor(self.body(images))
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = _first_tensor(self.body(pixels))
         return out.flatten(1) if out.dim() == 4 else out
+
+    def spec(self) -> dict[str, Any]:
+        if self.backbone is None:
+            return super().spec()
+        return {
+            "type": self.kind,
+            "backbone": self.backbone,
+            "image_size": self.image_size,
+            "in_channels": self.in_channels,
+            **self.kwargs,
+        }
 
 
 class TextEncoder(Encoder):
@@ -157,6 +262,9 @@ class TextEncoder(Encoder):
     >>> enc(["a red apple"]).shape
     torch.Size([1, 64])
     """
+
+    kind = "text"
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 
     def __init__(
         self,
@@ -174,19 +282,55 @@ class TextEncoder(Encoder):
         limit = getattr(tokenizer, "model_max_length", None)
         self.max_length = max_length or (limit if isinstance(limit, int) and limit < 100_000 else 512)
         self._warned = False
+        self.input_names = tuple(self._tokenize(["width probe"]))
         self.width = probe_width(self, ["width probe"], f"text encoder {type(model).__name__}")
 
-    def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        batch = self._tokenize(list(texts))
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, **options: Any) -> TextEncoder:
+        """A Hugging Face model and its tokenizer by hub name or folder (``AutoModel``; downloads
+        unless it is a folder or cached). Remote code is never run."""
+        from modelfusion.dependencies import require
+
+        transformers = require("transformers", purpose=f"text encoder {name_or_path!r}", extra="hf")
+        model = transformers.AutoModel.from_pretrained(name_or_path, trust_remote_code=False)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+        return cls(model, tokenizer, **options)
+
+    def prepare(self, batch: Sequence[str]) -> dict[str, Any]:
+        if isinstance(batch, str):
+            raise ParameterError("a text encoder takes a batch of texts (a list of str), got one str")
+        return self._tokenize([str(t) for t in batch])
+
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor
+    ) -> torch.Tensor:
         device = next(self.body.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items()}
-        hidden = self.body(**batch).last_hidden_state  # [batch, tokens, width]
-        if self.tokens:
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, **extra}
+        hidden = self.body(**{k: v.to(device) for k, v in batch.items()}).last_hidden_state
+        if self.tokens:  # [batch, tokens, width]
             return hidden
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mask = attention_mask.to(device).unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+    def spec(self) -> dict[str, Any]:
+        source = getattr(getattr(self.body, "config", None), "_name_or_path", "") or None
+        return {
+            "type": self.kind,
+            "model": source,
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "tokens": self.tokens,
+        }
+
+    def save_files(self, directory: Any) -> dict[str, Any]:
+        """``config.json`` and the tokenizer's files (``save_pretrained``); the weights go with the model's."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cast(Any, self.body).config.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        return {**self.spec(), "model": None}
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         if not self._warned:
@@ -213,16 +357,29 @@ class TabularEncoder(Encoder):
     torch.Size([4, 32])
     """
 
+    kind = "tabular"
+    input_names = ("values",)
+
     def __init__(self, in_features: int, *, width: int = 64, depth: int = 2, dropout: float = 0.0):
         super().__init__()
+        self.in_features, self.depth, self.dropout = in_features, depth, dropout
         layers: list[nn.Module] = []
         for i in range(depth):
             layers += [nn.Linear(in_features if i == 0 else width, width), nn.ReLU(), nn.Dropout(dropout)]
         self.body = nn.Sequential(*layers)
         self.width = probe_width(self.body, torch.zeros(1, in_features), "tabular encoder")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    def encode(self, values: torch.Tensor) -> torch.Tensor:
+        return self.body(values.float())
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "in_features": self.in_features,
+            "width": self.width,
+            "depth": self.depth,
+            "dropout": self.dropout,
+        }
 
 
 class WordEncoder(Encoder):
@@ -236,26 +393,127 @@ class WordEncoder(Encoder):
     torch.Size([2, 16])
     """
 
+    kind = "words"
+    input_names = ("word_ids", "word_mask")
+
     def __init__(self, vocabulary: Sequence[str], *, width: int = 64):
         super().__init__()
         self.vocabulary = sorted({w.lower() for w in vocabulary})
         self.index = {w: i + 1 for i, w in enumerate(self.vocabulary)}  # 0: unknown
-        self.body = nn.EmbeddingBag(len(self.index) + 1, width, mode="mean")
+        self.body = nn.Embedding(len(self.index) + 1, width)
         self.width = probe_width(self, ["probe"], "word encoder")
 
-    def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        ids = [[self.index.get(w, 0) for w in _WORD.findall(t.lower())] or [0] for t in texts]
-        offsets = torch.tensor([0, *torch.tensor([len(i) for i in ids]).cumsum(0)[:-1].tolist()])
-        flat = torch.tensor([i for row in ids for i in row])
-        device = next(self.body.parameters()).device
-        return self.body(flat.to(device), offsets.to(device))
+    def prepare(self, batch: Sequence[str]) -> dict[str, Any]:
+        if isinstance(batch, str):
+            raise ParameterError("a word encoder takes a batch of texts (a list of str), got one str")
+        ids = [[self.index.get(w, 0) for w in _WORD.findall(str(t).lower())] or [0] for t in batch]
+        longest = max((len(row) for row in ids), default=1)
+        word_ids = torch.zeros(len(ids), longest, dtype=torch.long)
+        word_mask = torch.zeros(len(ids), longest)
+        for i, row in enumerate(ids):
+            word_ids[i, : len(row)] = torch.tensor(row)
+            word_mask[i, : len(row)] = 1.0
+        return {"word_ids": word_ids, "word_mask": word_mask}
+
+    def encode(self, word_ids: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """The mean of the words' vectors (padding masked out)."""
+        device = cast(nn.Embedding, self.body).weight.device
+        vectors = self.body(word_ids.to(device))
+        mask = word_mask.to(device).unsqueeze(-1)
+        return (vectors * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "vocabulary": self.vocabulary, "width": self.width}
 
 
 _WORD = re.compile(r"[a-z0-9']+")
 
 
-def _backbone(name: str, in_channels: int, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
-    """A timm model with ``num_classes=0`` (pooled features), else a torchvision one with its head removed."""
+def build_encoder(
+    spec: Mapping[str, Any], *, files: Path | None = None, trust: bool = False, owner: str = "encoder"
+) -> Encoder:
+    """The encoder a spec describes (``{"type": "image", "backbone": "resnet18", ...}``, see
+    :meth:`Encoder.spec`).
+
+    With ``files`` (the folder :meth:`Encoder.save_files` wrote, when a saved model is loaded)
+    nothing downloads: weights come afterwards from the saved state, and without ``trust``
+    only known architectures with plain arguments are built. Raises ParameterError naming
+    ``owner`` for an unknown type or argument.
+
+    Examples
+    --------
+    >>> build_encoder({"type": "words", "vocabulary": ["add", "two"], "width": 16}).width
+    16
+    """
+    options = dict(spec)
+    kind = options.pop("type", None)
+    if kind not in ENCODERS:
+        raise ParameterError(f"{owner}.type: {kind!r} is not one of {', '.join(ENCODERS)}")
+    saved = files is not None
+    try:
+        if kind == "image":
+            if saved:
+                options["pretrained"] = False
+                if not trust:
+                    check_architecture(options.get("backbone"), _extra(options, ImageEncoder), owner=owner)
+            return ImageEncoder(**options)
+        if kind == "module":
+            if saved and not trust:
+                check_architecture(
+                    options.get("architecture"), options.get("architecture_kwargs"), owner=owner
+                )
+            return ModuleEncoder.from_architecture(**options)
+        if kind == "text":
+            return _text_encoder(options, files, owner)
+        return ENCODERS[kind](**options)
+    except TypeError as exc:
+        raise ParameterError(f"{owner} ({kind}): {exc}") from None
+
+
+def _extra(options: Mapping[str, Any], cls: type) -> dict[str, Any]:
+    """The options beyond the constructor's own parameters (passed on to timm/torchvision)."""
+    import inspect
+
+    own = set(inspect.signature(cls).parameters)
+    return {k: v for k, v in options.items() if k not in own}
+
+
+def _text_encoder(options: dict[str, Any], files: Path | None, owner: str) -> TextEncoder:
+    source = options.pop("model", None)
+    if files is None:
+        if not source:
+            raise ParameterError(f"{owner}.model: name a Hugging Face model (hub name or folder)")
+        return TextEncoder.from_pretrained(str(source), **options)
+    from modelfusion.dependencies import require
+    from modelfusion.members.hf import check_saved_configs
+
+    transformers = require("transformers", purpose=owner, extra="hf")
+    check_saved_configs(files, owner=owner)
+    config = transformers.AutoConfig.from_pretrained(files, local_files_only=True, trust_remote_code=False)
+    model = transformers.AutoModel.from_config(config, trust_remote_code=False)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        files, local_files_only=True, trust_remote_code=False
+    )
+    return TextEncoder(model, tokenizer, **options)
+
+
+def _backbone(
+    name: str, image_size: int, in_channels: int, pretrained: bool, kwargs: dict[str, Any]
+) -> nn.Module:
+    """A timm model with ``num_classes=0`` (pooled features), a torchvision one with its head
+    removed, or ``package.module:factory(**kwargs)`` (a vit-pytorch model: its head removed)."""
+    if ":" in name:
+        if pretrained:
+            raise ParameterError(f"image encoder {name!r}: pretrained=True needs a timm or torchvision name")
+        import inspect
+
+        from modelfusion.members.torch import build_architecture, import_factory
+
+        takes = inspect.signature(import_factory(name)).parameters
+        sizes = {"image_size": image_size, "channels": in_channels}
+        return _without_vit_head(
+            build_architecture(name, {**{k: v for k, v in sizes.items() if k in takes}, **kwargs})
+        )
     try:
         import timm
 
@@ -278,6 +536,21 @@ def _backbone(name: str, in_channels: int, pretrained: bool, kwargs: dict[str, A
     raise ParameterError(f"image encoder {name!r}: found no head (fc, classifier, heads) to remove")
 
 
+def _without_vit_head(module: nn.Module) -> nn.Module:
+    """A vit-pytorch model with its classifier replaced by Identity (its pooled features out);
+    any other module as it is."""
+    if not type(module).__module__.startswith("vit_pytorch"):
+        return module
+    head = getattr(module, "mlp_head", None)
+    if isinstance(head, nn.Module):
+        module.mlp_head = nn.Identity()
+    elif isinstance(getattr(module, "to_logits", None), nn.Sequential):  # CrossFormer: pool, then Linear
+        logits = module.to_logits
+        if isinstance(logits[-1], nn.Linear):
+            logits[-1] = nn.Identity()
+    return module
+
+
 def _longest_block_stack(module: nn.Module) -> nn.Module | None:
     """The ModuleList/Sequential with the most children of one type (the model's blocks)."""
     best, size = None, 1
@@ -288,6 +561,20 @@ def _longest_block_stack(module: nn.Module) -> nn.Module | None:
             if len(kinds) == 1 and n > size:
                 best, size = child, n
     return best
+
+
+def _as_tensor(batch: Any) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    import numpy as np
+
+    if isinstance(batch, np.ndarray) and batch.dtype.kind in "fiub":
+        return torch.from_numpy(batch.astype(np.float32) if batch.dtype.kind == "f" else batch)
+    return batch  # a module of the user's may take anything
+
+
+def _shape_of(example: Any) -> list[int] | None:
+    return list(example.shape[1:]) if isinstance(example, torch.Tensor) else None
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
@@ -301,12 +588,19 @@ def _first_tensor(out: Any) -> torch.Tensor:
     raise ParameterError(f"an encoder must return a tensor, got {type(out).__name__}")
 
 
+#: Encoder classes by the ``type`` their specs carry.
+ENCODERS: dict[str, type[Encoder]] = {
+    cls.kind: cls for cls in (ImageEncoder, TextEncoder, TabularEncoder, WordEncoder, ModuleEncoder)
+}
+
 __all__ = [
+    "ENCODERS",
     "Encoder",
     "ImageEncoder",
     "ModuleEncoder",
     "TabularEncoder",
     "TextEncoder",
     "WordEncoder",
+    "build_encoder",
     "probe_width",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -70,6 +70,7 @@ class MultimodalFusion(nn.Module):
         fusion: str = "concat",
         dim: int = 256,
         fusion_options: Mapping[str, Any] | None = None,
+        head: Mapping[str, Any] | None = None,
     ):
         if "_modules" not in self.__dict__:  # a second call (super().__init__() in a subclass) keeps modules
             super().__init__()
@@ -77,14 +78,19 @@ class MultimodalFusion(nn.Module):
             if self.expected_widths:
                 self.register_forward_pre_hook(_check_expected_encoders_exist)
         if encoders is not None:
-            self._build(encoders, fusion, dim, dict(fusion_options or {}))
+            self._build(encoders, fusion, dim, dict(fusion_options or {}), _head_spec(head))
         if num_classes is not None:
             self.num_classes = num_classes
         elif self.num_classes is not None and "classifier" not in self._modules:
             self.num_classes = self.num_classes  # the class attribute: builds the head
 
     def _build(
-        self, encoders: Mapping[str, nn.Module], fusion: str, dim: int, options: dict[str, Any]
+        self,
+        encoders: Mapping[str, nn.Module],
+        fusion: str,
+        dim: int,
+        options: dict[str, Any],
+        head: dict[str, Any],
     ) -> None:
         """``encoders`` -> ``build_fusion(fusion)`` -> the head: the model :meth:`forward` runs."""
         from modelfusion.multimodal.operators import build_fusion
@@ -97,6 +103,82 @@ class MultimodalFusion(nn.Module):
         self.encoders = nn.ModuleDict(dict(encoders))
         widths = {name: int(getattr(e, "width")) for name, e in encoders.items()}  # noqa: B009
         self.fusion = build_fusion(fusion, widths, **({} if fusion == "concat" else {"dim": dim}), **options)
+        self.fusion_spec = {"fusion": fusion, "dim": dim, "fusion_options": options, "head": head}
+
+    def spec(self) -> dict[str, Any]:
+        """The model as plain values: each encoder's spec, the fusion, the number of classes.
+
+        :meth:`from_spec` rebuilds it (untrained); :meth:`save` writes it with the weights.
+        """
+        if "encoders" not in self._modules:
+            raise ParameterError(
+                f"{type(self).__name__} was not built with MultimodalFusion(encoders=...), so it has no spec; "
+                "save its state_dict with safetensors and rebuild it in your code"
+            )
+        if not getattr(self._modules.get("classifier"), "_modelfusion_auto_head", False):
+            raise ParameterError(
+                f"{type(self).__name__}.classifier was replaced by your own module, which a spec cannot "
+                "describe; use MultimodalFusion(..., head={'hidden': [128], 'dropout': 0.1}) instead"
+            )
+        encoders = {name: cast(Any, encoder).spec() for name, encoder in self.encoders.items()}
+        return {"encoders": encoders, **self.fusion_spec, "num_classes": self.num_classes}
+
+    @classmethod
+    def from_spec(
+        cls, spec: Mapping[str, Any], *, files: Any = None, trust: bool = False
+    ) -> MultimodalFusion:
+        """The (untrained) model a :meth:`spec` describes; ``files`` as for
+        :func:`~modelfusion.multimodal.encoders.build_encoder` (one folder per encoder).
+
+        Examples
+        --------
+        >>> twin = MultimodalFusion.from_spec(model.spec())
+        """
+        from pathlib import Path
+
+        from modelfusion.multimodal.encoders import build_encoder
+
+        encoders = {
+            name: build_encoder(
+                options,
+                files=Path(files) / name if files is not None else None,
+                trust=trust,
+                owner=f"model.encoders.{name}",
+            )
+            for name, options in dict(spec.get("encoders") or {}).items()
+        }
+        if not encoders:
+            raise ParameterError("model.encoders: name at least one encoder")
+        return cls(
+            spec.get("num_classes"),
+            encoders=encoders,
+            fusion=spec.get("fusion", "concat"),
+            dim=spec.get("dim", 256),
+            fusion_options=spec.get("fusion_options"),
+            head=spec.get("head"),
+        )
+
+    def save(self, path: Any, **options: Any) -> Any:
+        """Write the model as a bundle folder (spec, safetensors weights, tokenizer files);
+        see :func:`~modelfusion.multimodal.saving.save_multimodal` for ``options``."""
+        from modelfusion.multimodal.saving import save_multimodal
+
+        return save_multimodal(self, path, **options)
+
+    @classmethod
+    def load(cls, path: Any, *, trust: bool = False) -> MultimodalFusion:
+        """A model written by :meth:`save`, in eval mode: checksums verified, nothing unpickled or
+        downloaded; ``trust`` allows architectures outside the allow-list. Raises BundleError for a
+        tampered, incomplete or foreign folder."""
+        from pathlib import Path
+
+        from modelfusion.multimodal.saving import load_saved_weights, read_manifest
+
+        manifest = read_manifest(path)
+        model = cls.from_spec(manifest["model"], files=Path(path) / "encoders", trust=trust)
+        load_saved_weights(model, path)
+        model.classes_ = list(manifest.get("classes") or [])
+        return model.eval()
 
     def forward(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         """``{modality: batch}`` -> logits, for a model built with ``encoders=`` (subclasses write their own)."""
@@ -119,7 +201,13 @@ class MultimodalFusion(nn.Module):
             super().__setattr__(name, value)
             head = self._modules.get("classifier")
             if value is not None and (head is None or getattr(head, "_modelfusion_auto_head", False)):
-                self.classifier = _lazy_head(value)
+                fusion = self._modules.get("fusion")
+                width = getattr(fusion, "out_features", None)
+                self.classifier = _head(
+                    value,
+                    width if isinstance(width, int) else None,
+                    getattr(self, "fusion_spec", {}).get("head"),
+                )
             return
         super().__setattr__(name, value)
         if self.expected_widths and name in self.expected_widths and isinstance(value, nn.Module):
@@ -146,6 +234,11 @@ class MultimodalFusion(nn.Module):
         )
 
 
+def load_multimodal(path: Any, *, trust: bool = False) -> MultimodalFusion:
+    """:meth:`MultimodalFusion.load`: a model written by :func:`~modelfusion.multimodal.saving.save_multimodal`."""
+    return MultimodalFusion.load(path, trust=trust)
+
+
 def _module_initialised_first(init: Callable[..., None]) -> Callable[..., None]:
     """Wrap a subclass ``__init__`` so that ``nn.Module.__init__`` has run before it."""
     params = inspect.signature(init).parameters.values()
@@ -168,10 +261,42 @@ def _check_num_classes(value: Any) -> int | None:
     return value
 
 
-def _lazy_head(num_classes: int) -> nn.Module:
-    head = nn.LazyLinear(num_classes)
+def _head_spec(head: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"hidden": [widths of hidden layers], "dropout": p}``, checked."""
+    spec = dict(head or {})
+    unknown = set(spec) - {"hidden", "dropout"}
+    if unknown:
+        raise ParameterError(
+            f"head: unknown keys {sorted(unknown)}; it takes hidden (a list of widths) and dropout"
+        )
+    hidden = spec.get("hidden") or []
+    if isinstance(hidden, int):
+        hidden = [hidden]
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
+        raise ParameterError(f"head.hidden: expected a list of positive widths, got {spec.get('hidden')!r}")
+    dropout = spec.get("dropout", 0.0)
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ParameterError(f"head.dropout: expected a probability in [0, 1), got {dropout!r}")
+    return {"hidden": list(hidden), "dropout": float(dropout)}
+
+
+def _head(num_classes: int, width: int | None, spec: Mapping[str, Any] | None = None) -> nn.Module:
+    """The classifier: ``Linear(width, num_classes)`` after the hidden layers of ``spec``, or a lazy
+    linear when the fused width is known only on the first call (subclasses)."""
+    head: nn.Module
+    hidden = list((spec or {}).get("hidden") or [])
+    if width is None:
+        head = nn.LazyLinear(num_classes)
+    elif hidden:
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip([width, *hidden], hidden):
+            layers += [nn.Linear(w_in, w_out), nn.ReLU(), nn.Dropout(float((spec or {}).get("dropout", 0.0)))]
+        head = nn.Sequential(*layers, nn.Linear(hidden[-1], num_classes))
+    else:
+        head = nn.Linear(width, num_classes)
     head.__dict__["_modelfusion_auto_head"] = True  # a plain flag, not a parameter or submodule
-    head.register_forward_pre_hook(_check_head_width)
+    if isinstance(head, nn.LazyLinear):
+        head.register_forward_pre_hook(_check_head_width)
     return head
 
 
