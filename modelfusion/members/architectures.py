@@ -39,6 +39,7 @@ SAFE_FACTORIES: set[str] = {
     "vit_pytorch.distill:DistillableViT",
     "vit_pytorch.cait:CaiT",
     "vit_pytorch.deepvit:DeepViT",
+    "vit_pytorch.crossformer:CrossFormer",
 }
 
 #: Argument names that load files, fetch weights or relax safety in torchvision, timm or a factory.

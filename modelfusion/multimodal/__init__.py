@@ -11,18 +11,17 @@ Examples
 
 from modelfusion.multimodal.data import ModalityDataset
 from modelfusion.multimodal.encoders import (
-    ENCODERS,
     Encoder,
     ImageEncoder,
     ModuleEncoder,
     TabularEncoder,
     TextEncoder,
     WordEncoder,
-    build_encoder,
     probe_width,
 )
 from modelfusion.multimodal.export import MultimodalGraph, export_multimodal_onnx
 from modelfusion.multimodal.fusion import MultimodalFusion, NumClassesError, load_multimodal
+from modelfusion.multimodal.multiscale import MultiScaleEncoder, extract_multi_scale_features
 from modelfusion.multimodal.operators import (
     FUSION_OPERATORS,
     Concat,
@@ -35,8 +34,10 @@ from modelfusion.multimodal.operators import (
     Sum,
     build_fusion,
 )
+from modelfusion.multimodal.pretrain import MaskedImagePretraining, MaskedImageView, linear_probe_accuracy
 from modelfusion.multimodal.projection import FeatureWidthError, Projection, check_widths
 from modelfusion.multimodal.saving import save_multimodal
+from modelfusion.multimodal.specs import ENCODERS, build_encoder
 
 __all__ = [
     "ENCODERS",
@@ -50,10 +51,13 @@ __all__ = [
     "Gated",
     "ImageEncoder",
     "LowRankBilinear",
+    "MaskedImagePretraining",
+    "MaskedImageView",
     "ModalityAttention",
     "ModalityDataset",
     "ModuleEncoder",
     "MultimodalFusion",
+    "MultiScaleEncoder",
     "MultimodalGraph",
     "NumClassesError",
     "Projection",
@@ -65,6 +69,8 @@ __all__ = [
     "build_fusion",
     "check_widths",
     "export_multimodal_onnx",
+    "extract_multi_scale_features",
+    "linear_probe_accuracy",
     "load_multimodal",
     "probe_width",
     "save_multimodal",

@@ -9,7 +9,7 @@ An encoder runs in two steps, so that a fused model exports to one ONNX graph:
 ``prepare(batch)`` turns raw input (strings, arrays) into named tensors (tokenization happens
 here, outside the graph), and ``encode(**tensors)`` computes the features (inside the graph);
 ``encoder(batch)`` is ``encode(**prepare(batch))``. ``spec()`` is the encoder as plain values
-(:func:`build_encoder` rebuilds it), which is how a saved model is rebuilt without pickle.
+(:func:`~modelfusion.multimodal.specs.build_encoder` rebuilds it), which is how a saved model is rebuilt without pickle.
 
 - :class:`ModuleEncoder`: any ``nn.Module``, probed on ``example=`` (or told ``width=``);
 - :class:`ImageEncoder`: a timm or torchvision backbone by name (its head removed) or a module;
@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from modelfusion.errors import ParameterError
-from modelfusion.members.architectures import check_architecture
 
 
 class Encoder(nn.Module):
@@ -68,7 +67,7 @@ class Encoder(nn.Module):
         return self.encode(**self.prepare(batch))
 
     def spec(self) -> dict[str, Any]:
-        """The encoder as plain values, ``{"type": kind, ...}``; :func:`build_encoder` rebuilds it."""
+        """The encoder as plain values, ``{"type": kind, ...}``; ``build_encoder`` rebuilds it."""
         raise ParameterError(
             f"{type(self).__name__} cannot be described by plain values, so it cannot be saved; build it "
             "by name (ImageEncoder('resnet18')) or give ModuleEncoder architecture='package.module:factory'"
@@ -429,74 +428,6 @@ class WordEncoder(Encoder):
 _WORD = re.compile(r"[a-z0-9']+")
 
 
-def build_encoder(
-    spec: Mapping[str, Any], *, files: Path | None = None, trust: bool = False, owner: str = "encoder"
-) -> Encoder:
-    """The encoder a spec describes (``{"type": "image", "backbone": "resnet18", ...}``, see
-    :meth:`Encoder.spec`).
-
-    With ``files`` (the folder :meth:`Encoder.save_files` wrote, when a saved model is loaded)
-    nothing downloads: weights come afterwards from the saved state, and without ``trust``
-    only known architectures with plain arguments are built. Raises ParameterError naming
-    ``owner`` for an unknown type or argument.
-
-    Examples
-    --------
-    >>> build_encoder({"type": "words", "vocabulary": ["add", "two"], "width": 16}).width
-    16
-    """
-    options = dict(spec)
-    kind = options.pop("type", None)
-    if kind not in ENCODERS:
-        raise ParameterError(f"{owner}.type: {kind!r} is not one of {', '.join(ENCODERS)}")
-    saved = files is not None
-    try:
-        if kind == "image":
-            if saved:
-                options["pretrained"] = False
-                if not trust:
-                    check_architecture(options.get("backbone"), _extra(options, ImageEncoder), owner=owner)
-            return ImageEncoder(**options)
-        if kind == "module":
-            if saved and not trust:
-                check_architecture(
-                    options.get("architecture"), options.get("architecture_kwargs"), owner=owner
-                )
-            return ModuleEncoder.from_architecture(**options)
-        if kind == "text":
-            return _text_encoder(options, files, owner)
-        return ENCODERS[kind](**options)
-    except TypeError as exc:
-        raise ParameterError(f"{owner} ({kind}): {exc}") from None
-
-
-def _extra(options: Mapping[str, Any], cls: type) -> dict[str, Any]:
-    """The options beyond the constructor's own parameters (passed on to timm/torchvision)."""
-    import inspect
-
-    own = set(inspect.signature(cls).parameters)
-    return {k: v for k, v in options.items() if k not in own}
-
-
-def _text_encoder(options: dict[str, Any], files: Path | None, owner: str) -> TextEncoder:
-    source = options.pop("model", None)
-    if files is None:
-        if not source:
-            raise ParameterError(f"{owner}.model: name a Hugging Face model (hub name or folder)")
-        return TextEncoder.from_pretrained(str(source), **options)
-    from modelfusion.dependencies import require
-    from modelfusion.members.hf import check_saved_configs
-
-    transformers = require("transformers", purpose=owner, extra="hf")
-    check_saved_configs(files, owner=owner)
-    config = transformers.AutoConfig.from_pretrained(files, local_files_only=True, trust_remote_code=False)
-    model = transformers.AutoModel.from_config(config, trust_remote_code=False)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(
-        files, local_files_only=True, trust_remote_code=False
-    )
-    return TextEncoder(model, tokenizer, **options)
-
-
 def _backbone(
     name: str, image_size: int, in_channels: int, pretrained: bool, kwargs: dict[str, Any]
 ) -> nn.Module:
@@ -545,7 +476,7 @@ def _without_vit_head(module: nn.Module) -> nn.Module:
     if isinstance(head, nn.Module):
         module.mlp_head = nn.Identity()
     elif isinstance(getattr(module, "to_logits", None), nn.Sequential):  # CrossFormer: pool, then Linear
-        logits = module.to_logits
+        logits: Any = module.to_logits
         if isinstance(logits[-1], nn.Linear):
             logits[-1] = nn.Identity()
     return module
@@ -588,19 +519,12 @@ def _first_tensor(out: Any) -> torch.Tensor:
     raise ParameterError(f"an encoder must return a tensor, got {type(out).__name__}")
 
 
-#: Encoder classes by the ``type`` their specs carry.
-ENCODERS: dict[str, type[Encoder]] = {
-    cls.kind: cls for cls in (ImageEncoder, TextEncoder, TabularEncoder, WordEncoder, ModuleEncoder)
-}
-
 __all__ = [
-    "ENCODERS",
     "Encoder",
     "ImageEncoder",
     "ModuleEncoder",
     "TabularEncoder",
     "TextEncoder",
     "WordEncoder",
-    "build_encoder",
     "probe_width",
 ]

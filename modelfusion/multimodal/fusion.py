@@ -128,7 +128,7 @@ class MultimodalFusion(nn.Module):
         cls, spec: Mapping[str, Any], *, files: Any = None, trust: bool = False
     ) -> MultimodalFusion:
         """The (untrained) model a :meth:`spec` describes; ``files`` as for
-        :func:`~modelfusion.multimodal.encoders.build_encoder` (one folder per encoder).
+        :func:`~modelfusion.multimodal.specs.build_encoder` (one folder per encoder).
 
         Examples
         --------
@@ -136,7 +136,7 @@ class MultimodalFusion(nn.Module):
         """
         from pathlib import Path
 
-        from modelfusion.multimodal.encoders import build_encoder
+        from modelfusion.multimodal.specs import build_encoder
 
         encoders = {
             name: build_encoder(

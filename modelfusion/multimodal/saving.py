@@ -11,7 +11,7 @@ Layout::
       fused.int8.onnx          # optional: the same, int8 weights
 
 Nothing is pickled and nothing downloads on load: the model is rebuilt from its spec
-(encoders by name, plain arguments, :func:`~modelfusion.multimodal.encoders.build_encoder`),
+(encoders by name, plain arguments, :func:`~modelfusion.multimodal.specs.build_encoder`),
 then the weights are read (:meth:`MultimodalFusion.load <modelfusion.multimodal.MultimodalFusion.load>`). The folder is written beside its target and renamed into place.
 """
 
