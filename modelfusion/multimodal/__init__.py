@@ -21,6 +21,7 @@ from modelfusion.multimodal.encoders import (
 )
 from modelfusion.multimodal.export import MultimodalGraph, export_multimodal_onnx
 from modelfusion.multimodal.fusion import MultimodalFusion, NumClassesError, load_multimodal
+from modelfusion.multimodal.manifest_dataset import MultimodalDataset
 from modelfusion.multimodal.multiscale import MultiScaleEncoder, extract_multi_scale_features
 from modelfusion.multimodal.operators import (
     FUSION_OPERATORS,
@@ -58,6 +59,7 @@ __all__ = [
     "ModuleEncoder",
     "MultimodalFusion",
     "MultiScaleEncoder",
+    "MultimodalDataset",
     "MultimodalGraph",
     "NumClassesError",
     "Projection",

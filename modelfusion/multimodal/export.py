@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from modelfusion.multimodal.fusion import MultimodalFusion
 
 DEFAULT_OPSET = 17
+#: The graph input ``<modality>.present`` of a model with missing-modality embeddings.
+PRESENT = "present"
 #: Largest difference between the graph's and the eager model's logits an export accepts.
 PARITY_TOLERANCE = 1e-4
 
@@ -46,9 +48,10 @@ class _Encoded(nn.Module):
         grouped: dict[str, dict[str, torch.Tensor]] = {}
         for (modality, key), tensor in zip(self.names, tensors):
             grouped.setdefault(modality, {})[key] = tensor
+        present = {name: grouped[name].pop(PRESENT) for name in grouped if PRESENT in grouped[name]}
         encoders = self.model.encoders
         features = {name: cast(Any, encoders[name]).encode(**grouped[name]) for name in encoders}
-        return self.model.classifier(self.model.fusion(features))
+        return self.model.fuse_features(features, present or None)
 
 
 def prepared_inputs(model: MultimodalFusion, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -65,6 +68,12 @@ def prepared_inputs(model: MultimodalFusion, batch: Mapping[str, Any]) -> dict[s
                     "only tensor inputs can enter an ONNX graph"
                 )
             flat[f"{name}.{key}"] = tensor
+        if "missing" in model._modules:  # 1 where the modality is there, 0 where its stand-in is used
+            rows = len(next(iter(flat.values())))
+            given = (batch.get("present") or {}).get(name)
+            flat[f"{name}.{PRESENT}"] = (
+                torch.ones(rows) if given is None else torch.as_tensor(given).to(torch.float32).reshape(rows)
+            )
     return flat
 
 

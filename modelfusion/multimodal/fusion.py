@@ -71,6 +71,7 @@ class MultimodalFusion(nn.Module):
         dim: int = 256,
         fusion_options: Mapping[str, Any] | None = None,
         head: Mapping[str, Any] | None = None,
+        missing_embeddings: bool = False,
     ):
         if "_modules" not in self.__dict__:  # a second call (super().__init__() in a subclass) keeps modules
             super().__init__()
@@ -78,7 +79,9 @@ class MultimodalFusion(nn.Module):
             if self.expected_widths:
                 self.register_forward_pre_hook(_check_expected_encoders_exist)
         if encoders is not None:
-            self._build(encoders, fusion, dim, dict(fusion_options or {}), _head_spec(head))
+            self._build(
+                encoders, fusion, dim, dict(fusion_options or {}), _head_spec(head), missing_embeddings
+            )
         if num_classes is not None:
             self.num_classes = num_classes
         elif self.num_classes is not None and "classifier" not in self._modules:
@@ -91,8 +94,11 @@ class MultimodalFusion(nn.Module):
         dim: int,
         options: dict[str, Any],
         head: dict[str, Any],
+        missing_embeddings: bool = False,
     ) -> None:
-        """``encoders`` -> ``build_fusion(fusion)`` -> the head: the model :meth:`forward` runs."""
+        """``encoders`` -> ``build_fusion(fusion)`` -> the head: the model :meth:`forward` runs.
+        With ``missing_embeddings``, each modality also learns the features that stand in for it
+        in rows where it is missing (``inputs["present"]``)."""
         from modelfusion.multimodal.operators import build_fusion
 
         unknown = [n for n, e in encoders.items() if not isinstance(getattr(e, "width", None), int)]
@@ -103,7 +109,17 @@ class MultimodalFusion(nn.Module):
         self.encoders = nn.ModuleDict(dict(encoders))
         widths = {name: int(getattr(e, "width")) for name, e in encoders.items()}  # noqa: B009
         self.fusion = build_fusion(fusion, widths, **({} if fusion == "concat" else {"dim": dim}), **options)
-        self.fusion_spec = {"fusion": fusion, "dim": dim, "fusion_options": options, "head": head}
+        if missing_embeddings:
+            self.missing = nn.ParameterDict(
+                {name: nn.Parameter(torch.zeros(w)) for name, w in widths.items()}
+            )
+        self.fusion_spec = {
+            "fusion": fusion,
+            "dim": dim,
+            "fusion_options": options,
+            "head": head,
+            "missing_embeddings": bool(missing_embeddings),
+        }
 
     def spec(self) -> dict[str, Any]:
         """The model as plain values: each encoder's spec, the fusion, the number of classes.
@@ -156,6 +172,7 @@ class MultimodalFusion(nn.Module):
             dim=spec.get("dim", 256),
             fusion_options=spec.get("fusion_options"),
             head=spec.get("head"),
+            missing_embeddings=bool(spec.get("missing_embeddings", False)),
         )
 
     def save(self, path: Any, **options: Any) -> Any:
@@ -181,7 +198,11 @@ class MultimodalFusion(nn.Module):
         return model.eval()
 
     def forward(self, inputs: Mapping[str, Any]) -> torch.Tensor:
-        """``{modality: batch}`` -> logits, for a model built with ``encoders=`` (subclasses write their own)."""
+        """``{modality: batch}`` -> logits, for a model built with ``encoders=`` (subclasses write their own).
+
+        ``inputs["present"]`` (``{modality: bool [batch]}``, as a MultimodalDataset with
+        ``missing="embed"`` gives) marks the rows where a modality is missing: a model built with
+        ``missing_embeddings=True`` uses its learned stand-in features there."""
         if "encoders" not in self._modules:
             raise NotImplementedError(
                 f"{type(self).__name__} has no forward: write one in the subclass, or build it with "
@@ -193,6 +214,25 @@ class MultimodalFusion(nn.Module):
                 f"the model fuses {list(self.encoders)}; the batch has no {missing} (it has {list(inputs)})"
             )
         features = {name: encoder(inputs[name]) for name, encoder in self.encoders.items()}
+        return self.fuse_features(features, inputs.get("present"))
+
+    def fuse_features(
+        self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Encoded features -> logits: missing rows replaced (see :meth:`forward`), fused, classified."""
+        if present:
+            if "missing" not in self._modules:
+                raise FeatureWidthError(
+                    f"the batch marks missing modalities ({sorted(present)}) but the model has no stand-in "
+                    "for them: build it with MultimodalFusion(..., missing_embeddings=True)"
+                )
+            stand_ins: Any = self.missing
+            features = dict(features)
+            for name, rows in present.items():
+                feat = features[name]
+                keep = torch.as_tensor(rows, device=feat.device).to(torch.bool)
+                keep = keep.reshape(-1, *([1] * (feat.dim() - 1)))
+                features[name] = torch.where(keep, feat, stand_ins[name].to(feat.dtype))
         return self.classifier(self.fusion(features))
 
     def __setattr__(self, name: str, value: Any) -> None:
