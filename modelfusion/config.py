@@ -377,7 +377,7 @@ def parse_config(raw: Any, *, base_dir: Path | None = None, source: str = "confi
     try:
         config = RunConfig.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as e:
-        problems.extend(_describe(err) for err in e.errors())
+        problems.extend(describe_error(err) for err in e.errors())
     problems.extend(_check_paths(raw, base_dir))
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
@@ -405,7 +405,7 @@ def with_overrides(config: RunConfig, changes: dict[str, Any], *, source: str = 
     try:
         updated = RunConfig.model_validate({**raw, "base_dir": config.base_dir})
     except ValidationError as e:
-        problems = [_describe(err) for err in e.errors()]
+        problems = [describe_error(err) for err in e.errors()]
         raise ConfigError(f"{source}: " + "; ".join(problems), problems) from None
     updated._config_file = config._config_file
     updated._unexpanded = {
@@ -472,12 +472,13 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _describe(err: Mapping[str, Any]) -> str:
+def describe_error(err: Mapping[str, Any], root: type[BaseModel] | None = None) -> str:
+    """One pydantic error as ``yaml.path: message`` (unknown keys with a did-you-mean from ``root``'s fields)."""
     loc = tuple(err["loc"])
     where = _loc(loc)
     if err["type"] == "extra_forbidden":
         key = str(loc[-1])
-        parent = _model_at(loc[:-1])
+        parent = _model_at(loc[:-1], root or RunConfig)
         valid = list(parent.model_fields) if parent else []
         valid = [v for v in valid if v != "base_dir"]
         close = difflib.get_close_matches(key, valid, n=1)
@@ -489,8 +490,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{where}: {msg}"
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: Any = RunConfig
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    model: Any = root
     for part in loc:
         if isinstance(part, int):
             continue

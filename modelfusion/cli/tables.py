@@ -82,3 +82,22 @@ def variant_table(rows: Sequence[Mapping[str, Any]]) -> Table:
         cells = {**r, "name": f"{r['name']} ★" if r.get("pareto") else r["name"]}
         table.add_row(*(format_value(k, cells.get(k)) for k in keys))
     return table
+
+
+def training_table(rows: Sequence[Any], *, best: str) -> Table:
+    """``modelfusion train``'s candidates: accuracy, NLL, latency, parameters (the best in bold)."""
+    table = Table(title="Feature-level fusion (held-out rows)")
+    for name in ("model", "accuracy", "NLL", "latency ms/batch", "parameters", "train s"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for r in rows:
+        style = "bold" if r.model == best else None
+        table.add_row(
+            r.model,
+            f"{100 * r.accuracy:.2f}%",
+            f"{r.nll:.4f}",
+            f"{r.latency_ms:.2f}",
+            f"{r.parameters:,}",
+            f"{r.train_seconds:.1f}",
+            style=style,
+        )
+    return table

@@ -59,6 +59,38 @@ def distill(
     _print(result)
 
 
+@handle_errors
+def train(
+    config: Path = typer.Argument(..., help="A train.yaml: data, model (encoders, fusion, head), training."),
+    output_dir: Path = typer.Option(
+        None, "--output-dir", "-o", help="Write here instead of the config's output_dir."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the config and print the plan; train nothing."
+    ),
+) -> None:
+    """Train a feature-level fusion model end to end: every fusion operator listed in model.fusion and
+    each modality alone, compared in OUTPUT_DIR/report.html and metrics.json; the best fused model
+    saved to OUTPUT_DIR/model (safetensors, ONNX)."""
+    from modelfusion.multimodal.train_config import load_train_config
+    from modelfusion.multimodal.train_job import plan_training, run_training
+
+    settings = load_train_config(config)
+    if output_dir is not None:
+        settings = settings.model_copy(update={"output_dir": str(output_dir.resolve())})
+    plan = plan_training(settings)
+    if dry_run:
+        console.print("\n".join(plan.describe()), highlight=False, markup=False, soft_wrap=True)
+        return
+    result = run_training(plan, log=log)
+    from modelfusion.cli.tables import training_table
+
+    console.print(training_table(result.rows, best=result.best.model))
+    for name in ("report", "metrics", "model"):
+        if name in result.files:
+            console.print(f"{name}: {result.files[name]}", highlight=False, soft_wrap=True)
+
+
 def _print(result) -> None:
     from modelfusion.cli.run_commands import print_outputs
     from modelfusion.cli.tables import deployment_table, variant_table
@@ -73,3 +105,4 @@ def _print(result) -> None:
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command()(distill)
+    app.command()(train)
