@@ -9,6 +9,8 @@ Examples
 >>> MultimodalFusion.load("model")
 """
 
+from modelfusion.multimodal.clip import CLIPImageEncoder, CLIPTextEncoder, clip_encoders
+from modelfusion.multimodal.contrastive import ContrastiveAlignment, contrastive_loss, retrieval_recall
 from modelfusion.multimodal.data import ModalityDataset
 from modelfusion.multimodal.encoders import (
     Encoder,
@@ -43,6 +45,9 @@ from modelfusion.multimodal.specs import ENCODERS, build_encoder
 __all__ = [
     "ENCODERS",
     "FUSION_OPERATORS",
+    "CLIPImageEncoder",
+    "CLIPTextEncoder",
+    "ContrastiveAlignment",
     "Concat",
     "CrossAttention",
     "Encoder",
@@ -69,11 +74,14 @@ __all__ = [
     "WordEncoder",
     "build_encoder",
     "build_fusion",
+    "clip_encoders",
+    "contrastive_loss",
     "check_widths",
     "export_multimodal_onnx",
     "extract_multi_scale_features",
     "linear_probe_accuracy",
     "load_multimodal",
     "probe_width",
+    "retrieval_recall",
     "save_multimodal",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from modelfusion.errors import ParameterError
 from modelfusion.members.architectures import check_architecture
+from modelfusion.multimodal.clip import CLIPImageEncoder, CLIPTextEncoder, build_clip_encoder
 from modelfusion.multimodal.encoders import (
     Encoder,
     ImageEncoder,
@@ -63,6 +64,8 @@ def build_encoder(
             return ModuleEncoder.from_architecture(**options)
         if kind == "text":
             return _text_encoder(options, files, owner)
+        if kind in ("clip_image", "clip_text"):
+            return build_clip_encoder(kind, options, files, owner)
         return ENCODERS[kind](**options)
     except TypeError as exc:
         raise ParameterError(f"{owner} ({kind}): {exc}") from None
@@ -98,7 +101,16 @@ def _text_encoder(options: dict[str, Any], files: Path | None, owner: str) -> Te
 #: Encoder classes by the ``type`` their specs carry.
 ENCODERS: dict[str, type[Encoder]] = {
     cls.kind: cls
-    for cls in (ImageEncoder, MultiScaleEncoder, TextEncoder, TabularEncoder, WordEncoder, ModuleEncoder)
+    for cls in (
+        ImageEncoder,
+        MultiScaleEncoder,
+        TextEncoder,
+        TabularEncoder,
+        WordEncoder,
+        ModuleEncoder,
+        CLIPImageEncoder,
+        CLIPTextEncoder,
+    )
 }
 
 __all__ = ["ENCODERS", "build_encoder"]

@@ -46,8 +46,15 @@ def test_two_processes_train_the_fusion_model_to_the_single_process_weights(tmp_
     torch.manual_seed(0)
     model = instruction_model(task["vocabulary"], fusion="gated")
     Trainer(
-        model, nn.functional.cross_entropy, optimizer="sgd", lr=0.05, batch_size=64, max_epochs=2, seed=0,
-        device="cpu", progress=False,
+        model,
+        nn.functional.cross_entropy,
+        optimizer="sgd",
+        lr=0.05,
+        batch_size=64,
+        max_epochs=2,
+        seed=0,
+        device="cpu",
+        progress=False,
     ).fit(train.subset(range(256)))
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(ddp[name], tensor, rtol=0, atol=1e-5, msg=name)

@@ -22,3 +22,35 @@ def tiny_bert():
         vocab_size=20, hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
     )
     return BertModel(config).eval(), tokenizer
+
+
+def tiny_clip():
+    """A CLIPModel with 2-layer towers of width 32 (32x32 images, joint width 16) and the word-level
+    tokenizer of :func:`tiny_bert` (eval mode)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    _, tokenizer = tiny_bert()
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "vocab_size": 20,
+            "max_position_embeddings": 16,
+            "eos_token_id": 2,
+            "bos_token_id": 2,
+            "pad_token_id": 0,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    return CLIPModel(config).eval(), tokenizer
