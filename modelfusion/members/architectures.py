@@ -30,6 +30,7 @@ SAFE_FACTORIES: set[str] = {
     "modelfusion.examples.digits:SmallCNN",
     "modelfusion.examples.digits:MLP",
     "modelfusion.examples.digit_instructions:digit_cnn",
+    "modelfusion.examples.emoji_pairs:efficientnet_lite0_features",
     "modelfusion.training.students:MLPStudent",
     "modelfusion.training.students:CNNStudent",
     "vit_pytorch:ViT",

@@ -23,6 +23,7 @@ from modelfusion.multimodal.encoders import (
 )
 from modelfusion.multimodal.export import MultimodalGraph, export_multimodal_onnx
 from modelfusion.multimodal.fusion import MultimodalFusion, NumClassesError, load_multimodal
+from modelfusion.multimodal.late import LateFusion, late_fusion_loss
 from modelfusion.multimodal.manifest_dataset import MultimodalDataset
 from modelfusion.multimodal.multiscale import MultiScaleEncoder, extract_multi_scale_features
 from modelfusion.multimodal.operators import (
@@ -56,6 +57,7 @@ __all__ = [
     "FusionOperator",
     "Gated",
     "ImageEncoder",
+    "LateFusion",
     "LowRankBilinear",
     "MaskedImagePretraining",
     "MaskedImageView",
@@ -79,6 +81,7 @@ __all__ = [
     "check_widths",
     "export_multimodal_onnx",
     "extract_multi_scale_features",
+    "late_fusion_loss",
     "linear_probe_accuracy",
     "load_multimodal",
     "probe_width",

@@ -77,8 +77,21 @@ class Encoder(nn.Module):
         """Write files the spec needs beside the weights (a tokenizer); returns the spec pointing at them."""
         return self.spec()
 
+    def train(self, mode: bool = True) -> Encoder:
+        """As ``nn.Module.train``, but frozen batch-norm layers stay in eval mode: their running
+        statistics are part of what was frozen."""
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters()
+                ):
+                    module.eval()
+        return self
+
     def freeze(self) -> Encoder:
-        """Stop training every parameter of the encoder; returns self."""
+        """Stop training every parameter of the encoder (frozen batch norms keep their statistics);
+        returns self."""
         for p in self.parameters():
             p.requires_grad_(False)
         return self
@@ -483,13 +496,14 @@ def _without_vit_head(module: nn.Module) -> nn.Module:
 
 
 def _longest_block_stack(module: nn.Module) -> nn.Module | None:
-    """The ModuleList/Sequential with the most children of one type (the model's blocks)."""
-    best, size = None, 1
+    """The ModuleList/Sequential with the most children of one type (the model's blocks), the last
+    such stack in module order when several tie."""
+    best, size = None, 2
     for child in module.modules():
         if isinstance(child, (nn.ModuleList, nn.Sequential)):
             kinds = {type(c) for c in child.children()}
             n = len(list(child.children()))
-            if len(kinds) == 1 and n > size:
+            if len(kinds) == 1 and n >= size:  # ties: the later stack (a ResNet's last stage)
                 best, size = child, n
     return best
 

@@ -13,7 +13,7 @@ Examples
       encoders:
         image: {type: module, architecture: "modelfusion.examples.digit_instructions:digit_cnn", input_shape: [1, 8, 8]}
         text: {type: words, vocabulary: auto, width: 64}
-      fusion: [concat, gated, film]       # each trained and compared, with each modality alone
+      fusion: [concat, gated, film, late]  # each trained and compared, with each modality alone
       head: {hidden: [128]}
     training: {epochs: 30, lr: 0.003}
 """
@@ -53,9 +53,23 @@ class ModelSpecConfig(_Strict):
     encoders: dict[str, dict[str, Any]] = Field(min_length=1)
     fusion: list[str] = Field(default_factory=lambda: ["concat"], min_length=1)
     dim: int = Field(128, ge=1, le=65536)
-    fusion_options: dict[str, Any] = Field(default_factory=dict)
+    fusion_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="{fusion: its options}, e.g. {cross_attention: {heads: 4}}"
+    )
+    late_strategy: str = Field(
+        "mean", description="fusion 'late': the prediction-level strategy of the heads"
+    )
     head: dict[str, Any] = Field(default_factory=dict)
     single_modality: bool = Field(True, description="also train each encoder alone, for the comparison")
+
+    @field_validator("late_strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        from modelfusion.strategies import STRATEGY_REGISTRY
+
+        if value not in STRATEGY_REGISTRY:
+            raise ValueError(f"unknown strategy {value!r}; use one of {', '.join(sorted(STRATEGY_REGISTRY))}")
+        return value
 
     @field_validator("fusion", mode="before")
     @classmethod
@@ -67,9 +81,9 @@ class ModelSpecConfig(_Strict):
     def _known(cls, value: list[str]) -> list[str]:
         from modelfusion.multimodal.operators import FUSION_OPERATORS
 
-        unknown = [v for v in value if v not in FUSION_OPERATORS]
+        unknown = [v for v in value if v not in FUSION_OPERATORS and v != "late"]
         if unknown:
-            raise ValueError(f"unknown fusion {unknown}; use {', '.join(FUSION_OPERATORS)}")
+            raise ValueError(f"unknown fusion {unknown}; use {', '.join(FUSION_OPERATORS)} or late")
         return value
 
 

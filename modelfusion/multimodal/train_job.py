@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,8 @@ from modelfusion.multimodal.train_config import TrainConfig
 from modelfusion.multimodal.train_rows import Candidate, ModelRow, modality_view
 
 BUILTIN = "builtin:digit_instructions"
+#: The fusion name of late fusion (a head per modality, fused by a prediction-level strategy).
+LATE = "late"
 
 
 @dataclass
@@ -89,11 +91,13 @@ def build_model(plan: TrainPlan, candidate: Candidate) -> nn.Module:
     from modelfusion.multimodal.fusion import MultimodalFusion
 
     m = plan.config.model
+    if candidate.fusion == LATE:
+        return _late_model(plan, candidate)
     spec = {
         "encoders": {name: plan.encoders[name] for name in candidate.modalities},
         "fusion": candidate.fusion,
         "dim": m.dim,
-        "fusion_options": m.fusion_options if candidate.fusion == m.fusion[0] or len(m.fusion) == 1 else {},
+        "fusion_options": m.fusion_options.get(candidate.fusion, {}),
         "head": m.head,
         "num_classes": len(plan.classes),
         "missing_embeddings": plan.config.data.missing == "embed",
@@ -101,6 +105,21 @@ def build_model(plan: TrainPlan, candidate: Candidate) -> nn.Module:
     torch.manual_seed(plan.config.seed)
     try:
         return MultimodalFusion.from_spec(spec)
+    except ModelFusionError as exc:
+        raise ConfigError(f"model ({candidate.name}): {exc}", [f"model: {exc}"]) from exc
+
+
+def _late_model(plan: TrainPlan, candidate: Candidate) -> nn.Module:
+    from modelfusion.multimodal.late import LateFusion
+    from modelfusion.multimodal.specs import build_encoder
+
+    torch.manual_seed(plan.config.seed)
+    try:
+        encoders = {
+            name: build_encoder(plan.encoders[name], owner=f"model.encoders.{name}")
+            for name in candidate.modalities
+        }
+        return LateFusion(encoders, len(plan.classes), strategy=plan.config.model.late_strategy)
     except ModelFusionError as exc:
         raise ConfigError(f"model ({candidate.name}): {exc}", [f"model: {exc}"]) from exc
 
@@ -119,7 +138,7 @@ def run_training(
         rows.append(row)
         log(f"{candidate.name}: accuracy {row.accuracy:.2%}, NLL {row.nll:.4f}")
         fused = len(candidate.modalities) > 1 or len(plan.encoders) == 1
-        if fused and (best is None or row.accuracy > best.accuracy):
+        if fused and candidate.fusion != LATE and (best is None or row.accuracy > best.accuracy):
             best, best_model = row, model
     assert best is not None and best_model is not None
     files = write_outputs(plan, rows, best, best_model)
@@ -130,19 +149,23 @@ def train_candidate(
     plan: TrainPlan, candidate: Candidate, *, progress: bool | None = None
 ) -> tuple[ModelRow, Any]:
     """One candidate trained with the shared Trainer and scored on the held-out rows."""
+    from modelfusion.multimodal.late import late_fusion_loss
     from modelfusion.training import EarlyStopping, Trainer
 
     t = plan.config.training
+    late = candidate.fusion == LATE
     model = build_model(plan, candidate)
     train, val = modality_view(plan.train, candidate), modality_view(plan.test, candidate)
-    if t.patience is not None:
+    held = None
+    if t.patience is not None or late:  # early stopping, or the late strategy, need rows of their own
         rows = np.random.default_rng(plan.config.seed).permutation(len(train))
         cut = max(1, len(rows) // 10)
-        train, val = train.subset(rows[cut:]), train.subset(rows[:cut])
+        train, held = train.subset(rows[cut:]), train.subset(rows[:cut])
+        val = held if t.patience is not None else val
     start = time.perf_counter()
     trainer = Trainer(
         model,
-        nn.functional.cross_entropy,
+        late_fusion_loss if late else nn.functional.cross_entropy,
         optimizer=t.optimizer,
         lr=t.lr,
         weight_decay=t.weight_decay,
@@ -154,6 +177,8 @@ def train_candidate(
         device="cpu",
         progress=progress,
     ).fit(train, val)
+    if late:
+        cast(Any, model).fit_strategy(held)
     seconds = time.perf_counter() - start
     accuracy, nll, latency = _score(model, modality_view(plan.test, candidate), t.batch_size)
     row = ModelRow(
@@ -181,15 +206,23 @@ def _score(model: nn.Module, data: ModalityDataset, batch_size: int) -> tuple[fl
             best = float("inf")
             for _ in range(3):
                 start = time.perf_counter()
-                out = model(inputs)
+                out = _log_probabilities(model, inputs)
                 best = min(best, time.perf_counter() - start)
             times.append(best * 1000 * batch_size / len(y))
             logits.append(out)
             labels.append(y)
     z, y = torch.cat(logits), torch.cat(labels)
     accuracy = float((z.argmax(1) == y).float().mean())
-    nll = float(nn.functional.cross_entropy(z, y))
+    nll = float(nn.functional.nll_loss(z, y))
     return accuracy, nll, float(np.median(times))
+
+
+def _log_probabilities(model: nn.Module, inputs: Any) -> torch.Tensor:
+    from modelfusion.multimodal.late import LateFusion
+
+    if isinstance(model, LateFusion):  # the heads' probabilities through the fitted strategy
+        return torch.from_numpy(model.predict_proba(inputs)).float().clamp_min(1e-12).log()
+    return model(inputs).log_softmax(dim=1)
 
 
 def _resolve_spec(modality: str, spec: dict[str, Any], train: ModalityDataset) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def write_config(folder, **changes):
         "data": {"source": "builtin:digit_instructions", "per_image": 1},
         "model": {
             "encoders": {"image": IMAGE, "text": {"type": "words", "vocabulary": "auto", "width": 16}},
-            "fusion": ["concat", "gated"],
+            "fusion": ["concat", "gated", "late"],
             "dim": 32,
             "head": {"hidden": [32]},
         },
@@ -53,7 +53,7 @@ def test_train_compares_every_operator_and_each_modality_and_saves_the_best(tmp_
     result = invoke("train", write_config(tmp_path))
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert [r["model"] for r in metrics["rows"]] == ["image only", "text only", "concat", "gated"]
+    assert [r["model"] for r in metrics["rows"]] == ["image only", "text only", "concat", "gated", "late"]
     assert all(
         0 <= r["accuracy"] <= 1 and r["parameters"] > 0 and r["latency_ms"] > 0 for r in metrics["rows"]
     )
@@ -109,10 +109,14 @@ def test_config_errors_are_named_before_any_training(tmp_path):
         "train", write_config(tmp_path, model={**model, "encoders": {"image": IMAGE}, "fusion": "glue"})
     )
     assert result.exit_code == 2 and "unknown fusion ['glue']" in result.output
+    result = invoke(
+        "train", write_config(tmp_path, model={**model, "encoders": {"image": IMAGE}, "late_strategy": "avg"})
+    )
+    assert result.exit_code == 2 and "model.late_strategy: unknown strategy 'avg'" in result.output
     assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     result = invoke("train", write_config(tmp_path), "--dry-run")
     assert result.exit_code == 0
-    assert "image only, text only, concat, gated" in result.output and not (tmp_path / "out").exists()
+    assert "image only, text only, concat, gated, late" in result.output and not (tmp_path / "out").exists()

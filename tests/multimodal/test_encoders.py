@@ -49,6 +49,16 @@ def test_freeze_and_unfreeze_only_the_last_blocks(bert):
     assert all(p.requires_grad for p in enc.unfreeze().parameters())
 
 
+def test_frozen_batch_norms_keep_their_statistics_in_training():
+    pytest.importorskip("torchvision")
+    enc = ImageEncoder("resnet18", image_size=32).freeze().unfreeze(last=1)
+    enc.train()
+    before = enc.body.bn1.running_mean.clone()
+    enc(torch.rand(4, 3, 32, 32) * 5)
+    assert torch.equal(enc.body.bn1.running_mean, before) and not enc.body.bn1.training  # frozen stem
+    assert enc.body.layer4[1].bn2.training  # the trained last block still learns its statistics
+
+
 def test_image_encoders_by_torchvision_and_timm_name_drop_their_head():
     pytest.importorskip("torchvision")
     resnet = ImageEncoder("resnet18", image_size=32)
