@@ -371,7 +371,7 @@ def parse_config(raw: Any, *, base_dir: Path | None = None, source: str = "confi
         raise ConfigError(problem, [problem])
     problems: list[str] = []
     unexpanded: dict[tuple[Any, ...], str] = {}
-    raw = _interpolate(raw, (), problems, unexpanded)
+    raw = interpolate_env(raw, (), problems, unexpanded)
     base_dir = base_dir or Path.cwd()
     config = None
     try:
@@ -437,11 +437,13 @@ def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config_record(config), sort_keys=False)
 
 
-def _interpolate(value: Any, loc: tuple[Any, ...], problems: list[str], unexpanded: dict) -> Any:
+def interpolate_env(value: Any, loc: tuple[Any, ...], problems: list[str], unexpanded: dict) -> Any:
+    """``${VAR}`` / ``${VAR:-default}`` in every string of ``value`` from the environment; unset
+    variables are added to ``problems`` with their YAML path, originals recorded in ``unexpanded``."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*loc, k), problems, unexpanded) for k, v in value.items()}
+        return {k: interpolate_env(v, (*loc, k), problems, unexpanded) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*loc, i), problems, unexpanded) for i, v in enumerate(value)]
+        return [interpolate_env(v, (*loc, i), problems, unexpanded) for i, v in enumerate(value)]
     if isinstance(value, str):
         where = _loc(loc)
         if _ENV.search(value):

@@ -447,16 +447,8 @@ def _backbone(
     """A timm model with ``num_classes=0`` (pooled features), a torchvision one with its head
     removed, or ``package.module:factory(**kwargs)`` (a vit-pytorch model: its head removed)."""
     if ":" in name:
-        if pretrained:
-            raise ParameterError(f"image encoder {name!r}: pretrained=True needs a timm or torchvision name")
-        import inspect
-
-        from modelfusion.members.torch import build_architecture, import_factory
-
-        takes = inspect.signature(import_factory(name)).parameters
-        sizes = {"image_size": image_size, "channels": in_channels}
         return _without_vit_head(
-            build_architecture(name, {**{k: v for k, v in sizes.items() if k in takes}, **kwargs})
+            build_factory_backbone(name, image_size, in_channels, pretrained, kwargs, what="image encoder")
         )
     try:
         import timm
@@ -478,6 +470,26 @@ def _backbone(
             setattr(model, head, nn.Identity())
             return model
     raise ParameterError(f"image encoder {name!r}: found no head (fc, classifier, heads) to remove")
+
+
+def build_factory_backbone(
+    name: str, image_size: int, in_channels: int, pretrained: bool, kwargs: dict[str, Any], *, what: str
+) -> nn.Module:
+    """``package.module:factory(**kwargs)``, given ``image_size`` and ``channels`` when it takes them;
+    lists become tuples (a spec read from JSON has lists where vit-pytorch's ``cast_tuple`` wants tuples)."""
+    import inspect
+
+    from modelfusion.members.torch import build_architecture, import_factory
+
+    if pretrained:
+        raise ParameterError(f"{what} {name!r}: pretrained=True needs a timm or torchvision name")
+    takes = inspect.signature(import_factory(name)).parameters
+    sizes = {k: v for k, v in {"image_size": image_size, "channels": in_channels}.items() if k in takes}
+    return build_architecture(name, {**sizes, **{k: _tuples(v) for k, v in kwargs.items()}})
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _without_vit_head(module: nn.Module) -> nn.Module:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from modelfusion.errors import ParameterError
-from modelfusion.multimodal.encoders import Encoder, probe_width
+from modelfusion.multimodal.encoders import Encoder, build_factory_backbone, probe_width
 
 #: How the scales are fused.
 FUSES = ("concat", "fpn")
@@ -180,18 +180,9 @@ def _multiscale_backbone(
     kwargs: dict[str, Any],
 ) -> nn.Module:
     if ":" in name:
-        if pretrained:
-            raise ParameterError(
-                f"multi-scale encoder {name!r}: pretrained=True needs a timm or torchvision name"
-            )
-        import inspect
-
-        from modelfusion.members.torch import build_architecture, import_factory
-
-        takes = inspect.signature(import_factory(name)).parameters
-        arguments = {"channels": in_channels} if "channels" in takes else {}
-        # a spec read from JSON has lists where vit-pytorch expects tuples (cast_tuple)
-        return build_architecture(name, {**arguments, **{k: _tuples(v) for k, v in kwargs.items()}})
+        return build_factory_backbone(
+            name, image_size, in_channels, pretrained, kwargs, what="multi-scale encoder"
+        )
     try:
         import timm
 
@@ -249,10 +240,6 @@ def _pyramid(channels: list[int], dim: int) -> nn.Module:
     from torchvision.ops import FeaturePyramidNetwork
 
     return FeaturePyramidNetwork(channels, dim)
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _select(maps: list[torch.Tensor], stages: Sequence[int] | None, name: str) -> list[torch.Tensor]:

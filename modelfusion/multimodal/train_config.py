@@ -119,7 +119,7 @@ class TrainConfig(_Strict):
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read and validate a ``modelfusion train`` YAML; raises ConfigError listing every problem."""
-    from modelfusion.config import _interpolate, describe_error, read_yaml
+    from modelfusion.config import describe_error, interpolate_env, read_yaml
 
     path = Path(path)
     if not path.is_file():
@@ -129,7 +129,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
         problem = f"{path}: expected a mapping at the top level, got {type(raw).__name__}"
         raise ConfigError(problem, [problem])
     problems: list[str] = []
-    raw = _interpolate(raw, (), problems, {})
+    raw = interpolate_env(raw, (), problems, {})
     config = None
     try:
         config = TrainConfig.model_validate({**raw, "base_dir": path.parent.resolve()})
