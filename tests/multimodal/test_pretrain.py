@@ -10,10 +10,11 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from modelfusion.errors import ParameterError
-from modelfusion.multimodal import MultimodalFusion, WordEncoder
+from modelfusion.multimodal import ModalityDataset, MultimodalFusion, WordEncoder
 from modelfusion.multimodal.encoders import ImageEncoder
 from modelfusion.multimodal.pretrain import MaskedImagePretraining, MaskedImageView, linear_probe_accuracy
 from modelfusion.multimodal.specs import build_encoder
+from modelfusion.training import Trainer
 
 vit_pytorch = pytest.importorskip("vit_pytorch")
 timm = pytest.importorskip("timm")
@@ -87,17 +88,28 @@ def test_timm_view_embeds_patches_exactly_like_the_vit(images):
     assert MaskedImageView(tiny_vit("mean")).pos_embedding.shape == (1, 17, 32)  # a zero class slot added
 
 
-def test_pretrained_vit_is_an_image_encoder_inside_a_fusion_model(images):
-    vit = tiny_vit()
+@pytest.mark.parametrize("make", [tiny_vit, tiny_timm_vit], ids=["vit-pytorch", "timm"])
+def test_pretrained_vit_is_fine_tuned_inside_a_fusion_model(make, images):
+    vit = make()
     MaskedImagePretraining(vit, method="simmim", max_epochs=1, batch_size=32, seed=0).fit(images)
     encoder = ImageEncoder(vit, image_size=16, in_channels=1)
-    assert encoder.width == 32 and encoder(images[:3]).shape == (3, 32)  # mlp_head removed
+    assert encoder.width == 32 and encoder(images[:3]).shape == (3, 32)  # vit-pytorch's mlp_head removed
+    encoder.freeze()
+    encoder.unfreeze(last=1)  # the last transformer block and what follows it
     model = MultimodalFusion(
         encoders={"image": encoder, "text": WordEncoder(["add", "one"], width=8)},
         fusion="gated",
         dim=16,
         num_classes=10,
     )
+    pretrained = {k: v.clone() for k, v in vit.state_dict().items()}
+    texts = ["add one", "one"] * 16
+    labels = torch.from_numpy(load_digits().target[:32])
+    data = ModalityDataset({"image": images[:32], "text": texts}, labels)
+    Trainer(model, nn.functional.cross_entropy, lr=1e-2, batch_size=16, max_epochs=3, seed=0).fit(data)
+    changed = {k for k, v in vit.state_dict().items() if not torch.equal(v, pretrained[k])}
+    first_block = next(k for k in pretrained if ".0." in k and ("transformer" in k or "blocks" in k))
+    assert changed and first_block not in changed  # the last block trained, the frozen first did not
     assert model({"image": images[:2], "text": ["add one", "one"]}).shape == (2, 10)
 
 
