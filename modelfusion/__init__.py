@@ -45,6 +45,8 @@ from modelfusion.version import __version__
 #: Public names and the module each lives in, imported on first use (PEP 562): ``import
 #: modelfusion`` and ``modelfusion --help`` stay light, torch and scikit-learn load when needed.
 _LAZY = {
+    "ConversionResult": "modelfusion.conversion",
+    "convert_model": "modelfusion.conversion",
     "FusedModel": "modelfusion.fused",
     "FusedModule": "modelfusion.fused",
     "manifest_digest": "modelfusion.manifest",
@@ -67,6 +69,7 @@ __all__ = [
     "TrainingError",
     "CheckpointError",
     "ArgumentTypeError",
+    "ConversionResult",
     "BundleError",
     "ConfigError",
     "DataError",
@@ -98,6 +101,7 @@ __all__ = [
     "UnsafeFormatError",
     "UnseenClassWarning",
     "__version__",
+    "convert_model",
     "load_member",
     "load_multimodal",
     "load_saved_member",
