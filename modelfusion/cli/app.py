@@ -12,7 +12,14 @@ import warnings
 
 import typer
 
-from modelfusion.cli import bundle_commands, deploy_commands, run_commands, train_commands
+from modelfusion.cli import (
+    bundle_commands,
+    convert_commands,
+    deploy_commands,
+    run_commands,
+    serve_commands,
+    train_commands,
+)
 from modelfusion.cli.console import State, _show_warning, cli_phrasing, console
 from modelfusion.files import terminate_as_interrupt
 
@@ -56,7 +63,14 @@ def _global(
 def _register() -> None:
     """Add every command to :data:`app` (once)."""
     if not app.registered_commands:
-        for module in (run_commands, bundle_commands, deploy_commands, train_commands):
+        for module in (
+            run_commands,
+            bundle_commands,
+            deploy_commands,
+            train_commands,
+            serve_commands,
+            convert_commands,
+        ):
             module.register(app)
 
 

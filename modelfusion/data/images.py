@@ -8,8 +8,10 @@ Examples
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,19 +26,42 @@ def read_image(
 
     Raises DataError naming the file when it is missing or does not decode.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such file {str(path)!r}")
+    return _decode(path, repr(str(path)), image_size, channels)
+
+
+def decode_image(
+    data: bytes,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    channels: int | None = None,
+    name: str = "the image",
+) -> np.ndarray:
+    """The bytes of an image file (PNG, JPEG, ...) decoded like :func:`read_image`; DataError naming ``name``.
+
+    Examples
+    --------
+    >>> decode_image(Path("digit.png").read_bytes(), image_size=8, channels=1).shape
+    (1, 8, 8)
+    """
+    return _decode(io.BytesIO(data), name, image_size, channels)
+
+
+def _decode(
+    source: Any, name: str, image_size: int | Sequence[int] | None, channels: int | None
+) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if channels not in (None, 1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
-    path = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()
             image = img.copy()
-    except FileNotFoundError:
-        raise DataError(f"no such file {str(path)!r}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"{str(path)!r} does not decode as an image ({type(exc).__name__})") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{name} does not decode as an image ({type(exc).__name__})") from None
     grey = image.mode in ("1", "L", "I", "I;16", "F")
     mode = "L" if (channels or (1 if grey else 3)) == 1 else "RGB"
     if image.mode in ("RGBA", "LA", "P"):  # transparent pixels -> white, not black
@@ -52,4 +77,4 @@ def read_image(
     return np.ascontiguousarray(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
 
 
-__all__ = ["read_image"]
+__all__ = ["decode_image", "read_image"]

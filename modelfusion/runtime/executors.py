@@ -79,9 +79,11 @@ class OnnxExecutor:
         providers: list[str] | None = None,
         *,
         threads: int | None = None,
+        spinning: bool = True,
     ):
         self.providers_requested = resolve_providers(providers)
-        self.session = open_session(model, self.providers_requested, threads=threads)
+        self.source = model  # what the session was opened from (a server reopens it with its own threads)
+        self.session = open_session(model, self.providers_requested, threads=threads, spinning=spinning)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = np.int64 if inp.type == "tensor(int64)" else np.float32

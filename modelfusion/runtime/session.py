@@ -69,8 +69,13 @@ def open_session(
     providers: list[str],
     *,
     threads: int | None = None,
+    spinning: bool = True,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` with the settings the graph records applied.
+
+    ``threads``: intra-op threads (default: ONNX Runtime's, one per core); ``spinning=False``:
+    idle pool threads sleep instead of spin-waiting, for a process that needs its cores for other
+    work between calls (a server's event loop).
 
     Examples
     --------
@@ -87,6 +92,9 @@ def open_session(
     options, disabled = session_options(settings)
     if threads is not None:
         options.intra_op_num_threads = int(threads)
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(source, options, providers=providers, disabled_optimizers=disabled or None)
 
 

@@ -1,0 +1,235 @@
+"""The HTTP app: ``POST /predict`` through the micro-batcher, ``/health``, ``/metadata``, ``/metrics``.
+
+:func:`create_app` loads and verifies the bundle before it returns (a damaged bundle never
+starts a server); warm-up runs when the app starts, and ``/health`` answers 503 until it is
+done. Every error is a JSON body ``{"error": ..., "status": ...}``: 400 malformed body, 413 too
+large, 415 unknown content type, 422 rows the model cannot take, 503 queue full (with
+``Retry-After``) or shutting down; a failing request never stops the others.
+
+No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations as objects.
+"""
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from modelfusion.dependencies import require
+from modelfusion.serving.batcher import MicroBatcher, QueueFullError, ShuttingDownError
+from modelfusion.serving.metrics import ServerMetrics
+from modelfusion.serving.model import ServedModel
+from modelfusion.serving.openapi import ERROR_RESPONSES, PREDICT_BODY, response_models
+from modelfusion.serving.payload import PayloadError, parse_payload
+
+#: The environment variable that carries :class:`ServeSettings` to uvicorn's worker processes.
+SETTINGS_ENV = "MODELFUSION_SERVE_SETTINGS"
+_PATHS = ("/predict", "/health", "/health/live", "/metadata", "/metrics")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How a server batches and what it accepts.
+
+    Examples
+    --------
+    >>> ServeSettings(max_batch=64, max_wait_ms=5).max_queue
+    4096
+    """
+
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    max_queue: int = 4096
+    max_body_bytes: int = 16 * 1024 * 1024
+    engine: str = "auto"
+    allow_nan: bool = False
+    trust: bool = False
+    retry_after_s: int = 1
+    threads: int | None = None
+
+
+def create_app(
+    bundle: str | Path, settings: ServeSettings | None = None, *, served: ServedModel | None = None
+) -> Any:
+    """The FastAPI app serving ``bundle`` (loaded and verified now; warmed up when the app starts).
+
+    Examples
+    --------
+    >>> app = create_app("runs/demo/results/bundle", ServeSettings(max_batch=64, max_wait_ms=5))
+    >>> import uvicorn; uvicorn.run(app, port=8000)
+    """
+    fastapi = require("fastapi", purpose="modelfusion serve", extra="serve")
+    require("prometheus_client", purpose="the server's /metrics", extra="serve")
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+
+    from modelfusion.version import __version__
+
+    settings = settings or ServeSettings()
+    served = served or ServedModel(
+        bundle,
+        trust=settings.trust,
+        engine=settings.engine,
+        allow_nan=settings.allow_nan,
+        threads=settings.threads,
+    )
+    metrics = ServerMetrics()
+    batcher = MicroBatcher(
+        served,
+        max_batch=settings.max_batch,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue,
+        on_batch=metrics.observe_batch,
+    )
+    metrics.track_queue(lambda: batcher.queued_rows)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await batcher.start()
+        await asyncio.get_running_loop().run_in_executor(None, served.warm_up)
+        yield
+        await batcher.close()  # uvicorn stopped accepting; finish what is queued
+
+    models = response_models()
+    app = fastapi.FastAPI(
+        title="modelfusion",
+        version=__version__,
+        description=f"A fused model ({type(served.model.strategy).__name__} over "
+        f"{len(served.model.members)} members) with dynamic batching.",
+        lifespan=lifespan,
+    )
+    app.state.served, app.state.batcher, app.state.metrics = served, batcher, metrics
+
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
+        return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+    @app.exception_handler(PayloadError)
+    async def _payload(request: Any, exc: PayloadError) -> Any:
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(QueueFullError)
+    async def _full(request: Any, exc: QueueFullError) -> Any:
+        return error(503, str(exc), {"Retry-After": str(settings.retry_after_s)})
+
+    @app.exception_handler(ShuttingDownError)
+    async def _closing(request: Any, exc: ShuttingDownError) -> Any:
+        return error(503, str(exc), {"Retry-After": str(settings.retry_after_s)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _query(request: Any, exc: RequestValidationError) -> Any:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return error(422, problems)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Any, exc: Exception) -> Any:  # the model failed: this request only
+        return error(500, f"the model failed on this request: {type(exc).__name__}: {exc}")
+
+    @app.post(
+        "/predict",
+        response_model=models["predict"],
+        responses=ERROR_RESPONSES,
+        openapi_extra={"requestBody": PREDICT_BODY},
+        summary="Fused predictions for rows, records, a .npy array, an image or texts",
+    )
+    async def predict(request: Request, proba: bool = False) -> Any:
+        body = await _read_body(request, settings.max_body_bytes)
+        rows = parse_payload(body, request.headers.get("content-type"), served.schema)
+        if not served.ready:
+            return error(
+                503, "the model is warming up; retry shortly", {"Retry-After": str(settings.retry_after_s)}
+            )
+        scores = await batcher.submit(rows)
+        return JSONResponse(served.answer(scores, proba=proba))
+
+    @app.get(
+        "/health", response_model=models["health"], responses={503: ERROR_RESPONSES[503]}, summary="Readiness"
+    )
+    async def health() -> Any:
+        body: dict[str, Any] = {
+            "status": "ok" if served.ready else "warming up",
+            "live": True,
+            "ready": served.ready,
+        }
+        body.update(engine=served.engine, queued_rows=batcher.queued_rows)
+        return JSONResponse(body, status_code=200 if served.ready else 503)
+
+    @app.get("/health/live", response_model=models["health"], summary="Liveness")
+    async def live() -> Any:
+        return JSONResponse({"status": "ok", "live": True, "ready": served.ready})
+
+    @app.get(
+        "/metadata", response_model=models["metadata"], summary="Members, classes, input schema, checksum"
+    )
+    async def metadata() -> Any:
+        return JSONResponse(served.metadata())
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Any:
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    app.add_middleware(_Measure, metrics=metrics)
+    return app
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise PayloadError(f"Content-Length {declared!r} is not a number", status=400)
+        if int(declared) > limit:
+            raise PayloadError(f"the body has {int(declared)} bytes; the limit is {limit}", status=413)
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadError(f"the body is over the limit of {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Measure:
+    """ASGI middleware: every answered request counted with its status and latency (cheaper than
+    Starlette's BaseHTTPMiddleware, which wraps each request in a task)."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = scope["path"] if scope["path"] in _PATHS else "other"
+            self.metrics.observe_request(path, status, time.perf_counter() - start)
+
+
+def app_from_environment() -> Any:
+    """The app uvicorn's worker processes build (``--workers N``): bundle and settings from
+    ``$MODELFUSION_SERVE_SETTINGS`` (JSON written by ``modelfusion serve``)."""
+    raw = json.loads(os.environ[SETTINGS_ENV])
+    bundle = raw.pop("bundle")
+    return create_app(bundle, ServeSettings(**raw))
+
+
+def settings_environment(bundle: str | Path, settings: ServeSettings) -> str:
+    """The JSON :func:`app_from_environment` reads."""
+    return json.dumps({"bundle": str(bundle), **asdict(settings)})
+
+
+__all__ = ["SETTINGS_ENV", "ServeSettings", "app_from_environment", "create_app", "settings_environment"]
