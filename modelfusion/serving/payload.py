@@ -191,12 +191,31 @@ def _texts(texts: list[str], schema: InputSchema) -> np.ndarray:
 
 
 def _from_npy(body: bytes) -> np.ndarray:
+    """One ``.npy`` array; its header is checked against the body's length before anything is
+    allocated (a header may claim any shape), and object arrays (pickles) and ``.npz`` are refused."""
+    from numpy.lib import format as npy
+
+    buffer = io.BytesIO(body)
     try:
-        return np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        version = npy.read_magic(buffer)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"format version {version}")
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read_header(buffer)
+        if dtype.hasobject:
+            raise ValueError("it holds pickled objects")
+        needed = math.prod(shape) * dtype.itemsize
+        if needed > len(body):
+            raise ValueError(f"its header declares {needed} bytes of data, the body has {len(body)}")
+        buffer.seek(0)
+        array = np.load(buffer, allow_pickle=False)
+    except (ValueError, OSError, EOFError, TypeError) as exc:
         raise PayloadError(
             f"the body is not a .npy array without pickled objects ({exc})", status=400
         ) from None
+    if not isinstance(array, np.ndarray):
+        raise PayloadError("the body must be one .npy array, not an .npz archive", status=400)
+    return array
 
 
 def _from_image(body: bytes, schema: InputSchema) -> np.ndarray:

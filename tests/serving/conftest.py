@@ -45,3 +45,31 @@ def image_bundle(digits_rows, tmp_path_factory):
     preds = score_members([member], images[:200], y=y[:200], progress=False)
     fused = FusedModel([member], Mean().fit(preds, y[:200]), metadata={"inputs": input_record(images, None)})
     return fused.save(tmp_path_factory.mktemp("bundles") / "images")
+
+
+@pytest.fixture(scope="package")
+def text_bundle(tmp_path_factory):
+    """A tiny BERT classifier (random weights, a word-level tokenizer saved with it) taking texts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    words = ["the", "film", "was", "good", "bad", "plot", "dull", "great"]
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=16,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=20,
+        num_labels=2,
+    )
+    member = load_member(BertForSequenceClassification(config).eval(), tokenizer=tokenizer, name="bert")
+    texts = ["the film was good", "dull plot", "great film", "bad"] * 4
+    labels = np.array(["LABEL_1", "LABEL_0", "LABEL_1", "LABEL_0"] * 4)
+    preds = score_members([member], texts, y=labels, progress=False)
+    fused = FusedModel([member], Mean().fit(preds, labels))
+    return fused.save(tmp_path_factory.mktemp("bundles") / "text")

@@ -152,3 +152,20 @@ def test_shutdown_answers_the_requests_already_queued(rows_bundle, digits_rows):
     with running_server(app) as (url, server):
         answers = asyncio.run(clients(url, server))
     assert [a.status_code for a in answers] == [200] * 8
+
+
+def test_texts_reach_a_bundle_whose_members_take_text(text_bundle):
+    texts = ["the film was good", "dull plot"]
+    want = FusedModel.load(text_bundle).predict_proba(texts, engine="members")
+    with TestClient(create_app(text_bundle)) as c:
+        as_json = c.post("/predict?proba=true", json=texts)
+        as_lines = c.post(
+            "/predict?proba=true", content="\n".join(texts).encode(), headers={"Content-Type": "text/plain"}
+        )
+        under_key = c.post("/predict?proba=true", json={"texts": texts})
+        numbers = c.post("/predict", json=[[0.0, 1.0]])
+        assert c.get("/metadata").json()["input"]["kind"] == "text"
+    for r in (as_json, as_lines, under_key):
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["probabilities"], want, atol=1e-5)
+    assert numbers.status_code == 415 and "takes text" in numbers.json()["error"]

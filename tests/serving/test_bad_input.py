@@ -67,6 +67,22 @@ def test_a_pickled_npy_is_refused(client):
     assert r.status_code == 400 and "pickled" in r.json()["error"]
 
 
+def test_an_npz_archive_is_refused(client):
+    buffer = io.BytesIO()
+    np.savez(buffer, rows=np.zeros((1, 64)))
+    r = json_body(client, buffer.getvalue(), "application/x-npy")
+    assert r.status_code == 400, r.text
+
+
+def test_an_npy_header_claiming_more_data_than_sent_allocates_nothing(client):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 64)}
+    )
+    r = json_body(client, buffer.getvalue() + b"\0" * 64, "application/x-npy")
+    assert r.status_code == 400 and "declares" in r.json()["error"]
+
+
 def test_a_body_over_the_limit_is_413(client):
     r = json_body(client, b"[" + b"0," * 4000 + b"0]")
     assert r.status_code == 413 and "limit" in r.json()["error"]

@@ -51,18 +51,11 @@ def test_a_damaged_bundle_is_refused_naming_the_file(rows_bundle, tmp_path):
     assert result.exit_code == 2 and "state.safetensors" in result.output
 
 
-def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(rows_bundle, digits_rows):
+@pytest.mark.parametrize("workers", [1, 2])  # 2: uvicorn worker processes, each building the app itself
+def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(workers, rows_bundle, digits_rows):
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "modelfusion.cli.app",
-        "--quiet",
-        "serve",
-        str(rows_bundle),
-        "--port",
-        str(port),
-    ]
+    command = [sys.executable, "-m", "modelfusion.cli.app", "--quiet", "serve", str(rows_bundle)]
+    command += ["--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
