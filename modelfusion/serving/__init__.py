@@ -13,6 +13,7 @@ _LAZY = {
     "QueueFullError": "modelfusion.serving.batcher",
     "ServeSettings": "modelfusion.serving.app",
     "ServedModel": "modelfusion.serving.model",
+    "ServingApp": "modelfusion.serving.predict_path",
     "InputSchema": "modelfusion.serving.payload",
     "PayloadError": "modelfusion.serving.payload",
     "create_app": "modelfusion.serving.app",

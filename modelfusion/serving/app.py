@@ -4,7 +4,9 @@
 starts a server); warm-up runs when the app starts, and ``/health`` answers 503 until it is
 done. Every error is a JSON body ``{"error": ..., "status": ...}``: 400 malformed body, 413 too
 large, 415 unknown content type, 422 rows the model cannot take, 503 queue full (with
-``Retry-After``) or shutting down; a failing request never stops the others.
+``Retry-After``) or shutting down; a failing request never stops the others. The app returned
+is a :class:`~modelfusion.serving.predict_path.ServingApp`: ``POST /predict`` goes straight to
+the batching handler, the rest (and the OpenAPI schema) to FastAPI (``app.fastapi``).
 
 No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations as objects.
 """
@@ -12,7 +14,6 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoints' ann
 import asyncio
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -20,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from modelfusion.dependencies import require
-from modelfusion.serving.batcher import MicroBatcher, QueueFullError, ShuttingDownError
+from modelfusion.serving.batcher import MicroBatcher
 from modelfusion.serving.metrics import ServerMetrics
 from modelfusion.serving.model import ServedModel
-from modelfusion.serving.openapi import ERROR_RESPONSES, PREDICT_BODY, response_models
-from modelfusion.serving.payload import PayloadError, parse_payload
+from modelfusion.serving.openapi import ERROR_RESPONSES, PREDICT_BODY, PREDICT_PARAMETERS, response_models
+from modelfusion.serving.payload import PayloadError
+from modelfusion.serving.predict_path import PredictHandler, ServingApp
 
 #: The environment variable that carries :class:`ServeSettings` to uvicorn's worker processes.
 SETTINGS_ENV = "MODELFUSION_SERVE_SETTINGS"
-_PATHS = ("/predict", "/health", "/health/live", "/metadata", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class ServeSettings:
 
 def create_app(
     bundle: str | Path, settings: ServeSettings | None = None, *, served: ServedModel | None = None
-) -> Any:
-    """The FastAPI app serving ``bundle`` (loaded and verified now; warmed up when the app starts).
+) -> ServingApp:
+    """The ASGI app serving ``bundle`` (loaded and verified now; warmed up when the app starts).
 
     Examples
     --------
@@ -104,21 +105,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.served, app.state.batcher, app.state.metrics = served, batcher, metrics
+    handler = PredictHandler(
+        served, batcher, max_body_bytes=settings.max_body_bytes, retry_after_s=settings.retry_after_s
+    )
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
         return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
-
-    @app.exception_handler(PayloadError)
-    async def _payload(request: Any, exc: PayloadError) -> Any:
-        return error(exc.status, str(exc))
-
-    @app.exception_handler(QueueFullError)
-    async def _full(request: Any, exc: QueueFullError) -> Any:
-        return error(503, str(exc), {"Retry-After": str(settings.retry_after_s)})
-
-    @app.exception_handler(ShuttingDownError)
-    async def _closing(request: Any, exc: ShuttingDownError) -> Any:
-        return error(503, str(exc), {"Retry-After": str(settings.retry_after_s)})
 
     @app.exception_handler(RequestValidationError)
     async def _query(request: Any, exc: RequestValidationError) -> Any:
@@ -133,18 +125,20 @@ def create_app(
         "/predict",
         response_model=models["predict"],
         responses=ERROR_RESPONSES,
-        openapi_extra={"requestBody": PREDICT_BODY},
+        openapi_extra={"requestBody": PREDICT_BODY, "parameters": PREDICT_PARAMETERS},
         summary="Fused predictions for rows, records, a .npy array, an image or texts",
     )
-    async def predict(request: Request, proba: bool = False) -> Any:
-        body = await _read_body(request, settings.max_body_bytes)
-        rows = parse_payload(body, request.headers.get("content-type"), served.schema)
-        if not served.ready:
-            return error(
-                503, "the model is warming up; retry shortly", {"Retry-After": str(settings.retry_after_s)}
+    async def predict(request: Request) -> Any:  # what mounting app.fastapi alone serves; ServingApp skips it
+        try:
+            body = await handler.read_body(
+                request.headers.get("content-length", "").encode() or None, request.receive
             )
-        scores = await batcher.submit(rows)
-        return JSONResponse(served.answer(scores, proba=proba))
+        except PayloadError as exc:
+            return error(exc.status, str(exc))
+        status, payload, headers = await handler.answer(
+            body, request.headers.get("content-type"), request.scope["query_string"]
+        )
+        return JSONResponse(payload, status_code=status, headers=headers)
 
     @app.get(
         "/health", response_model=models["health"], responses={503: ERROR_RESPONSES[503]}, summary="Readiness"
@@ -173,50 +167,7 @@ def create_app(
         payload, content_type = metrics.render()
         return Response(payload, media_type=content_type)
 
-    app.add_middleware(_Measure, metrics=metrics)
-    return app
-
-
-async def _read_body(request: Any, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise PayloadError(f"Content-Length {declared!r} is not a number", status=400)
-        if int(declared) > limit:
-            raise PayloadError(f"the body has {int(declared)} bytes; the limit is {limit}", status=413)
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadError(f"the body is over the limit of {limit} bytes", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class _Measure:
-    """ASGI middleware: every answered request counted with its status and latency (cheaper than
-    Starlette's BaseHTTPMiddleware, which wraps each request in a task)."""
-
-    def __init__(self, app: Any, metrics: ServerMetrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), 500
-
-        async def send_status(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            path = scope["path"] if scope["path"] in _PATHS else "other"
-            self.metrics.observe_request(path, status, time.perf_counter() - start)
+    return ServingApp(app, handler, metrics)
 
 
 def app_from_environment() -> Any:

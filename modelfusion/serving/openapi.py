@@ -78,6 +78,17 @@ _ROWS = {
 }
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 
+#: The query parameters of ``POST /predict``.
+PREDICT_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "proba",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "boolean", "default": False},
+        "description": "Add the class probabilities to the answer",
+    }
+]
+
 #: The request body of ``POST /predict``, in every content type it accepts.
 PREDICT_BODY: dict[str, Any] = {
     "required": True,

@@ -169,3 +169,15 @@ def test_texts_reach_a_bundle_whose_members_take_text(text_bundle):
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["probabilities"], want, atol=1e-5)
     assert numbers.status_code == 415 and "takes text" in numbers.json()["error"]
+
+
+def test_the_fastapi_app_alone_serves_predict_through_the_same_handler(rows_bundle, digits_rows, expected):
+    app = create_app(rows_bundle, ServeSettings(max_body_bytes=8192))
+    with TestClient(app.fastapi) as c:  # mounted on its own, without the ServingApp front door
+        r = c.post("/predict?proba=true", json=digits_rows[0][:5].tolist())
+        too_big = c.post(
+            "/predict", content=b"[" + b"0," * 5000 + b"0]", headers={"Content-Type": "application/json"}
+        )
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["probabilities"], expected, atol=1e-5)
+    assert too_big.status_code == 413
