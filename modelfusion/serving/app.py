@@ -26,7 +26,7 @@ from modelfusion.serving.metrics import ServerMetrics
 from modelfusion.serving.model import ServedModel
 from modelfusion.serving.openapi import ERROR_RESPONSES, PREDICT_BODY, PREDICT_PARAMETERS, response_models
 from modelfusion.serving.payload import PayloadError
-from modelfusion.serving.predict_path import PredictHandler, ServingApp
+from modelfusion.serving.predict_path import PredictHandler, ServingApp, error_body
 
 #: The environment variable that carries :class:`ServeSettings` to uvicorn's worker processes.
 SETTINGS_ENV = "MODELFUSION_SERVE_SETTINGS"
@@ -110,7 +110,8 @@ def create_app(
     )
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
-        return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+        status, body = error_body(status, message)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _query(request: Any, exc: RequestValidationError) -> Any:

@@ -47,15 +47,15 @@ class PredictHandler:
             proba = _proba(query)
             rows = parse_payload(body, content_type, self.served.schema)
             if not self.served.ready:
-                return (*_error(503, "the model is warming up; retry shortly"), self.retry)
+                return (*error_body(503, "the model is warming up; retry shortly"), self.retry)
             scores = await self.batcher.submit(rows)
             return 200, self.served.answer(scores, proba=proba), {}
         except PayloadError as exc:
-            return (*_error(exc.status, str(exc)), {})
+            return (*error_body(exc.status, str(exc)), {})
         except (QueueFullError, ShuttingDownError) as exc:
-            return (*_error(503, str(exc)), self.retry)
+            return (*error_body(503, str(exc)), self.retry)
         except Exception as exc:  # the model failed on this batch: this request answers 500, others go on
-            return (*_error(500, f"the model failed on this request: {type(exc).__name__}: {exc}"), {})
+            return (*error_body(500, f"the model failed on this request: {type(exc).__name__}: {exc}"), {})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         headers = dict(scope["headers"])
@@ -64,7 +64,7 @@ class PredictHandler:
         try:
             body = await self.read_body(headers.get(b"content-length"), receive)
         except PayloadError as exc:
-            status, payload = _error(exc.status, str(exc))
+            status, payload = error_body(exc.status, str(exc))
         else:
             status, payload, extra = await self.answer(body, content_type, scope.get("query_string", b""))
         await _respond(send, status, payload, extra)
@@ -145,7 +145,8 @@ def _proba(query: bytes) -> bool:
     return value in _TRUE
 
 
-def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
+def error_body(status: int, message: str) -> tuple[int, dict[str, Any]]:
+    """``(status, {"error": message, "status": status})``: the body of every 4xx/5xx answer."""
     return status, {"error": message, "status": status}
 
 
@@ -157,4 +158,4 @@ async def _respond(send: Any, status: int, payload: dict[str, Any], headers: dic
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["PredictHandler", "ServingApp"]
+__all__ = ["PredictHandler", "ServingApp", "error_body"]
