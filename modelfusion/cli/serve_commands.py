@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import typer
@@ -94,6 +95,7 @@ def serve_uvicorn(bundle: Path, settings, *, host: str, port: int, workers: int)
     """Verify the bundle, then run uvicorn (one process, or ``workers`` that each build the app)."""
     from modelfusion.dependencies import require
     from modelfusion.serving.app import SETTINGS_ENV, create_app, settings_environment
+    from modelfusion.serving.metrics import MULTIPROCESS_ENV
 
     uvicorn = require("uvicorn", purpose="modelfusion serve", extra="serve")
     app = create_app(bundle, settings)  # loads and verifies: a damaged bundle stops here, exit 2
@@ -109,15 +111,17 @@ def serve_uvicorn(bundle: Path, settings, *, host: str, port: int, workers: int)
         return
     del app
     os.environ[SETTINGS_ENV] = settings_environment(bundle.resolve(), settings)
-    uvicorn.run(
-        "modelfusion.serving.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        timeout_graceful_shutdown=30,
-    )
+    with tempfile.TemporaryDirectory(prefix="modelfusion-metrics-") as shared:
+        os.environ.setdefault(MULTIPROCESS_ENV, shared)  # the workers' metrics, summed at every scrape
+        uvicorn.run(
+            "modelfusion.serving.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            timeout_graceful_shutdown=30,
+        )
 
 
 def serve_ray(bundle: Path, settings, *, host: str, port: int, replicas: int, address: str | None) -> None:

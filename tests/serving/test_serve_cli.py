@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -51,6 +52,19 @@ def test_a_damaged_bundle_is_refused_naming_the_file(rows_bundle, tmp_path):
     assert result.exit_code == 2 and "state.safetensors" in result.output
 
 
+def post_until_ready(url: str, body: bytes) -> dict:
+    """POST ``body``; a worker still warming up answers 503, so try again."""
+    for _ in range(100):
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            return json.load(urllib.request.urlopen(request, timeout=10))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("the server stayed unready")
+
+
 @pytest.mark.parametrize("workers", [1, 2])  # 2: uvicorn worker processes, each building the app itself
 def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(workers, rows_bundle, digits_rows):
     port = free_port()
@@ -69,14 +83,13 @@ def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(workers, rows_bund
             assert process.poll() is None and time.monotonic() < deadline, process.stdout.read().decode()
             time.sleep(0.2)
         X = digits_rows[0][:4]
-        request = urllib.request.Request(
-            f"{base}/predict?proba=true",
-            data=json.dumps(X.tolist()).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        answer = json.load(urllib.request.urlopen(request, timeout=10))
         want = FusedModel.load(rows_bundle).predict_proba(X, engine="members")
-        np.testing.assert_allclose(answer["probabilities"], want, atol=1e-5)
+        for _ in range(6):  # with 2 workers, the requests land on both
+            answer = post_until_ready(f"{base}/predict?proba=true", json.dumps(X.tolist()).encode())
+            np.testing.assert_allclose(answer["probabilities"], want, atol=1e-5)
+        for _ in range(3):  # whichever worker answers the scrape counts every worker's requests
+            metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+            assert 'modelfusion_requests_total{path="/predict",status="200"} 6.0' in metrics, metrics
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
