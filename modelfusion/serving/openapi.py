@@ -99,6 +99,13 @@ PREDICT_BODY: dict[str, Any] = {
         "image/png": _BINARY,
         "image/jpeg": _BINARY,
         "text/plain": {"schema": {"type": "string", "description": "one text per line"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "description": "files (images, .npy, JSON) and text fields, each read by its own content type",
+            }
+        },
     },
 }
 

@@ -181,3 +181,21 @@ def test_the_fastapi_app_alone_serves_predict_through_the_same_handler(rows_bund
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(r.json()["probabilities"], expected, atol=1e-5)
     assert too_big.status_code == 413
+
+
+def test_image_files_in_a_multipart_form_become_rows_in_part_order(image_bundle, digits_rows):
+    from PIL import Image
+
+    files, decoded = [], []
+    for i in (3, 4):
+        buffer = io.BytesIO()
+        Image.fromarray((digits_rows[0][i].reshape(8, 8) * 255).round().astype(np.uint8), mode="L").save(buffer, "PNG")
+        files.append(("image", (f"digit{i}.png", buffer.getvalue(), "image/png")))
+        decoded.append(np.asarray(Image.open(io.BytesIO(buffer.getvalue())), np.float32)[None] / 255)
+    want = FusedModel.load(image_bundle).predict_proba(np.stack(decoded), engine="members")
+    with TestClient(create_app(image_bundle)) as c:
+        r = c.post("/predict?proba=true", files=files)
+        broken = c.post("/predict", files=[("image", ("bad.png", b"not a png", "image/png"))])
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["probabilities"], want, atol=1e-5)
+    assert broken.status_code == 422 and "'bad.png'" in broken.json()["error"]
