@@ -201,26 +201,33 @@ def _from_npy(body: bytes) -> np.ndarray:
     from numpy.lib import format as npy
 
     buffer = io.BytesIO(body)
+    errors = (ValueError, OSError, EOFError, TypeError)
     try:
-        version = npy.read_magic(buffer)
-        if version not in ((1, 0), (2, 0)):
-            raise ValueError(f"format version {version}")
-        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-        shape, _, dtype = read_header(buffer)
-        if dtype.hasobject:
-            raise ValueError("it holds pickled objects")
-        needed = math.prod(shape) * dtype.itemsize
-        if needed > len(body):
-            raise ValueError(f"its header declares {needed} bytes of data, the body has {len(body)}")
-        buffer.seek(0)
-        array = np.load(buffer, allow_pickle=False)
-    except (ValueError, OSError, EOFError, TypeError) as exc:
-        raise PayloadError(
-            f"the body is not a .npy array without pickled objects ({exc})", status=400
-        ) from None
-    if not isinstance(array, np.ndarray):
-        raise PayloadError("the body must be one .npy array, not an .npz archive", status=400)
-    return array
+        version = npy.read_magic(buffer)  # an .npz archive (a zip) fails here
+    except errors as exc:
+        raise _not_npy(str(exc)) from None
+    if version not in ((1, 0), (2, 0)):
+        raise _not_npy(f"format version {version}")
+    try:
+        shape, _, dtype = (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(
+            buffer
+        )
+    except errors as exc:
+        raise _not_npy(str(exc)) from None
+    if dtype.hasobject:
+        raise _not_npy("it holds pickled objects")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > len(body):
+        raise _not_npy(f"its header declares {needed} bytes of data, the body has {len(body)}")
+    buffer.seek(0)
+    try:
+        return np.load(buffer, allow_pickle=False)
+    except errors as exc:
+        raise _not_npy(str(exc)) from None
+
+
+def _not_npy(why: str) -> PayloadError:
+    return PayloadError(f"the body is not a .npy array without pickled objects ({why})", status=400)
 
 
 def _from_image(body: bytes, schema: InputSchema) -> np.ndarray:
