@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from modelfusion.cli.console import TRUST_HELP, console, handle_errors, log
 from modelfusion.errors import ParameterError
+
+if TYPE_CHECKING:
+    from modelfusion.serving.app import ServeSettings
 
 ENGINES = ("auto", "onnx", "torch", "members")
 
@@ -68,7 +72,7 @@ def serve(
         serve_uvicorn(bundle, settings, host=host, port=port, workers=workers)
 
 
-def check_options(settings, *, port: int, workers: int, replicas: int, ray: bool) -> None:
+def check_options(settings: ServeSettings, *, port: int, workers: int, replicas: int, ray: bool) -> None:
     """ParameterError naming the first option out of range (before anything loads)."""
     if settings.engine not in ENGINES:
         raise ParameterError(f"--engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
@@ -91,7 +95,7 @@ def check_options(settings, *, port: int, workers: int, replicas: int, ray: bool
         raise ParameterError("--workers is for uvicorn; with --ray use --replicas")
 
 
-def serve_uvicorn(bundle: Path, settings, *, host: str, port: int, workers: int) -> None:
+def serve_uvicorn(bundle: Path, settings: ServeSettings, *, host: str, port: int, workers: int) -> None:
     """Verify the bundle, then run uvicorn (one process, or ``workers`` that each build the app)."""
     from modelfusion.dependencies import require
     from modelfusion.serving.app import SETTINGS_ENV, create_app, settings_environment
@@ -124,7 +128,9 @@ def serve_uvicorn(bundle: Path, settings, *, host: str, port: int, workers: int)
         )
 
 
-def serve_ray(bundle: Path, settings, *, host: str, port: int, replicas: int, address: str | None) -> None:
+def serve_ray(
+    bundle: Path, settings: ServeSettings, *, host: str, port: int, replicas: int, address: str | None
+) -> None:
     """Deploy on Ray Serve and block until Ctrl-C, then stop Serve (and the local Ray)."""
     import time
 

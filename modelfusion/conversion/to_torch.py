@@ -134,6 +134,8 @@ def prepare_graph(model: Any, rows: np.ndarray) -> Any:
     import onnx
     from onnx import helper, numpy_helper
 
+    if len(rows) < max(_PROBE_BATCHES):  # one or two check rows: repeat them, the batch sizes must differ
+        rows = np.resize(rows, (max(_PROBE_BATCHES), *rows.shape[1:]))
     runs = [_every_value(model, rows[:n]) for n in _PROBE_BATCHES]
     out = copy.deepcopy(model)
     initializers = {t.name for t in out.graph.initializer}

@@ -38,19 +38,26 @@ def decode_image(
     image_size: int | Sequence[int] | None = None,
     channels: int | None = None,
     name: str = "the image",
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """The bytes of an image file (PNG, JPEG, ...) decoded like :func:`read_image`; DataError naming ``name``.
+
+    ``max_pixels``: refuse images with more pixels (read from the header, before decoding).
 
     Examples
     --------
     >>> decode_image(Path("digit.png").read_bytes(), image_size=8, channels=1).shape
     (1, 8, 8)
     """
-    return _decode(io.BytesIO(data), name, image_size, channels)
+    return _decode(io.BytesIO(data), name, image_size, channels, max_pixels)
 
 
 def _decode(
-    source: Any, name: str, image_size: int | Sequence[int] | None, channels: int | None
+    source: Any,
+    name: str,
+    image_size: int | Sequence[int] | None,
+    channels: int | None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -58,8 +65,13 @@ def _decode(
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
     try:
         with Image.open(source) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                too_big = f"{name} has {img.width}x{img.height} pixels; the limit is {max_pixels:,}"
+                raise DataError(too_big)
             img.load()
             image = img.copy()
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{name} does not decode as an image ({type(exc).__name__})") from None
     grey = image.mode in ("1", "L", "I", "I;16", "F")

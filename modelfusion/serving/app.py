@@ -1,8 +1,9 @@
 """The HTTP app: ``POST /predict`` through the micro-batcher, ``/health``, ``/metadata``, ``/metrics``.
 
 :func:`create_app` loads and verifies the bundle before it returns (a damaged bundle never
-starts a server); warm-up runs when the app starts, and ``/health`` answers 503 until it is
-done. Every error is a JSON body ``{"error": ..., "status": ...}``: 400 malformed body, 413 too
+starts a server); warm-up (the engine chosen and run once) is part of the app's start-up, which
+uvicorn and Ray finish before they route requests; ``/health`` and ``/predict`` answer 503 to a
+host that routes sooner. Every error is a JSON body ``{"error": ..., "status": ...}``: 400 malformed body, 413 too
 large, 415 unknown content type, 422 rows the model cannot take, 503 queue full (with
 ``Retry-After``) or shutting down; a failing request never stops the others. The app returned
 is a :class:`~modelfusion.serving.predict_path.ServingApp`: ``POST /predict`` goes straight to
@@ -26,7 +27,7 @@ from modelfusion.serving.metrics import ServerMetrics
 from modelfusion.serving.model import ServedModel
 from modelfusion.serving.openapi import ERROR_RESPONSES, PREDICT_BODY, PREDICT_PARAMETERS, response_models
 from modelfusion.serving.payload import PayloadError
-from modelfusion.serving.predict_path import PredictHandler, ServingApp, error_body
+from modelfusion.serving.predict_path import PredictEndpoint, ServingApp, error_body
 
 #: The environment variable that carries :class:`ServeSettings` to uvicorn's worker processes.
 SETTINGS_ENV = "MODELFUSION_SERVE_SETTINGS"
@@ -35,6 +36,12 @@ SETTINGS_ENV = "MODELFUSION_SERVE_SETTINGS"
 @dataclass(frozen=True)
 class ServeSettings:
     """How a server batches and what it accepts.
+
+    ``max_batch`` rows per model call, gathered for at most ``max_wait_ms``; ``max_queue`` rows
+    (and ``max_queue_bytes``) waiting before requests get 503 with ``Retry-After: retry_after_s``;
+    ``max_body_bytes`` per request (413 beyond); ``engine`` as ``FusedModel.predict``'s;
+    ``allow_nan`` lets NaN/null reach the model; ``trust`` as ``FusedModel.load``'s; ``threads``:
+    ONNX Runtime intra-op threads (default one per core).
 
     Examples
     --------
@@ -51,6 +58,7 @@ class ServeSettings:
     trust: bool = False
     retry_after_s: int = 1
     threads: int | None = None
+    max_queue_bytes: int = 256 * 1024 * 1024
 
 
 def create_app(
@@ -85,6 +93,7 @@ def create_app(
         max_batch=settings.max_batch,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
+        max_queue_bytes=settings.max_queue_bytes,
         on_batch=metrics.observe_batch,
     )
     metrics.track_queue(lambda: batcher.queued_rows)
@@ -105,7 +114,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.served, app.state.batcher, app.state.metrics = served, batcher, metrics
-    handler = PredictHandler(
+    handler = PredictEndpoint(
         served, batcher, max_body_bytes=settings.max_body_bytes, retry_after_s=settings.retry_after_s
     )
 
@@ -180,7 +189,13 @@ def app_from_environment() -> Any:
 
 
 def settings_environment(bundle: str | Path, settings: ServeSettings) -> str:
-    """The JSON :func:`app_from_environment` reads."""
+    """The JSON :func:`app_from_environment` reads.
+
+    Examples
+    --------
+    >>> os.environ[SETTINGS_ENV] = settings_environment("runs/demo/results/bundle", ServeSettings())
+    >>> app = app_from_environment()  # what each uvicorn worker process runs
+    """
     return json.dumps({"bundle": str(bundle), **asdict(settings)})
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfusion.errors import ModelFusionError, ParameterError
+from modelfusion.errors import ModelFusionError, ParameterError, PredictionError
 
 
 class QueueFullError(ModelFusionError, RuntimeError):
@@ -35,6 +35,7 @@ class ShuttingDownError(ModelFusionError, RuntimeError):
 class _Request:
     rows: np.ndarray
     future: asyncio.Future[np.ndarray]
+    nbytes: int
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -47,6 +48,7 @@ class MicroBatcher:
     max_batch : most rows in one call (a single request with more rows runs alone)
     max_wait_ms : longest a request waits for others to join its batch
     max_queue : most rows waiting at once; beyond it :meth:`submit` raises QueueFullError
+    max_queue_bytes : most bytes waiting at once (rows of text or of unrecorded shape can be large)
     on_batch : called with ``(rows, seconds)`` after every model call (metrics)
 
     Examples
@@ -64,6 +66,7 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait_ms: float = 5.0,
         max_queue: int = 4096,
+        max_queue_bytes: int = 256 * 1024 * 1024,
         on_batch: Callable[[int, float], None] | None = None,
     ):
         if max_batch < 1:
@@ -73,9 +76,9 @@ class MicroBatcher:
         if max_queue < max_batch:
             raise ParameterError(f"max_queue ({max_queue}) must be at least max_batch ({max_batch})")
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
-        self.max_queue, self.on_batch = max_queue, on_batch
+        self.max_queue, self.max_queue_bytes, self.on_batch = max_queue, max_queue_bytes, on_batch
         self._groups: dict[tuple[Any, ...], deque[_Request]] = {}
-        self._queued_rows = 0
+        self._queued_rows = self._queued_bytes = 0
         self._closing = False
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -89,24 +92,34 @@ class MicroBatcher:
     async def start(self) -> MicroBatcher:
         """Start the batching loop on the running event loop; returns self."""
         if self._worker is None:
+            self._closing = False  # a closed batcher may be started again
             self._wakeup = asyncio.Event()
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelfusion-batch")
             self._worker = asyncio.get_running_loop().create_task(self._loop())
         return self
 
-    async def submit(self, rows: np.ndarray) -> np.ndarray:
-        """The model's outputs for ``rows`` [n, ...], computed in a batch with other requests."""
-        if self._worker is None or self._wakeup is None:
-            raise ShuttingDownError("the batcher is not running; call start() first")
+    async def submit(self, rows: np.ndarray, *, nbytes: int | None = None) -> np.ndarray:
+        """The model's outputs for ``rows`` [n, ...], computed in a batch with other requests.
+
+        ``nbytes``: what the request weighs against ``max_queue_bytes`` (default ``rows.nbytes``;
+        give the body's size for rows of strings, whose ``nbytes`` counts only pointers).
+        """
         if self._closing:
             raise ShuttingDownError("the server is shutting down and takes no new requests")
-        if self._queued_rows + len(rows) > self.max_queue:
-            raise QueueFullError(
-                f"{self._queued_rows} rows are already queued (the limit is {self.max_queue}); retry shortly"
+        if self._worker is None or self._wakeup is None or self._worker.done():
+            raise ShuttingDownError(
+                "the batcher is not running (start() it, or see the log for why it stopped)"
             )
-        request = _Request(rows, asyncio.get_running_loop().create_future())
+        size = rows.nbytes if nbytes is None else nbytes
+        if self._queued_rows + len(rows) > self.max_queue or self._queued_bytes + size > self.max_queue_bytes:
+            raise QueueFullError(
+                f"{self._queued_rows} rows ({self._queued_bytes} bytes) are already queued (the limit is "
+                f"{self.max_queue} rows, {self.max_queue_bytes} bytes); retry shortly"
+            )
+        request = _Request(rows, asyncio.get_running_loop().create_future(), size)
         self._groups.setdefault((rows.shape[1:], rows.dtype.str), deque()).append(request)
         self._queued_rows += len(rows)
+        self._queued_bytes += size
         self._wakeup.set()
         return await request.future
 
@@ -152,7 +165,7 @@ class MicroBatcher:
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), left)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 return
 
     def _take(self, group: deque[_Request]) -> list[_Request]:
@@ -162,23 +175,29 @@ class MicroBatcher:
             rows += len(group[0].rows)
             batch.append(group.popleft())
         self._queued_rows -= rows
+        self._queued_bytes -= sum(r.nbytes for r in batch)
         return batch
 
     async def _run(self, batch: list[_Request]) -> None:
-        live = [r for r in batch if not r.future.done()]  # a client that went away is not computed
+        live = [r for r in batch if not r.future.done()]  # a cancelled request is not computed
         if not live:
             return
-        rows = live[0].rows if len(live) == 1 else np.concatenate([r.rows for r in live])
-        start = time.perf_counter()
         try:
+            rows = live[0].rows if len(live) == 1 else np.concatenate([r.rows for r in live])
+            start = time.perf_counter()
             outputs = await asyncio.get_running_loop().run_in_executor(self._pool, self.run, rows)
-        except Exception as exc:  # every request of the batch gets the model's error
+            if not hasattr(outputs, "shape") or len(outputs) != len(rows):
+                raise PredictionError(
+                    f"the model returned {len(outputs) if hasattr(outputs, '__len__') else 'no'} rows for a "
+                    f"batch of {len(rows)}"
+                )
+            if self.on_batch is not None:
+                self.on_batch(len(rows), time.perf_counter() - start)
+        except Exception as exc:  # every request of this batch gets the error; the loop goes on
             for request in live:
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
-        if self.on_batch is not None:
-            self.on_batch(len(rows), time.perf_counter() - start)
         offset = 0
         for request in live:
             n = len(request.rows)

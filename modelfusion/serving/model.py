@@ -95,7 +95,7 @@ class ServedModel:
         from modelfusion.runtime.engine import labels_from_scores
 
         labels = labels_from_scores(scores, self.model.task, self.model.classes)
-        body: dict[str, Any] = {"predictions": np.asarray(labels).tolist()}
+        body: dict[str, Any] = {"predictions": finite_or_none(np.asarray(labels).tolist())}
         if proba and self.model.task != "regression":
             body["probabilities"] = (
                 scores.tolist() if np.isfinite(scores).all() else finite_or_none(scores.tolist())

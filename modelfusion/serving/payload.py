@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import tokenize
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ TEXT_TYPES = ("text/plain",)
 MULTIPART_TYPES = ("multipart/form-data",)
 CONTENT_TYPES = JSON_TYPES + NPY_TYPES + IMAGE_TYPES + TEXT_TYPES + MULTIPART_TYPES
 _ROW_KEYS = ("instances", "inputs")
+#: The largest image a request may send (width x height), checked before it is decoded.
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 class PayloadError(InputError):
@@ -97,7 +100,13 @@ def parse_payload(body: bytes, content_type: str | None, schema: InputSchema) ->
 
 def check_rows(x: np.ndarray, schema: InputSchema) -> np.ndarray:
     """``x`` as float32 rows [n, *shape]: one sample gets a batch axis; PayloadError when the
-    dtype, the shape or a missing value is wrong."""
+    dtype, the shape or a missing value is wrong.
+
+    Examples
+    --------
+    >>> check_rows(np.zeros(3), InputSchema(shape=(3,))).shape
+    (1, 3)
+    """
     if schema.takes_text:
         raise PayloadError(
             "this model takes text: send a JSON list of strings or text/plain lines", status=415
@@ -163,7 +172,7 @@ def _unwrap(value: dict[str, Any], schema: InputSchema) -> Any:
 def _numbers(value: list[Any]) -> np.ndarray:
     try:
         x = np.asarray(value, dtype=np.float64)  # JSON null -> NaN
-    except (ValueError, TypeError, RecursionError):
+    except (ValueError, TypeError, RecursionError, OverflowError):
         raise PayloadError(
             "rows must be lists of numbers of one length each (null for a missing value)"
         ) from None
@@ -201,7 +210,14 @@ def _from_npy(body: bytes) -> np.ndarray:
     from numpy.lib import format as npy
 
     buffer = io.BytesIO(body)
-    errors = (ValueError, OSError, EOFError, TypeError)
+    errors = (
+        ValueError,
+        OSError,
+        EOFError,
+        TypeError,
+        SyntaxError,
+        tokenize.TokenError,
+    )  # numpy evals the header
     try:
         version = npy.read_magic(buffer)  # an .npz archive (a zip) fails here
     except errors as exc:
@@ -239,7 +255,13 @@ def _from_image(body: bytes, schema: InputSchema) -> np.ndarray:
             f"this model takes rows {_shape(schema)}, not images: send numbers as JSON or .npy", status=415
         )
     try:
-        image = decode_image(body, image_size=shape[1:], channels=shape[0], name="the uploaded image")
+        image = decode_image(
+            body,
+            image_size=shape[1:],
+            channels=shape[0],
+            name="the uploaded image",
+            max_pixels=MAX_IMAGE_PIXELS,
+        )
     except DataError as exc:
         raise PayloadError(str(exc)) from None
     return check_rows(image[None], schema)
@@ -275,8 +297,9 @@ def _from_multipart(body: bytes, content_type: str, schema: InputSchema) -> np.n
         kind = part.get_content_type()
         if kind.startswith("multipart/"):
             raise PayloadError(f"part {name!r}: nested multipart bodies are not supported", status=415)
+        data = part.get_payload(decode=True)
         try:
-            rows.append(parse_payload(part.get_payload(decode=True) or b"", kind, schema))
+            rows.append(parse_payload(data if isinstance(data, bytes) else b"", kind, schema))
         except PayloadError as exc:
             raise PayloadError(f"part {name!r}: {exc}", status=exc.status) from None
     if len({(r.shape[1:], r.dtype.kind) for r in rows}) > 1:
@@ -296,7 +319,13 @@ def _few(names: Any, limit: int = 6) -> str:
 
 
 def finite_or_none(values: list[Any]) -> list[Any]:
-    """``values`` (nested lists) with NaN/inf as None: JSON has no NaN."""
+    """``values`` (nested lists) with NaN/inf as None: JSON has no NaN.
+
+    Examples
+    --------
+    >>> finite_or_none([[0.5, float("nan")]])
+    [[0.5, None]]
+    """
     return [
         finite_or_none(v)
         if isinstance(v, list)

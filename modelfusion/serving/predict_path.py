@@ -4,8 +4,8 @@ FastAPI's per-request machinery (dependency solving, query-parameter models, fou
 layers) cost more CPU than a batched model call: profiled under 32 clients on the demo bundle,
 the event loop spent 51% of its samples in the framework around the endpoint and 16% in it. The
 server's front door (:class:`ServingApp`) hands ``POST /predict`` straight to
-:class:`PredictHandler`; every other path, and the OpenAPI schema (whose ``/predict`` route calls
-the same :meth:`PredictHandler.answer`), stays with FastAPI.
+:class:`PredictEndpoint`; every other path, and the OpenAPI schema (whose ``/predict`` route calls
+the same :meth:`PredictEndpoint.answer`), stays with FastAPI.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _KNOWN_PATHS = ("/predict", "/health", "/health/live", "/metadata", "/metrics")
 
 
-class PredictHandler:
+class PredictEndpoint:
     """Parses a body, waits for its batch, answers JSON; every failure is a JSON error.
 
     Examples
     --------
-    >>> status, body, headers = await PredictHandler(served, batcher, max_body_bytes=1 << 20, retry_after_s=1).answer(
+    >>> status, body, headers = await PredictEndpoint(served, batcher, max_body_bytes=1 << 20, retry_after_s=1).answer(
     ...     b"[[0, 1]]", "application/json", b"proba=true")
     """
 
@@ -48,7 +48,7 @@ class PredictHandler:
             rows = parse_payload(body, content_type, self.served.schema)
             if not self.served.ready:
                 return (*error_body(503, "the model is warming up; retry shortly"), self.retry)
-            scores = await self.batcher.submit(rows)
+            scores = await self.batcher.submit(rows, nbytes=max(len(body), rows.nbytes))
             return 200, self.served.answer(scores, proba=proba), {}
         except PayloadError as exc:
             return (*error_body(exc.status, str(exc)), {})
@@ -58,7 +58,9 @@ class PredictHandler:
             return (*error_body(500, f"the model failed on this request: {type(exc).__name__}: {exc}"), {})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = dict(scope["headers"])
+        headers: dict[bytes, bytes] = {}
+        for key, value in scope["headers"]:
+            headers.setdefault(key, value)  # a repeated header: the first counts, as in Starlette
         content_type = headers.get(b"content-type", b"").decode("latin-1") or None
         extra: dict[str, str] = {}
         try:
@@ -94,7 +96,7 @@ class PredictHandler:
 
 
 class ServingApp:
-    """The server's ASGI app: ``POST /predict`` to :class:`PredictHandler`, the rest to FastAPI;
+    """The server's ASGI app: ``POST /predict`` to :class:`PredictEndpoint`, the rest to FastAPI;
     every answered request counted in the metrics with its status and latency.
 
     ``fastapi`` is the FastAPI app (``/health``, ``/metadata``, ``/metrics``, ``/openapi.json``,
@@ -107,7 +109,7 @@ class ServingApp:
     dict_keys(['/predict', '/health', '/health/live', '/metadata', '/metrics'])
     """
 
-    def __init__(self, fastapi_app: Any, predict: PredictHandler, metrics: ServerMetrics):
+    def __init__(self, fastapi_app: Any, predict: PredictEndpoint, metrics: ServerMetrics):
         self.fastapi, self.predict, self.metrics = fastapi_app, predict, metrics
 
     @property
@@ -127,6 +129,9 @@ class ServingApp:
             await send(message)
 
         path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # behind --root-path the scope's path carries the prefix
+            path = path[len(root) :] or "/"
         try:
             if path == "/predict" and scope["method"] == "POST":
                 await self.predict(scope, receive, send_status)
@@ -146,16 +151,26 @@ def _proba(query: bytes) -> bool:
 
 
 def error_body(status: int, message: str) -> tuple[int, dict[str, Any]]:
-    """``(status, {"error": message, "status": status})``: the body of every 4xx/5xx answer."""
+    """``(status, {"error": message, "status": status})``: the body of every 4xx/5xx answer.
+
+    Examples
+    --------
+    >>> error_body(415, "Content-Type 'text/xml' is not supported")
+    (415, {'error': "Content-Type 'text/xml' is not supported", 'status': 415})
+    """
     return status, {"error": message, "status": status}
 
 
 async def _respond(send: Any, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-    body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+    try:
+        body = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
+    except (ValueError, TypeError) as exc:  # a value JSON cannot hold: still a JSON answer
+        status, payload = error_body(500, f"the answer could not be written as JSON: {exc}")
+        body = json.dumps(payload).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["PredictHandler", "ServingApp", "error_body"]
+__all__ = ["PredictEndpoint", "ServingApp", "error_body"]

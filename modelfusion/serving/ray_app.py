@@ -27,7 +27,12 @@ APP_NAME = "modelfusion"
 def ray_deployment(
     bundle: str | Path, settings: ServeSettings, *, replicas: int = 1, cpus: float = 1.0
 ) -> Any:
-    """The Ray Serve application (bound deployment) serving ``bundle`` with ``replicas`` replicas."""
+    """The Ray Serve application (bound deployment) serving ``bundle`` with ``replicas`` replicas.
+
+    Examples
+    --------
+    >>> serve.run(ray_deployment("runs/demo/results/bundle", ServeSettings(), replicas=4), route_prefix="/")
+    """
     if replicas < 1:
         raise ParameterError(f"--replicas must be >= 1, got {replicas}")
     require("ray", purpose="modelfusion serve --ray", extra="ray")

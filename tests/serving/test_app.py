@@ -113,7 +113,7 @@ def test_concurrent_clients_are_batched_into_fewer_model_calls(rows_bundle, digi
     import httpx
 
     X = digits_rows[0]
-    app = create_app(rows_bundle, ServeSettings(max_batch=64, max_wait_ms=20))
+    app = create_app(rows_bundle, ServeSettings(max_batch=64, max_wait_ms=500))
     want = FusedModel.load(rows_bundle).predict_proba(X[:32], engine="members")
 
     async def clients(url):
@@ -145,7 +145,8 @@ def test_shutdown_answers_the_requests_already_queued(rows_bundle, digits_rows):
             sent = [
                 asyncio.ensure_future(http.post("/predict", json=X[i : i + 1].tolist())) for i in range(8)
             ]
-            await asyncio.sleep(0.1)  # queued, waiting for the batch to fill
+            while app.state.batcher.queued_rows < 8:  # all queued, waiting for the batch to fill
+                await asyncio.sleep(0.01)
             server.should_exit = True  # shutdown starts while the batch still waits
             return await asyncio.gather(*sent)
 
@@ -189,7 +190,9 @@ def test_image_files_in_a_multipart_form_become_rows_in_part_order(image_bundle,
     files, decoded = [], []
     for i in (3, 4):
         buffer = io.BytesIO()
-        Image.fromarray((digits_rows[0][i].reshape(8, 8) * 255).round().astype(np.uint8), mode="L").save(buffer, "PNG")
+        Image.fromarray((digits_rows[0][i].reshape(8, 8) * 255).round().astype(np.uint8), mode="L").save(
+            buffer, "PNG"
+        )
         files.append(("image", (f"digit{i}.png", buffer.getvalue(), "image/png")))
         decoded.append(np.asarray(Image.open(io.BytesIO(buffer.getvalue())), np.float32)[None] / 255)
     want = FusedModel.load(image_bundle).predict_proba(np.stack(decoded), engine="members")

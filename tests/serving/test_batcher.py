@@ -64,9 +64,7 @@ def test_rows_of_different_widths_never_share_a_batch():
         return model, outputs
 
     model, outputs = asyncio.run(main())
-    assert {b.shape[1] for b in model.batches} == {2, 5} and all(
-        len({b.shape[1]}) == 1 for b in model.batches
-    )
+    assert sorted((b.shape[1], len(b)) for b in model.batches) == [(2, 5), (5, 5)]  # one width per call
     assert [o.shape for o in outputs] == [(1, 2)] * 5 + [(1, 5)] * 5
 
 
@@ -121,6 +119,55 @@ def test_a_failing_call_fails_its_batch_only():
         return out
 
     assert asyncio.run(main()).shape == (1, 1)
+
+
+def test_a_model_returning_the_wrong_number_of_rows_fails_its_batch_and_the_loop_goes_on():
+    calls = []
+
+    def model(rows: np.ndarray) -> np.ndarray:
+        calls.append(len(rows))
+        return rows[:1] if len(calls) == 1 else rows
+
+    async def main():
+        batcher = await MicroBatcher(model, max_batch=8, max_wait_ms=20).start()
+        first = await asyncio.gather(
+            *(batcher.submit(np.ones((1, 1), np.float32)) for _ in range(3)), return_exceptions=True
+        )
+        second = await batcher.submit(np.ones((2, 1), np.float32))
+        await batcher.close()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert all("returned 1 rows for a batch of 3" in str(e) for e in first) and second.shape == (2, 1)
+
+
+def test_a_failing_metrics_callback_fails_its_batch_not_the_batcher():
+    def on_batch(rows: int, seconds: float) -> None:
+        raise RuntimeError("metrics down")
+
+    async def main():
+        batcher = await MicroBatcher(lambda x: x, max_wait_ms=0, on_batch=on_batch).start()
+        with pytest.raises(RuntimeError, match="metrics down"):
+            await batcher.submit(np.ones((1, 1), np.float32))
+        assert not batcher._worker.done()  # still batching
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_the_queue_is_bounded_in_bytes_too():
+    async def main():
+        gate = threading.Event()
+        batcher = await MicroBatcher(Recorder(gate), max_batch=1, max_wait_ms=0, max_queue_bytes=1000).start()
+        running = asyncio.ensure_future(batcher.submit(np.zeros((1, 1), np.float32)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(QueueFullError, match="1000 bytes"):
+            await batcher.submit(np.zeros((1, 1), np.float32), nbytes=5000)  # e.g. a long text
+        gate.set()
+        await running
+        await batcher.close()
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize(
