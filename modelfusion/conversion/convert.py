@@ -20,6 +20,7 @@ import numpy as np
 from modelfusion.conversion.parity import batched_diff, check_parity, onnx_outputs
 from modelfusion.conversion.samples import parse_input_shape, sample_rows
 from modelfusion.errors import InputError, ModelFusionError, ParameterError
+from modelfusion.runtime.member_onnx import first_line
 
 #: What ``to=`` accepts, and the file each target is written as.
 TARGETS = {"onnx": ".onnx", "torch": ".pt2"}
@@ -206,7 +207,7 @@ def _reference(member: Any, rows: np.ndarray, where: str) -> np.ndarray:
     except Exception as exc:
         raise InputError(
             f"{where} fails on sample rows shaped {list(rows.shape)} ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc!r}); give --input-shape "
+            f"{first_line(exc)}); give --input-shape "
             "(batch first) or --check DATA with rows it takes"
         ) from exc
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelfusion.errors import ExportError
+from modelfusion.runtime.member_onnx import first_line
 
 
 def max_abs_diff(reference: np.ndarray, converted: np.ndarray, *, what: str = "the converted model") -> float:
@@ -85,18 +86,29 @@ def onnx_outputs(model: Any, rows: np.ndarray) -> np.ndarray:
     >>> onnx_outputs(onnx.load("logreg.onnx"), X[:4]).shape
     (4, 10)
     """
+    return run_onnx(model, rows)[0]
+
+
+def run_onnx(model: Any, rows: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+    """The ``outputs`` (default: the first) of a one-input ``onnx.ModelProto`` run on ``rows`` in a
+    real ONNX Runtime session (CPU), rows cast to the graph's input type; ExportError naming the shape.
+
+    Examples
+    --------
+    >>> [scores] = run_onnx(onnx.load("logreg.onnx"), X[:4])
+    """
     from modelfusion.runtime.session import open_session
 
     try:
         session = open_session(model, ["CPUExecutionProvider"])
         first = session.get_inputs()[0]
         feed = np.asarray(rows, dtype=ORT_DTYPES.get(first.type, np.float32))
-        return np.asarray(session.run([session.get_outputs()[0].name], {first.name: feed})[0])
+        names = outputs or [session.get_outputs()[0].name]
+        return [np.asarray(v) for v in session.run(names, {first.name: feed})]
     except Exception as exc:
-        text = str(exc).strip()
         raise ExportError(
-            f"ONNX Runtime cannot run the converted graph on rows shaped {list(np.shape(rows))} "
-            f"({type(exc).__name__}: {text.splitlines()[0][:300] if text else exc!r})"
+            f"ONNX Runtime cannot run the ONNX graph on rows shaped {list(np.shape(rows))} "
+            f"({type(exc).__name__}: {first_line(exc)}); check the input shape"
         ) from exc
 
 

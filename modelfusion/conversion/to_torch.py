@@ -220,24 +220,13 @@ def _every_value(model: Any, rows: np.ndarray) -> dict[str, Any]:
     """``{value name: array}`` for every top-level node output of ``model`` run on ``rows``."""
     import onnx
 
-    from modelfusion.conversion.parity import ORT_DTYPES
-    from modelfusion.runtime.session import open_session
+    from modelfusion.conversion.parity import run_onnx
 
     probe = copy.deepcopy(model)
     have = {o.name for o in probe.graph.output}
     names = [o for n in probe.graph.node for o in n.output if o and o not in have]
     probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    try:
-        session = open_session(probe, ["CPUExecutionProvider"])
-        first = session.get_inputs()[0]
-        feed = np.asarray(rows, dtype=ORT_DTYPES.get(first.type, np.float32))
-        values = session.run(names, {first.name: feed})
-    except Exception as exc:
-        raise ExportError(
-            f"ONNX Runtime cannot run the ONNX graph on rows shaped {list(np.shape(rows))} "
-            f"({type(exc).__name__}: {first_line(exc)}); check the input shape"
-        ) from exc
-    return dict(zip(names, values))
+    return dict(zip(names, run_onnx(probe, rows, names)))
 
 
 def _fixed_target(small: Any, large: Any) -> np.ndarray | None:
