@@ -15,8 +15,9 @@ the ratio (b)/(a), and the p99 bound of the issue (max-wait + 3x one batch's com
 timed in-process on the same engine). ``--soak 60`` then holds load (b) on the demo bundle for
 60 s and reports failed requests and the server's resident-memory growth.
 
-``python benchmarks/serving.py [--clients 32] [--requests 4000] [--soak 60]``; about 3 minutes
-on 2 CPU cores (plus the soak).
+Each side runs ``--rounds`` times, alternating with the other, and keeps its best round.
+``python benchmarks/serving.py [--clients 32] [--requests 4000] [--rounds 3] [--soak 60]``; about
+4 minutes on 2 CPU cores (plus the soak).
 """
 
 from __future__ import annotations
@@ -189,16 +190,24 @@ def batch_compute_ms(bundle: Path, row: np.ndarray, rows: int) -> float:
 
 def measure(name: str, bundle: Path, row: np.ndarray, args) -> dict:
     body = json.dumps(row.tolist()).encode()
-    out = {}
-    for label, options in (
-        ("(a) one request per pass", ["--max-batch", "1", "--max-queue", "4096", *args.server]),
-        ("(b) dynamic batching", ["--max-batch", "64", "--max-wait-ms", str(args.max_wait_ms), *args.server]),
-    ):
-        server = Server(bundle, free_port(), *options)
-        try:
+    configs = {
+        "(a) one request per pass": ["--max-batch", "1", "--max-queue", "4096", *args.server],
+        "(b) dynamic batching": ["--max-batch", "64", "--max-wait-ms", str(args.max_wait_ms), *args.server],
+    }
+    servers = {label: Server(bundle, free_port(), *options) for label, options in configs.items()}
+    out: dict[str, dict] = {}
+    try:
+        for server in servers.values():
             asyncio.run(load(server.port, body, args.clients, min(200, args.requests), 10))  # warm-up
-            out[label] = asyncio.run(load(server.port, body, args.clients, args.requests, args.cap))
-        finally:
+        # Rounds alternate between the two servers (the idle one costs nothing) and each keeps its
+        # best round: other work on a shared machine only ever slows a round down.
+        for _ in range(args.rounds):
+            for label, server in servers.items():
+                result = asyncio.run(load(server.port, body, args.clients, args.requests, args.cap))
+                if label not in out or result["throughput"] > out[label]["throughput"]:
+                    out[label] = result
+    finally:
+        for server in servers.values():
             server.stop()
     compute = batch_compute_ms(bundle, row, args.clients)
     a, b = out["(a) one request per pass"], out["(b) dynamic batching"]
@@ -242,6 +251,7 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=30.0, help="seconds per measurement, at most")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of the soak (0: none)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side (best kept)")
     parser.add_argument("--only", choices=("demo", "cnn8"), default=None)
     parser.add_argument("--threads", type=int, default=None, help="the server's --threads")
     args = parser.parse_args()

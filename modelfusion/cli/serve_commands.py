@@ -139,7 +139,7 @@ def serve_ray(
 
     ServedModel(
         bundle, trust=settings.trust, engine=settings.engine
-    )  # verify here first: exit 2, not a replica crash
+    )  # verify first: exit 2, not a replica crash
     serve_on_ray(bundle, settings, replicas=replicas, host=host, port=port, address=address)
     console.print(
         f"serving {bundle} on Ray Serve: {replicas} replica(s) at http://{host}:{port}; Ctrl-C stops"
@@ -147,6 +147,8 @@ def serve_ray(
     try:
         while True:
             time.sleep(3600)
+    except KeyboardInterrupt:  # Ctrl-C: a normal stop for a server (SIGTERM goes to Ray's own handler)
+        log("stopping the Ray Serve deployment")
     finally:
         stop_ray_serving(shutdown_ray=address is None)
 

@@ -45,3 +45,38 @@ def test_replicas_below_one_are_refused(rows_bundle):
 
     with pytest.raises(ParameterError, match="--replicas"):
         ray_deployment(rows_bundle, ServeSettings(), replicas=0)
+
+
+def test_serve_ray_from_the_command_line_answers_and_stops_on_ctrl_c(rows_bundle, digits_rows):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    command = [sys.executable, "-m", "modelfusion.cli.app", "--quiet", "serve", str(rows_bundle), "--ray"]
+    command += ["--replicas", "1", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    X = digits_rows[0][:2]
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2))["ready"]:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read().decode()
+            time.sleep(0.5)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict?proba=true",
+            data=json.dumps(X.tolist()).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.load(urllib.request.urlopen(request, timeout=30))
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C (Ray's own native handler takes SIGTERM in a driver)
+        code = process.wait(120)
+    want = FusedModel.load(rows_bundle).predict_proba(X, engine="members")
+    np.testing.assert_allclose(answer["probabilities"], want, atol=1e-5)
+    assert code == 0, process.stdout.read().decode()
