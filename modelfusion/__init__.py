@@ -46,6 +46,8 @@ from modelfusion.version import __version__
 #: modelfusion`` and ``modelfusion --help`` stay light, torch and scikit-learn load when needed.
 _LAZY = {
     "ConversionResult": "modelfusion.conversion",
+    "ServeSettings": "modelfusion.serving",
+    "create_app": "modelfusion.serving",
     "convert_model": "modelfusion.conversion",
     "FusedModel": "modelfusion.fused",
     "FusedModule": "modelfusion.fused",
@@ -70,6 +72,7 @@ __all__ = [
     "CheckpointError",
     "ArgumentTypeError",
     "ConversionResult",
+    "ServeSettings",
     "BundleError",
     "ConfigError",
     "DataError",
@@ -102,6 +105,7 @@ __all__ = [
     "UnseenClassWarning",
     "__version__",
     "convert_model",
+    "create_app",
     "load_member",
     "load_multimodal",
     "load_saved_member",
