@@ -140,11 +140,11 @@ def serve_ray(
     ServedModel(
         bundle, trust=settings.trust, engine=settings.engine
     )  # verify first: exit 2, not a replica crash
-    serve_on_ray(bundle, settings, replicas=replicas, host=host, port=port, address=address)
-    console.print(
-        f"serving {bundle} on Ray Serve: {replicas} replica(s) at http://{host}:{port}; Ctrl-C stops"
-    )
-    try:
+    try:  # Ctrl-C may come while serve.run still waits, after the replicas already answer
+        serve_on_ray(bundle, settings, replicas=replicas, host=host, port=port, address=address)
+        console.print(
+            f"serving {bundle} on Ray Serve: {replicas} replica(s) at http://{host}:{port}; Ctrl-C stops"
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:  # Ctrl-C: a normal stop for a server (SIGTERM goes to Ray's own handler)

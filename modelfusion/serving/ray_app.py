@@ -86,8 +86,10 @@ def stop_ray_serving(*, shutdown_ray: bool = True) -> None:
     import ray
     from ray import serve
 
+    if not ray.is_initialized():
+        return
     serve.shutdown()
-    if shutdown_ray and ray.is_initialized():
+    if shutdown_ray:
         ray.shutdown()
 
 
