@@ -36,3 +36,21 @@ def running_server(app: Any) -> Iterator[tuple[str, Any]]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def wait_until_ready(base: str, process: Any, seconds: float = 60) -> None:
+    """Poll ``base/health`` until it says ready; fail with the server's output if it dies or is late."""
+    import json
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
+                if json.load(answer)["ready"]:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"the server is not ready: {process.stdout.read().decode()}")
+        time.sleep(0.2)

@@ -11,7 +11,7 @@ import pytest
 from modelfusion import FusedModel, manifest_digest
 from modelfusion.errors import ParameterError
 from modelfusion.serving.app import ServeSettings
-from tests.serving.server import free_port
+from tests.serving.server import free_port, wait_until_ready
 
 pytest.importorskip("fastapi")
 pytest.importorskip("ray.serve")
@@ -51,7 +51,6 @@ def test_serve_ray_from_the_command_line_answers_and_stops_on_ctrl_c(rows_bundle
     import signal
     import subprocess
     import sys
-    import time
 
     port = free_port()
     command = [sys.executable, "-m", "modelfusion.cli.app", "--quiet", "serve", str(rows_bundle), "--ray"]
@@ -59,15 +58,7 @@ def test_serve_ray_from_the_command_line_answers_and_stops_on_ctrl_c(rows_bundle
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     X = digits_rows[0][:2]
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2))["ready"]:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read().decode()
-            time.sleep(0.5)
+        wait_until_ready(f"http://127.0.0.1:{port}", process, seconds=120)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/predict?proba=true",
             data=json.dumps(X.tolist()).encode(),

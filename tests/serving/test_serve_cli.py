@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from modelfusion import FusedModel
 from modelfusion.cli.app import _register, app
-from tests.serving.server import free_port
+from tests.serving.server import free_port, wait_until_ready
 
 pytest.importorskip("fastapi")
 _register()
@@ -73,15 +73,7 @@ def test_serve_answers_over_http_and_stops_cleanly_on_sigterm(workers, rows_bund
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if json.load(urllib.request.urlopen(f"{base}/health", timeout=2))["ready"]:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read().decode()
-            time.sleep(0.2)
+        wait_until_ready(base, process)
         X = digits_rows[0][:4]
         want = FusedModel.load(rows_bundle).predict_proba(X, engine="members")
         for _ in range(6):  # with 2 workers, the requests land on both
