@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group(backend)
     try:
         run_job(Path(args[0]), progress=False if int(os.environ.get("RANK", "0")) else None)
+        if distributed:  # leave together: a rank tearing gloo down while rank 0 still writes aborts rank 0
+            dist.barrier()
     finally:
         if distributed:
             dist.destroy_process_group()

@@ -29,6 +29,7 @@ Trainer(model, nn.functional.cross_entropy, optimizer="sgd", lr=0.05, batch_size
         seed=0, device="cpu", progress=False).fit(train)
 if dist.get_rank() == 0:
     torch.save(model.state_dict(), f"{work}/state.pt")
+dist.barrier()  # leave together: gloo torn down under a rank still working aborts it
 dist.destroy_process_group()
 """
 

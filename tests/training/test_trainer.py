@@ -218,6 +218,7 @@ trainer = Trainer(net, nn.functional.cross_entropy, optimizer="sgd", lr=0.05, ba
 trainer.fit((data["X"], data["y"]), (data["X_val"], data["y_val"]))
 if dist.get_rank() == 0:
     torch.save({"state": net.state_dict(), "history": trainer.history_}, f"{work}/result.pt")
+dist.barrier()  # leave together: gloo torn down under a rank still working aborts it
 dist.destroy_process_group()
 """
 
