@@ -15,8 +15,6 @@ from modelfusion.errors import ParameterError
 if TYPE_CHECKING:
     from modelfusion.serving.app import ServeSettings
 
-ENGINES = ("auto", "onnx", "torch", "members")
-
 
 @handle_errors
 def serve(
@@ -74,6 +72,8 @@ def serve(
 
 def check_options(settings: ServeSettings, *, port: int, workers: int, replicas: int, ray: bool) -> None:
     """ParameterError naming the first option out of range (before anything loads)."""
+    from modelfusion.runtime.engine import ENGINES
+
     if settings.engine not in ENGINES:
         raise ParameterError(f"--engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
     for flag, value, low in (

@@ -74,7 +74,6 @@ def create_app(
     fastapi = require("fastapi", purpose="modelfusion serve", extra="serve")
     require("prometheus_client", purpose="the server's /metrics", extra="serve")
     from fastapi import Request
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
 
     from modelfusion.version import __version__
@@ -121,11 +120,6 @@ def create_app(
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
         status, body = error_body(status, message)
         return JSONResponse(body, status_code=status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _query(request: Any, exc: RequestValidationError) -> Any:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return error(422, problems)
 
     @app.exception_handler(Exception)
     async def _internal(request: Any, exc: Exception) -> Any:  # the model failed: this request only
