@@ -10,7 +10,12 @@ Examples
 """
 
 from modelfusion.multimodal.clip import CLIPImageEncoder, CLIPTextEncoder, clip_encoders
-from modelfusion.multimodal.contrastive import ContrastiveAlignment, contrastive_loss, retrieval_recall
+from modelfusion.multimodal.contrastive import (
+    ContrastiveAlignment,
+    contrastive_loss,
+    recall_at_k,
+    retrieval_recall,
+)
 from modelfusion.multimodal.data import ModalityDataset
 from modelfusion.multimodal.encoders import (
     Encoder,
@@ -25,6 +30,7 @@ from modelfusion.multimodal.export import MultimodalGraph, export_multimodal_onn
 from modelfusion.multimodal.fusion import MultimodalFusion, NumClassesError, load_multimodal
 from modelfusion.multimodal.late import LateFusion, late_fusion_loss
 from modelfusion.multimodal.manifest_dataset import MultimodalDataset
+from modelfusion.multimodal.matching import CCAMatcher
 from modelfusion.multimodal.multiscale import MultiScaleEncoder, extract_multi_scale_features
 from modelfusion.multimodal.operators import (
     FUSION_OPERATORS,
@@ -45,6 +51,7 @@ from modelfusion.multimodal.specs import ENCODERS, build_encoder
 
 __all__ = [
     "ENCODERS",
+    "CCAMatcher",
     "FUSION_OPERATORS",
     "CLIPImageEncoder",
     "CLIPTextEncoder",
@@ -85,6 +92,7 @@ __all__ = [
     "linear_probe_accuracy",
     "load_multimodal",
     "probe_width",
+    "recall_at_k",
     "retrieval_recall",
     "save_multimodal",
 ]

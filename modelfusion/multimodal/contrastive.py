@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -108,10 +109,27 @@ def retrieval_recall(
         raise ParameterError(
             f"queries {list(queries.shape)} and gallery {list(gallery.shape)} must pair up row by row"
         )
-    similarity = queries @ gallery.T
-    true = similarity.diagonal().unsqueeze(1)
-    rank = (similarity > true).sum(dim=1)  # how many gallery items beat the true one
-    return {f"R@{k}": float((rank < k).float().mean()) for k in ks}
+    return recall_at_k(queries @ gallery.T, ks)
 
 
-__all__ = ["ContrastiveAlignment", "contrastive_loss", "retrieval_recall"]
+def recall_at_k(similarity: Any, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """``{"R@k": ...}`` from a similarity matrix [queries, gallery] whose diagonal holds the true
+    pairs (any score: cosine, CSLS from :meth:`CCAMatcher.similarity`, ...).
+
+    Examples
+    --------
+    >>> recall_at_k(np.array([[0.9, 0.1], [0.8, 0.2]]), ks=(1,))
+    {'R@1': 0.5}
+    """
+    similarity = (
+        similarity.detach().cpu().numpy() if hasattr(similarity, "detach") else np.asarray(similarity)
+    )
+    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
+        raise ParameterError(
+            f"similarity must be square [queries, gallery], got shape {list(similarity.shape)}"
+        )
+    rank = (similarity > np.diag(similarity)[:, None]).sum(axis=1)  # how many gallery items beat the true one
+    return {f"R@{k}": float((rank < k).mean()) for k in ks}
+
+
+__all__ = ["ContrastiveAlignment", "contrastive_loss", "recall_at_k", "retrieval_recall"]

@@ -1,0 +1,179 @@
+"""CCAMatcher: ridge CCA + CSLS matching of two modalities, calibrated out of fold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelfusion.errors import InputError, ParameterError, StrategyError
+from modelfusion.multimodal import CCAMatcher
+
+
+def _paired(n: int, seed: int = 0, dx: int = 40, dy: int = 30, latent: int = 6, noise: float = 0.5):
+    """Two views of one latent code: row i of X and row i of Y describe the same item."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, latent))
+    X = z @ rng.normal(size=(latent, dx)) + noise * rng.normal(size=(n, dx))
+    Y = np.tanh(z @ rng.normal(size=(latent, dy))) + noise * rng.normal(size=(n, dy))
+    return X, Y
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, Y = _paired(500, seed=0)
+    return X[:400], Y[:400], X[400:], Y[400:]
+
+
+@pytest.fixture(scope="module")
+def matcher(data):
+    X, Y, _, _ = data
+    return CCAMatcher(n_components=(4, 8), alpha=(0.01, 0.1), seed=0).fit(X, Y)
+
+
+def test_fit_returns_self_and_learns_the_documented_attributes(data):
+    X, Y, _, _ = data
+    matcher = CCAMatcher(n_components=6, alpha=0.05)
+    assert matcher.fit(X, Y) is matcher
+    assert (matcher.n_components_, matcher.alpha_) == (6, 0.05)
+    assert matcher.correlations_.shape == (6,) and (np.diff(matcher.correlations_) <= 1e-12).all()
+    assert matcher.x_weights_.shape == (40, 6) and matcher.y_weights_.shape == (30, 6)
+    assert set(matcher.cv_scores_) == {(6, 0.05)} and matcher.coef_ > 0
+    assert matcher.get_params()["alpha"] == 0.05
+
+
+def test_held_out_true_pairs_are_told_from_mismatched_ones(data, matcher):
+    _, _, X, Y = data
+    shuffled = np.roll(np.arange(len(Y)), 1)
+    true, false = matcher.score_pairs(X, Y), matcher.score_pairs(X, Y[shuffled])
+    labels = np.r_[np.ones(len(X)), np.zeros(len(X))]
+    predicted = np.r_[matcher.predict(X, Y), matcher.predict(X, Y[shuffled])]
+    assert (true > false).mean() > 0.95
+    assert (predicted == labels).mean() > 0.9
+    proba = matcher.predict_proba(X, Y)
+    assert proba.shape == (len(X), 2) and np.allclose(proba.sum(axis=1), 1)
+    assert ((proba >= 0) & (proba <= 1)).all() and proba[:, 1].mean() > 0.8
+
+
+def test_the_candidate_with_the_best_out_of_fold_auc_is_chosen(matcher):
+    assert set(matcher.cv_scores_) == {(4, 0.01), (4, 0.1), (8, 0.01), (8, 0.1)}
+    best = max(matcher.cv_scores_, key=matcher.cv_scores_.get)
+    assert (matcher.n_components_, matcher.alpha_) == best
+    assert all(0.5 < auc <= 1 for auc in matcher.cv_scores_.values())
+
+
+def test_retrieval_finds_the_true_partner_in_both_directions(data, matcher):
+    _, _, X, Y = data
+    image_to_text = matcher.similarity(X, Y, query="x")
+    text_to_image = matcher.similarity(Y, X, query="y")
+    assert image_to_text.shape == text_to_image.shape == (100, 100)
+    assert (image_to_text.argmax(axis=1) == np.arange(100)).mean() > 0.3  # chance: 0.01
+    assert (text_to_image.argmax(axis=1) == np.arange(100)).mean() > 0.3
+    # one CSLS score, whichever side asks: pairs are scored the same in both matrices
+    assert np.allclose(image_to_text, text_to_image.T)
+    assert np.allclose(np.diag(image_to_text), matcher.score_pairs(X, Y))
+
+
+def test_csls_corrects_plain_cosine_by_each_sides_hubness(data):
+    X, Y, Xt, Yt = data
+    plain = CCAMatcher(n_components=8, alpha=0.05, csls_k=0).fit(X, Y)
+    csls = CCAMatcher(n_components=8, alpha=0.05, csls_k=10).fit(X, Y)
+    a, b = plain.transform(Xt, Yt)
+    assert np.allclose(plain.similarity(Xt, Yt), a @ b.T)
+    hub_x = np.sort(a @ csls.y_reference_.T, axis=1)[:, -10:].mean(axis=1)
+    hub_y = np.sort(b @ csls.x_reference_.T, axis=1)[:, -10:].mean(axis=1)
+    assert np.allclose(csls.similarity(Xt, Yt), 2 * a @ b.T - hub_x[:, None] - hub_y[None, :])
+
+
+def test_the_row_space_solution_is_exact_ridge_cca(data):
+    X, Y, _, _ = data
+    alpha, k = 0.03, 5
+    matcher = CCAMatcher(n_components=k, alpha=alpha).fit(X, Y)
+    zx, zy = matcher.x_scaling_.apply(X), matcher.y_scaling_.apply(Y)
+    n = len(X)
+
+    def inverse_root(c):
+        values, vectors = np.linalg.eigh(c + alpha * np.eye(len(c)))
+        return vectors @ np.diag(values**-0.5) @ vectors.T
+
+    cross = inverse_root(zx.T @ zx / n) @ (zx.T @ zy / n) @ inverse_root(zy.T @ zy / n)
+    assert np.allclose(matcher.correlations_, np.linalg.svd(cross, compute_uv=False)[:k], atol=1e-10)
+    # the weights whiten each side: (C + alpha I)-orthonormal canonical directions
+    gram = matcher.x_weights_.T @ (zx.T @ zx / n + alpha * np.eye(zx.shape[1])) @ matcher.x_weights_
+    assert np.allclose(gram, np.eye(k), atol=1e-8)
+
+
+def test_more_features_than_rows_is_solved_in_the_row_space():
+    X, Y = _paired(60, seed=3, dx=500, dy=300)
+    matcher = CCAMatcher(n_components=4, alpha=0.1, cv=3).fit(X, Y)
+    assert matcher.x_weights_.shape == (500, 4) and np.isfinite(matcher.correlations_).all()
+
+
+def test_blocks_are_standardised_to_the_same_total_variance(data):
+    X, Y, _, _ = data
+    matcher = CCAMatcher(n_components=4, x_widths=[10, 30]).fit(X, Y)
+    z = matcher.x_scaling_.apply(X)
+    assert np.isclose(z[:, :10].var(axis=0).sum(), 1) and np.isclose(z[:, 10:].var(axis=0).sum(), 1)
+
+
+def test_a_seed_makes_the_fit_reproducible(data):
+    X, Y, Xt, Yt = data
+    first = CCAMatcher(n_components=(4, 8), seed=7).fit(X, Y)
+    second = CCAMatcher(n_components=(4, 8), seed=7).fit(X, Y)
+    assert first.cv_scores_ == second.cv_scores_
+    assert np.array_equal(first.predict_proba(Xt, Yt), second.predict_proba(Xt, Yt))
+
+
+def test_torch_tensors_are_accepted(data, matcher):
+    torch = pytest.importorskip("torch")
+    _, _, X, Y = data
+    assert np.allclose(
+        matcher.score_pairs(torch.from_numpy(X), torch.from_numpy(Y)), matcher.score_pairs(X, Y)
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"n_components": 0}, ParameterError, "n_components must be >= 1"),
+        ({"alpha": -1.0}, ParameterError, "alpha > 0"),
+        ({"alpha": "lots"}, ParameterError, "alpha must be a number"),
+        ({"csls_k": -1}, ParameterError, "csls_k"),
+        ({"x_widths": [10, 10]}, ParameterError, "x_widths=.*sum to the 40 features"),
+        ({"cv": 1}, InputError, "cv=1 folds"),
+    ],
+)
+def test_bad_parameters_are_named(data, options, error, message):
+    X, Y, _, _ = data
+    with pytest.raises(error, match=message):
+        CCAMatcher(**options).fit(X, Y)
+
+
+def test_bad_inputs_are_named(data, matcher):
+    X, Y, Xt, Yt = data
+    with pytest.raises(InputError, match="X has 400 rows and Y 399"):
+        CCAMatcher().fit(X, Y[:-1])
+    with pytest.raises(InputError, match="cv=5 folds need .* at least 10 pairs, got 6"):
+        CCAMatcher().fit(X[:6], Y[:6])
+    with pytest.raises(InputError, match="NaN"):
+        CCAMatcher().fit(np.where(np.eye(400, 40) > 0, np.nan, X), Y)
+    with pytest.raises(InputError, match="Y has 29 features; the matcher was fitted on 30"):
+        matcher.score_pairs(Xt, Yt[:, :29])
+    with pytest.raises(InputError, match="2-D"):
+        matcher.score_pairs(Xt[0], Yt[0])
+    with pytest.raises(ParameterError, match="query must be"):
+        matcher.similarity(Xt, Yt, query="image")
+    with pytest.raises(StrategyError, match="not fitted"):
+        CCAMatcher().predict(Xt, Yt)
+
+
+def test_recall_at_k_reads_the_true_pairs_off_the_diagonal(data, matcher):
+    from modelfusion.multimodal import recall_at_k, retrieval_recall
+
+    similarity = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.1], [0.3, 0.5, 0.1]])
+    assert recall_at_k(similarity, ks=(1, 2)) == {"R@1": 1 / 3, "R@2": 2 / 3}
+    _, _, X, Y = data
+    a, b = matcher.transform(X, Y)
+    torch = pytest.importorskip("torch")
+    assert recall_at_k(a @ b.T) == retrieval_recall(torch.from_numpy(a), torch.from_numpy(b))
+    with pytest.raises(ParameterError, match="square"):
+        recall_at_k(similarity[:2])
