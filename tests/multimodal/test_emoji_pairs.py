@@ -79,3 +79,13 @@ def test_matching_pairs_take_the_wrong_caption_from_another_emoji():
     assert list(label) == [1] * 4 + [0] * 4
     assert text[:4] == ["c1", "c3", "c5", "c7"]
     assert all(t != captions[i] and t in {"c1", "c3", "c5", "c7"} for i, t in zip(image[4:], text[4:]))
+
+
+def test_the_multiscale_image_encoder_concatenates_the_late_blocks_and_the_head():
+    encoder = example.efficientnet_lite0_multiscale_encoder(image_size=64, first_block=8, pretrained=False)
+    assert encoder.stage_widths == [112, 112, 112, 192, 192, 192, 192, 320, 1280]
+    assert encoder.width == sum(encoder.stage_widths) == 2704
+    with torch.no_grad():
+        assert encoder(torch.rand(1, 3, 64, 64)).shape == (1, 2704)  # batch size 1 too
+    with pytest.raises(example.ParameterError, match="first_block must be in 0-15"):
+        example.Lite0Stages(first_block=16)

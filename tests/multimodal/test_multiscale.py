@@ -66,6 +66,7 @@ def test_timm_features_only_stages_concat_fpn_and_tokens():
     image = torch.rand(3, 1, 32, 32)
     concat = MultiScaleEncoder("resnet18", image_size=32, in_channels=1)
     assert concat.width == sum(concat.body.feature_info.channels()) == 1024
+    assert concat.stage_widths == [64, 64, 128, 256, 512]
     picked = MultiScaleEncoder(
         "resnet18", image_size=32, in_channels=1, stages=[2, 3, 4], fuse="fpn", pyramid_dim=8
     )
