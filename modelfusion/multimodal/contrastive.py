@@ -114,21 +114,30 @@ def retrieval_recall(
 
 def recall_at_k(similarity: Any, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """``{"R@k": ...}`` from a similarity matrix [queries, gallery] whose diagonal holds the true
-    pairs (any score: cosine, CSLS from :meth:`CCAMatcher.similarity`, ...).
+    pairs (any score: cosine, CSLS from :meth:`CCAMatcher.similarity`, ...). A tie with the true
+    item counts against it: a constant matrix scores R@1 = 0, not 1.
 
     Examples
     --------
     >>> recall_at_k(np.array([[0.9, 0.1], [0.8, 0.2]]), ks=(1,))
     {'R@1': 0.5}
     """
-    similarity = (
-        similarity.detach().cpu().numpy() if hasattr(similarity, "detach") else np.asarray(similarity)
-    )
+    if hasattr(similarity, "detach"):  # a torch tensor (bfloat16 too)
+        similarity = similarity.detach().float().cpu().numpy()
+    similarity = np.asarray(similarity, dtype=np.float64)
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
         raise ParameterError(
             f"similarity must be square [queries, gallery], got shape {list(similarity.shape)}"
         )
-    rank = (similarity > np.diag(similarity)[:, None]).sum(axis=1)  # how many gallery items beat the true one
+    if not np.isfinite(similarity).all():
+        raise ParameterError("similarity has NaN or infinite values")
+    if not ks or any(int(k) < 1 for k in ks):
+        raise ParameterError(f"ks must be ranks >= 1, got {list(ks)}")
+    true = np.diag(similarity)[:, None]
+    others = ~np.eye(len(similarity), dtype=bool)
+    rank = ((similarity > true) | ((similarity == true) & others)).sum(
+        axis=1
+    )  # items at or above the true one
     return {f"R@{k}": float((rank < k).mean()) for k in ks}
 
 

@@ -3,12 +3,15 @@ with CSLS and calibrated by cross-validation.
 
 Canonical correlation analysis (Hotelling, 1936) finds the projections of image features ``X`` and
 text features ``Y`` whose paired rows correlate most; with ridge regularisation (Vinod, 1976) it is
-the closed-form optimum of a low-rank bilinear similarity ``<A x, B y>`` between the two. Cosine
-similarity in that space suffers from *hubs* (a few captions close to every image); CSLS (Conneau
-et al., 2018, "Word translation without parallel data") subtracts each side's mean similarity to its
-``csls_k`` nearest neighbours in the training set of the other side. Out-of-fold scores choose the
-regularisation and the number of components (by ROC AUC) and fit a logistic calibration, so
-:meth:`CCAMatcher.predict_proba` is a probability that a pair matches, learned without test rows.
+the closed-form optimum of a low-rank bilinear similarity ``<A x, B y>`` between the two. Both
+sides' embeddings are scaled by the canonical correlations, so the cosine between them weights
+component i by about its squared correlation. Cosine similarity in that space suffers from *hubs*
+(a few captions close to every image); CSLS (Conneau et al., 2018, "Word translation without
+parallel data") subtracts each side's mean similarity to its ``csls_k`` nearest neighbours in the
+training set of the other side. Out-of-fold scores choose the number of components, the ridge and
+the neighbours (by ROC AUC) and fit a logistic calibration, learned without test rows:
+:meth:`CCAMatcher.predict_proba` is the probability that a pair matches when true and mismatched
+pairs are equally common (as in the folds), not a retrieval probability among many candidates.
 
 Examples
 --------
@@ -20,36 +23,43 @@ Examples
 from __future__ import annotations
 
 import itertools
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
+from sklearn.base import BaseEstimator
 
-from modelfusion.errors import InputError, ParameterError, StrategyError
+from modelfusion.errors import InputError, ModelFusionWarning, ParameterError, StrategyError
 
 
-class CCAMatcher:
+class CCAMatcher(BaseEstimator):
     """Image-text (any two modalities) matching by ridge CCA + CSLS, calibrated out of fold.
 
     Parameters
     ----------
-    n_components : canonical components kept (an int, or several to choose from by CV).
-    alpha : ridge regularisation added to each side's covariance, relative to the features'
-        total variance of one block (a float, or several to choose from by CV).
-    csls_k : neighbours of the CSLS hubness correction (0: plain cosine similarity).
+    n_components : canonical components kept (an int, or several to choose from by CV); more
+        than the rank (both widths, the rows of a training fold) are clipped to it.
+    alpha : ridge regularisation added to each side's covariance; each block of features is
+        scaled to unit total variance first (a float, or several to choose from by CV).
+    csls_k : neighbours of the CSLS hubness correction (0: plain cosine similarity; an int, or
+        several to choose from by CV). In a fold it is scaled by the fold's share of the rows.
     x_widths, y_widths : widths of the feature blocks concatenated in X (Y), e.g. the stages of a
         :class:`MultiScaleEncoder`; each block is standardised and given the same total variance,
         so a wide block does not drown a narrow one. Default: one block.
-    cv : folds for choosing ``n_components``/``alpha`` and fitting the calibration.
+    cv : folds for choosing the hyperparameters and fitting the calibration.
     seed : the folds and the mismatched pairs they are scored on.
 
     Attributes
     ----------
-    n_components_, alpha_ : the chosen values.
+    n_components_, alpha_, csls_k_ : the chosen values.
     correlations_ : float array [n_components_], the regularised canonical correlations.
-    cv_scores_ : ``{(n_components, alpha): out-of-fold ROC AUC}`` of every candidate.
+    cv_scores_ : ``{(n_components, alpha, csls_k): out-of-fold ROC AUC}`` of every candidate.
     coef_, intercept_ : the logistic calibration ``p = sigmoid(coef_ * score + intercept_)``.
-    threshold_ : the score above which a pair is predicted to match (p = 0.5).
+    threshold_ : the score above which a pair is predicted to match (p > 0.5; infinite, with a
+        warning, when the out-of-fold scores do not tell true pairs from mismatched ones).
 
     Examples
     --------
@@ -62,7 +72,7 @@ class CCAMatcher:
         n_components: int | Sequence[int] = 64,
         alpha: float | Sequence[float] = 0.01,
         *,
-        csls_k: int = 10,
+        csls_k: int | Sequence[int] = 10,
         x_widths: Sequence[int] | None = None,
         y_widths: Sequence[int] | None = None,
         cv: int = 5,
@@ -76,41 +86,35 @@ class CCAMatcher:
         self.cv = cv
         self.seed = seed
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {
-            "n_components": self.n_components,
-            "alpha": self.alpha,
-            "csls_k": self.csls_k,
-            "x_widths": self.x_widths,
-            "y_widths": self.y_widths,
-            "cv": self.cv,
-            "seed": self.seed,
-        }
-
     def fit(self, X: Any, Y: Any) -> CCAMatcher:
         """Learn from paired rows: row i of ``X`` [n, dx] (one modality's features) matches row i of
         ``Y`` [n, dy] (the other's). Rows must be distinct items (a mismatched pair is two rows)."""
         X, Y = _paired(X, Y, "fit")
-        components, alphas = (
-            _candidates(self.n_components, "n_components", int),
-            _candidates(self.alpha, "alpha", float),
-        )
-        if any(c < 1 for c in components) or any(a <= 0 for a in alphas):
-            raise ParameterError(f"n_components must be >= 1 and alpha > 0, got {components} and {alphas}")
-        if self.csls_k < 0:
-            raise ParameterError(f"csls_k must be >= 0, got {self.csls_k}")
-        if self.cv < 2 or len(X) < 2 * self.cv:
-            raise InputError(
-                f"cv={self.cv} folds need cv >= 2 and at least {2 * self.cv} pairs, got {len(X)}"
-            )
+        if isinstance(self.cv, bool) or not isinstance(self.cv, (int, np.integer)) or self.cv < 2:
+            raise ParameterError(f"cv must be an integer >= 2, got {self.cv!r}")
+        if len(X) < 2 * self.cv:
+            raise InputError(f"cv={self.cv} folds need at least {2 * self.cv} pairs, got {len(X)}")
+        rank = min(X.shape[1], Y.shape[1], len(X) - math.ceil(len(X) / self.cv))
+        components = sorted({min(k, rank) for k in _candidates(self.n_components, "n_components", 1)})
+        alphas = _alphas(self.alpha)
+        neighbours = _candidates(self.csls_k, "csls_k", 0)
         x_widths, y_widths = _widths(self.x_widths, X, "x_widths"), _widths(self.y_widths, Y, "y_widths")
         scores, labels = _out_of_fold_scores(
-            X, Y, x_widths, y_widths, components, alphas, self.csls_k, self.cv, self.seed
+            X, Y, x_widths, y_widths, components, alphas, neighbours, self.cv, self.seed
         )
         self.cv_scores_ = {candidate: _roc_auc(scores[candidate], labels) for candidate in scores}
-        self.n_components_, self.alpha_ = max(self.cv_scores_, key=lambda c: self.cv_scores_[c])
-        self.coef_, self.intercept_ = _logistic_fit(scores[(self.n_components_, self.alpha_)], labels)
-        self.threshold_ = -self.intercept_ / self.coef_
+        best = max(self.cv_scores_, key=lambda c: self.cv_scores_[c])
+        self.n_components_, self.alpha_, self.csls_k_ = best
+        self.coef_, self.intercept_ = _logistic_fit(scores[best], labels)
+        if self.coef_ <= 0 or self.cv_scores_[best] <= 0.5:
+            warnings.warn(
+                f"CCAMatcher: the best out-of-fold ROC AUC is {self.cv_scores_[best]:.3f}: X and Y do not "
+                "predict each other, so no pair is predicted to match",
+                ModelFusionWarning,
+                stacklevel=2,
+            )
+            self.coef_, self.intercept_ = 0.0, 0.0  # p = 0.5 for every pair, none predicted to match
+        self.threshold_ = -self.intercept_ / self.coef_ if self.coef_ > 0 else np.inf
         self._fit_projection(X, Y, x_widths, y_widths)
         return self
 
@@ -141,7 +145,8 @@ class CCAMatcher:
 
     def predict_proba(self, X: Any, Y: Any) -> np.ndarray:
         """[n, 2]: the probability that row i of X does not / does match row i of Y."""
-        p = 1.0 / (1.0 + np.exp(-(self.coef_ * self.score_pairs(X, Y) + self.intercept_)))
+        score = self.score_pairs(X, Y)
+        p = expit(self.coef_ * score + self.intercept_)
         return np.stack([1.0 - p, p], axis=1)
 
     def predict(self, X: Any, Y: Any) -> np.ndarray:
@@ -151,12 +156,10 @@ class CCAMatcher:
     def _fit_projection(self, X: np.ndarray, Y: np.ndarray, x_widths: list[int], y_widths: list[int]) -> None:
         self.x_scaling_, self.y_scaling_ = _Scaling.fit(X, x_widths), _Scaling.fit(Y, y_widths)
         zx, zy = self.x_scaling_.apply(X), self.y_scaling_.apply(Y)
-        self._set_projection(zx, zy, _RowSpace(zx), _RowSpace(zy))
+        self._set_projection(zx, zy, _canonical(_RowSpace(zx), _RowSpace(zy), self.alpha_))
 
-    def _set_projection(self, zx: np.ndarray, zy: np.ndarray, x: _RowSpace, y: _RowSpace) -> None:
-        self.x_weights_, self.y_weights_, self.correlations_ = _ridge_cca(
-            x, y, self.n_components_, self.alpha_
-        )
+    def _set_projection(self, zx: np.ndarray, zy: np.ndarray, canonical: _Canonical) -> None:
+        self.x_weights_, self.y_weights_, self.correlations_ = canonical.first(self.n_components_)
         # the training embeddings are the neighbours CSLS measures hubness against
         self.x_reference_, self.y_reference_ = self._project(zx, "x"), self._project(zy, "y")
 
@@ -175,12 +178,12 @@ class CCAMatcher:
         return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
     def _csls(self, cosine: np.ndarray, a: np.ndarray, b: np.ndarray, query: str) -> np.ndarray:
-        if not self.csls_k:
+        if not self.csls_k_:
             return cosine
         # each side's neighbours are the training embeddings of the other side
         a_reference = self.y_reference_ if query == "x" else self.x_reference_
         b_reference = self.x_reference_ if query == "x" else self.y_reference_
-        ra, rb = _mean_top_k(a, a_reference, self.csls_k), _mean_top_k(b, b_reference, self.csls_k)
+        ra, rb = _mean_top_k(a, a_reference, self.csls_k_), _mean_top_k(b, b_reference, self.csls_k_)
         if cosine.ndim == 1:
             return 2 * cosine - ra - rb
         return 2 * cosine - ra[:, None] - rb[None, :]
@@ -210,11 +213,11 @@ class _Scaling:
 
 
 class _RowSpace:
-    """A thin SVD ``z = u s vt`` of centred features, kept so every ``alpha`` and ``k`` reuses it."""
+    """A thin SVD ``z = u s vt`` of centred features, kept so every ``alpha`` reuses it."""
 
     def __init__(self, z: np.ndarray):
         u, s, vt = np.linalg.svd(z, full_matrices=False)
-        keep = s > s[0] * 1e-10
+        keep = s > s[0] * 1e-10 if s.size and s[0] > 0 else np.zeros(s.shape, dtype=bool)
         self.scores, self.s, self.vt, self.n = u[:, keep] * s[keep], s[keep], vt[keep], len(z)
 
     def inverse_root(self, alpha: float) -> np.ndarray:
@@ -222,19 +225,27 @@ class _RowSpace:
         return 1.0 / np.sqrt(self.s**2 / self.n + alpha)
 
 
-def _ridge_cca(x: _RowSpace, y: _RowSpace, k: int, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Projections [dx, k], [dy, k] and correlations [k] of ridge CCA on centred features.
+class _Canonical:
+    """Every canonical pair of one ridge CCA, sliced to the first k for each ``n_components``."""
 
-    Works in each side's row space, where the regularised covariance is diagonal: exact, and as
-    cheap for 10,000 features as for 100 when there are fewer rows than features.
-    """
+    def __init__(self, x: _RowSpace, y: _RowSpace, wx: np.ndarray, wy: np.ndarray, cross: np.ndarray):
+        self.p, self.correlations, qt = np.linalg.svd(cross, full_matrices=False)
+        self.q, self.x, self.y, self.wx, self.wy = qt.T, x, y, wx, wy
+
+    def first(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Projections [dx, k], [dy, k] and correlations [k] (fewer where the rank is lower)."""
+        x_weights = self.x.vt.T @ (self.wx[:, None] * self.p[:, :k])
+        y_weights = self.y.vt.T @ (self.wy[:, None] * self.q[:, :k])
+        return x_weights, y_weights, self.correlations[:k]
+
+
+def _canonical(x: _RowSpace, y: _RowSpace, alpha: float) -> _Canonical:
+    """Ridge CCA of centred features, solved in each side's row space, where the regularised
+    covariance is diagonal: exact, and after the row-space SVDs (linear in the features) the cost
+    no longer depends on the number of features."""
     wx, wy = x.inverse_root(alpha), y.inverse_root(alpha)
     cross = (wx[:, None] * (x.scores.T @ y.scores) * wy[None, :]) / x.n
-    p, correlations, qt = np.linalg.svd(cross, full_matrices=False)
-    k = min(k, len(correlations))
-    x_weights = x.vt.T @ (wx[:, None] * p[:, :k])
-    y_weights = y.vt.T @ (wy[:, None] * qt[:k].T)
-    return x_weights, y_weights, correlations[:k]
+    return _Canonical(x, y, wx, wy, cross)
 
 
 def _out_of_fold_scores(
@@ -244,32 +255,36 @@ def _out_of_fold_scores(
     y_widths: list[int],
     components: list[int],
     alphas: list[float],
-    csls_k: int,
+    neighbours: list[int],
     cv: int,
     seed: int,
-) -> tuple[dict[tuple[int, float], np.ndarray], np.ndarray]:
+) -> tuple[dict[tuple[int, float, int], np.ndarray], np.ndarray]:
     """Each candidate's CSLS scores of the held-out fold's true pairs and of as many mismatched ones
     (each row with another row of its fold), every fold scored by a matcher fitted on the others."""
     rng = np.random.default_rng(seed)
     folds = np.array_split(rng.permutation(len(X)), cv)
-    scores: dict[tuple[int, float], list[np.ndarray]] = {c: [] for c in itertools.product(components, alphas)}
+    candidates = list(itertools.product(components, alphas, neighbours))
+    scores: dict[tuple[int, float, int], list[np.ndarray]] = {c: [] for c in candidates}
     labels = []
     for fold in folds:
         train = np.setdiff1d(np.arange(len(X)), fold)
         other = fold[(np.arange(len(fold)) + rng.integers(1, len(fold), size=len(fold))) % len(fold)]
         rows_x, rows_y = np.concatenate([fold, fold]), np.concatenate([fold, other])
         labels.append(np.r_[np.ones(len(fold)), np.zeros(len(fold))])
-        inner = CCAMatcher(csls_k=csls_k, x_widths=x_widths, y_widths=y_widths)
-        inner.x_scaling_, inner.y_scaling_ = (
-            _Scaling.fit(X[train], x_widths),
-            _Scaling.fit(Y[train], y_widths),
-        )
+        inner = CCAMatcher(x_widths=x_widths, y_widths=y_widths)
+        inner.x_scaling_ = _Scaling.fit(X[train], x_widths)
+        inner.y_scaling_ = _Scaling.fit(Y[train], y_widths)
         zx, zy = inner.x_scaling_.apply(X[train]), inner.y_scaling_.apply(Y[train])
-        x_space, y_space = _RowSpace(zx), _RowSpace(zy)  # one SVD per fold for every candidate
-        for (k, alpha), out in scores.items():
-            inner.n_components_, inner.alpha_ = k, alpha
-            inner._set_projection(zx, zy, x_space, y_space)
-            out.append(inner.score_pairs(X[rows_x], Y[rows_y]))
+        x_space, y_space = _RowSpace(zx), _RowSpace(zy)  # one SVD per side and fold for every candidate
+        for alpha in alphas:
+            canonical = _canonical(x_space, y_space, alpha)  # one CCA per alpha for every k
+            for k in components:
+                inner.n_components_, inner.alpha_ = k, alpha
+                inner._set_projection(zx, zy, canonical)
+                for csls_k in neighbours:
+                    # the same neighbourhood as a share of the references: fewer of them, fewer neighbours
+                    inner.csls_k_ = max(1, round(csls_k * len(train) / len(X))) if csls_k else 0
+                    scores[(k, alpha, csls_k)].append(inner.score_pairs(X[rows_x], Y[rows_y]))
     return {c: np.concatenate(v) for c, v in scores.items()}, np.concatenate(labels)
 
 
@@ -292,26 +307,49 @@ def _logistic_fit(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]
     return float(model.coef_[0, 0]), float(model.intercept_[0])
 
 
-def _candidates(value: Any, name: str, kind: type) -> list[Any]:
-    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+def _values(value: Any) -> list[Any]:
+    return (
+        list(value) if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str) else [value]
+    )
+
+
+def _candidates(value: Any, name: str, minimum: int) -> list[int]:
+    """The distinct integers >= minimum in ``value`` (one, or a sequence), in the given order."""
+    values = _values(value)
+    good = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum for v in values)
+    if not values or not good:
+        raise ParameterError(
+            f"{name} must be an integer >= {minimum} or a non-empty list of them, got {value!r}"
+        )
+    return list(dict.fromkeys(int(v) for v in values))
+
+
+def _alphas(value: Any) -> list[float]:
+    values = _values(value)
     try:
-        return [kind(v) for v in values]
-    except (TypeError, ValueError) as error:
-        raise ParameterError(f"{name} must be a number or a list of numbers, got {value!r}") from error
+        alphas = [float(v) for v in values]
+    except (TypeError, ValueError):
+        alphas = []
+    if not alphas or not all(math.isfinite(a) and a > 0 for a in alphas):
+        raise ParameterError(f"alpha must be a finite number > 0 or a non-empty list of them, got {value!r}")
+    return list(dict.fromkeys(alphas))
 
 
 def _widths(widths: Sequence[int] | None, values: np.ndarray, name: str) -> list[int]:
     if widths is None:
         return [values.shape[1]]
-    widths = [int(w) for w in widths]
-    if sum(widths) != values.shape[1] or min(widths) < 1:
-        raise ParameterError(f"{name}={widths} must be positive and sum to the {values.shape[1]} features")
-    return widths
+    blocks = _values(widths)
+    good = all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in blocks)
+    if not good or sum(int(w) for w in blocks) != values.shape[1]:
+        raise ParameterError(
+            f"{name}={widths!r} must be positive integers summing to the {values.shape[1]} features"
+        )
+    return [int(w) for w in blocks]
 
 
 def _matrix(values: Any, name: str) -> np.ndarray:
-    if hasattr(values, "detach"):  # a torch tensor
-        values = values.detach().cpu().numpy()
+    if hasattr(values, "detach"):  # a torch tensor (any dtype, bfloat16 too)
+        values = values.detach().float().cpu().numpy()
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2 or not array.size:
         raise InputError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelfusion.errors import InputError, ParameterError, StrategyError
+from modelfusion.errors import InputError, ModelFusionWarning, ParameterError, StrategyError
 from modelfusion.multimodal import CCAMatcher
 
 
@@ -27,17 +27,17 @@ def data():
 @pytest.fixture(scope="module")
 def matcher(data):
     X, Y, _, _ = data
-    return CCAMatcher(n_components=(4, 8), alpha=(0.01, 0.1), seed=0).fit(X, Y)
+    return CCAMatcher(n_components=(4, 8), alpha=(0.01, 0.1), csls_k=(0, 10), seed=0).fit(X, Y)
 
 
 def test_fit_returns_self_and_learns_the_documented_attributes(data):
     X, Y, _, _ = data
     matcher = CCAMatcher(n_components=6, alpha=0.05)
     assert matcher.fit(X, Y) is matcher
-    assert (matcher.n_components_, matcher.alpha_) == (6, 0.05)
+    assert (matcher.n_components_, matcher.alpha_, matcher.csls_k_) == (6, 0.05, 10)
     assert matcher.correlations_.shape == (6,) and (np.diff(matcher.correlations_) <= 1e-12).all()
     assert matcher.x_weights_.shape == (40, 6) and matcher.y_weights_.shape == (30, 6)
-    assert set(matcher.cv_scores_) == {(6, 0.05)} and matcher.coef_ > 0
+    assert set(matcher.cv_scores_) == {(6, 0.05, 10)} and matcher.coef_ > 0
     assert matcher.get_params()["alpha"] == 0.05
 
 
@@ -55,9 +55,9 @@ def test_held_out_true_pairs_are_told_from_mismatched_ones(data, matcher):
 
 
 def test_the_candidate_with_the_best_out_of_fold_auc_is_chosen(matcher):
-    assert set(matcher.cv_scores_) == {(4, 0.01), (4, 0.1), (8, 0.01), (8, 0.1)}
+    assert set(matcher.cv_scores_) == {(k, a, n) for k in (4, 8) for a in (0.01, 0.1) for n in (0, 10)}
     best = max(matcher.cv_scores_, key=matcher.cv_scores_.get)
-    assert (matcher.n_components_, matcher.alpha_) == best
+    assert (matcher.n_components_, matcher.alpha_, matcher.csls_k_) == best
     assert all(0.5 < auc <= 1 for auc in matcher.cv_scores_.values())
 
 
@@ -79,33 +79,54 @@ def test_csls_corrects_plain_cosine_by_each_sides_hubness(data):
     csls = CCAMatcher(n_components=8, alpha=0.05, csls_k=10).fit(X, Y)
     a, b = plain.transform(Xt, Yt)
     assert np.allclose(plain.similarity(Xt, Yt), a @ b.T)
+    a, b = csls.transform(Xt, Yt)
     hub_x = np.sort(a @ csls.y_reference_.T, axis=1)[:, -10:].mean(axis=1)
     hub_y = np.sort(b @ csls.x_reference_.T, axis=1)[:, -10:].mean(axis=1)
     assert np.allclose(csls.similarity(Xt, Yt), 2 * a @ b.T - hub_x[:, None] - hub_y[None, :])
 
 
-def test_the_row_space_solution_is_exact_ridge_cca(data):
-    X, Y, _, _ = data
+@pytest.mark.parametrize(("n", "dx", "dy"), [(400, 40, 30), (60, 500, 300)])
+def test_the_row_space_solution_is_exact_ridge_cca(n, dx, dy):
+    X, Y = _paired(n, seed=3, dx=dx, dy=dy)
     alpha, k = 0.03, 5
-    matcher = CCAMatcher(n_components=k, alpha=alpha).fit(X, Y)
+    matcher = CCAMatcher(n_components=k, alpha=alpha, cv=3).fit(X, Y)
     zx, zy = matcher.x_scaling_.apply(X), matcher.y_scaling_.apply(Y)
-    n = len(X)
+    cxx, cyy, cxy = zx.T @ zx / n + alpha * np.eye(dx), zy.T @ zy / n + alpha * np.eye(dy), zx.T @ zy / n
 
     def inverse_root(c):
-        values, vectors = np.linalg.eigh(c + alpha * np.eye(len(c)))
+        values, vectors = np.linalg.eigh(c)
         return vectors @ np.diag(values**-0.5) @ vectors.T
 
-    cross = inverse_root(zx.T @ zx / n) @ (zx.T @ zy / n) @ inverse_root(zy.T @ zy / n)
-    assert np.allclose(matcher.correlations_, np.linalg.svd(cross, compute_uv=False)[:k], atol=1e-10)
-    # the weights whiten each side: (C + alpha I)-orthonormal canonical directions
-    gram = matcher.x_weights_.T @ (zx.T @ zx / n + alpha * np.eye(zx.shape[1])) @ matcher.x_weights_
-    assert np.allclose(gram, np.eye(k), atol=1e-8)
+    direct = np.linalg.svd(inverse_root(cxx) @ cxy @ inverse_root(cyy), compute_uv=False)[:k]
+    assert np.allclose(matcher.correlations_, direct, atol=1e-10)
+    wx, wy = matcher.x_weights_, matcher.y_weights_
+    # (C + alpha I)-orthonormal canonical directions on both sides, diagonal cross-covariance
+    assert np.allclose(wx.T @ cxx @ wx, np.eye(k), atol=1e-8)
+    assert np.allclose(wy.T @ cyy @ wy, np.eye(k), atol=1e-8)
+    assert np.allclose(wx.T @ cxy @ wy, np.diag(matcher.correlations_), atol=1e-8)
 
 
-def test_more_features_than_rows_is_solved_in_the_row_space():
-    X, Y = _paired(60, seed=3, dx=500, dy=300)
-    matcher = CCAMatcher(n_components=4, alpha=0.1, cv=3).fit(X, Y)
-    assert matcher.x_weights_.shape == (500, 4) and np.isfinite(matcher.correlations_).all()
+def test_unrelated_modalities_score_at_chance_out_of_fold_and_match_nothing():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(80, 200)), rng.normal(size=(80, 150))
+    with pytest.warns(ModelFusionWarning, match="do not predict each other"):
+        matcher = CCAMatcher(n_components=(4, 16), alpha=0.01, cv=4, seed=0).fit(X, Y)
+    assert matcher.correlations_[0] > 0.5  # in sample, wide noise correlates strongly ...
+    assert max(matcher.cv_scores_.values()) < 0.65  # ... out of fold it does not
+    assert matcher.predict(X, Y).sum() == 0 and np.allclose(matcher.predict_proba(X, Y), 0.5)
+
+
+def test_predict_agrees_with_predict_proba(data, matcher):
+    _, _, X, Y = data
+    Y = np.r_[Y[:50], np.roll(Y[50:], 1, axis=0)]
+    assert np.array_equal(matcher.predict(X, Y), (matcher.predict_proba(X, Y)[:, 1] > 0.5).astype(int))
+
+
+def test_repeated_candidates_and_more_components_than_the_rank(data):
+    X, Y, _, _ = data
+    matcher = CCAMatcher(n_components=(8, 8, 100, 500), alpha=(0.1, 0.1), csls_k=[5, 5]).fit(X, Y)
+    assert set(matcher.cv_scores_) == {(8, 0.1, 5), (30, 0.1, 5)}  # 30: Y's width, the rank
+    assert len(matcher.correlations_) == matcher.n_components_
 
 
 def test_blocks_are_standardised_to_the_same_total_variance(data):
@@ -126,6 +147,7 @@ def test_a_seed_makes_the_fit_reproducible(data):
 def test_torch_tensors_are_accepted(data, matcher):
     torch = pytest.importorskip("torch")
     _, _, X, Y = data
+    assert matcher.score_pairs(torch.from_numpy(X).bfloat16(), torch.from_numpy(Y).bfloat16()).shape == (100,)
     assert np.allclose(
         matcher.score_pairs(torch.from_numpy(X), torch.from_numpy(Y)), matcher.score_pairs(X, Y)
     )
@@ -134,12 +156,17 @@ def test_torch_tensors_are_accepted(data, matcher):
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"n_components": 0}, ParameterError, "n_components must be >= 1"),
-        ({"alpha": -1.0}, ParameterError, "alpha > 0"),
-        ({"alpha": "lots"}, ParameterError, "alpha must be a number"),
-        ({"csls_k": -1}, ParameterError, "csls_k"),
-        ({"x_widths": [10, 10]}, ParameterError, "x_widths=.*sum to the 40 features"),
-        ({"cv": 1}, InputError, "cv=1 folds"),
+        ({"n_components": 0}, ParameterError, "n_components must be an integer >= 1"),
+        ({"n_components": ()}, ParameterError, "n_components must be .* non-empty list"),
+        ({"n_components": 4.5}, ParameterError, "n_components must be an integer"),
+        ({"alpha": -1.0}, ParameterError, "alpha must be a finite number > 0"),
+        ({"alpha": float("nan")}, ParameterError, "alpha must be a finite number > 0"),
+        ({"alpha": "lots"}, ParameterError, "alpha must be a finite number"),
+        ({"csls_k": (10, -1)}, ParameterError, "csls_k must be an integer >= 0"),
+        ({"x_widths": [10, 10]}, ParameterError, "x_widths=.*summing to the 40 features"),
+        ({"y_widths": ["a"]}, ParameterError, "y_widths=.*positive integers"),
+        ({"cv": 1}, ParameterError, "cv must be an integer >= 2, got 1"),
+        ({"cv": 2.5}, ParameterError, "cv must be an integer >= 2, got 2.5"),
     ],
 )
 def test_bad_parameters_are_named(data, options, error, message):
@@ -152,7 +179,7 @@ def test_bad_inputs_are_named(data, matcher):
     X, Y, Xt, Yt = data
     with pytest.raises(InputError, match="X has 400 rows and Y 399"):
         CCAMatcher().fit(X, Y[:-1])
-    with pytest.raises(InputError, match="cv=5 folds need .* at least 10 pairs, got 6"):
+    with pytest.raises(InputError, match="cv=5 folds need at least 10 pairs, got 6"):
         CCAMatcher().fit(X[:6], Y[:6])
     with pytest.raises(InputError, match="NaN"):
         CCAMatcher().fit(np.where(np.eye(400, 40) > 0, np.nan, X), Y)
@@ -162,8 +189,9 @@ def test_bad_inputs_are_named(data, matcher):
         matcher.score_pairs(Xt[0], Yt[0])
     with pytest.raises(ParameterError, match="query must be"):
         matcher.similarity(Xt, Yt, query="image")
-    with pytest.raises(StrategyError, match="not fitted"):
-        CCAMatcher().predict(Xt, Yt)
+    for method in ("predict", "predict_proba", "score_pairs"):
+        with pytest.raises(StrategyError, match="not fitted"):
+            getattr(CCAMatcher(), method)(Xt, Yt)
 
 
 def test_recall_at_k_reads_the_true_pairs_off_the_diagonal(data, matcher):
@@ -175,5 +203,12 @@ def test_recall_at_k_reads_the_true_pairs_off_the_diagonal(data, matcher):
     a, b = matcher.transform(X, Y)
     torch = pytest.importorskip("torch")
     assert recall_at_k(a @ b.T) == retrieval_recall(torch.from_numpy(a), torch.from_numpy(b))
+    assert recall_at_k(np.zeros((4, 4)), ks=(1, 4)) == {"R@1": 0.0, "R@4": 1.0}  # ties count against
+    bf16 = torch.from_numpy(a @ b.T).to(torch.bfloat16)
+    assert set(recall_at_k(bf16)) == {"R@1", "R@5"}
     with pytest.raises(ParameterError, match="square"):
         recall_at_k(similarity[:2])
+    with pytest.raises(ParameterError, match="NaN"):
+        recall_at_k(np.full((2, 2), np.nan))
+    with pytest.raises(ParameterError, match="ks must be ranks >= 1"):
+        recall_at_k(similarity, ks=(0,))
