@@ -23,16 +23,23 @@ Examples
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.special import expit
 from sklearn.base import BaseEstimator
 
-from modelfusion.errors import InputError, ModelFusionWarning, ParameterError, StrategyError
+from modelfusion.errors import BundleError, InputError, ModelFusionWarning, ParameterError, StrategyError
+
+#: The format tag of a saved matcher (one safetensors file: arrays + JSON metadata, no pickle).
+FORMAT = "modelfusion.CCAMatcher/1"
+_ARRAYS = ("x_weights_", "y_weights_", "correlations_", "x_reference_", "y_reference_")
+_SCALARS = ("n_components_", "alpha_", "csls_k_", "coef_", "intercept_", "threshold_")
 
 
 class CCAMatcher(BaseEstimator):
@@ -65,6 +72,7 @@ class CCAMatcher(BaseEstimator):
     --------
     >>> matcher = CCAMatcher(n_components=32, alpha=0.03).fit(X_train, Y_train)
     >>> matcher.predict(X_test, Y_test)            # 1 where row i of X matches row i of Y
+    >>> CCAMatcher.load(matcher.save("matcher.safetensors")).predict(X_test, Y_test)
     """
 
     def __init__(
@@ -152,6 +160,55 @@ class CCAMatcher(BaseEstimator):
     def predict(self, X: Any, Y: Any) -> np.ndarray:
         """1 where row i of X matches row i of Y (score above ``threshold_``), else 0."""
         return (self.score_pairs(X, Y) > self.threshold_).astype(np.int64)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted matcher to one safetensors file (atomically; no pickle); returns ``path``."""
+        from safetensors.numpy import save
+
+        from modelfusion.files import write_bytes_atomic
+
+        self._check_fitted()
+        arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in _ARRAYS}
+        for side, scaling in (("x", self.x_scaling_), ("y", self.y_scaling_)):
+            arrays[f"{side}_mean"], arrays[f"{side}_scale"] = scaling.mean, scaling.scale
+        metadata = {
+            "format": FORMAT,
+            "params": json.dumps(self.get_params(), default=_plain),
+            "state": json.dumps({name: getattr(self, name) for name in _SCALARS}, default=_plain),
+            "cv_scores": json.dumps([[*c, auc] for c, auc in self.cv_scores_.items()], default=_plain),
+        }
+        return write_bytes_atomic(path, save(arrays, metadata=metadata))
+
+    @classmethod
+    def load(cls, path: str | Path) -> CCAMatcher:
+        """A matcher written by :meth:`save`; BundleError naming the file if it is not one."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise BundleError(f"{path}: no such file (a CCAMatcher saved with CCAMatcher.save)")
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+                if metadata.get("format") != FORMAT:
+                    raise BundleError(f"{path} is not a saved CCAMatcher (format {metadata.get('format')!r})")
+                names = (*_ARRAYS, "x_mean", "x_scale", "y_mean", "y_scale")
+                arrays = {name: handle.get_tensor(name) for name in names}
+            matcher = cls(**json.loads(metadata["params"]))
+            for name, value in json.loads(metadata["state"]).items():
+                setattr(matcher, name, value)
+            matcher.cv_scores_ = {
+                (int(k), float(a), int(c)): auc for k, a, c, auc in json.loads(metadata["cv_scores"])
+            }
+            for name in _ARRAYS:
+                setattr(matcher, name, arrays[name])
+            matcher.x_scaling_ = _Scaling(arrays["x_mean"], arrays["x_scale"])
+            matcher.y_scaling_ = _Scaling(arrays["y_mean"], arrays["y_scale"])
+        except BundleError:
+            raise
+        except Exception as error:  # a truncated file, a missing array or key
+            raise BundleError(f"{path} is not a readable CCAMatcher: {error}") from error
+        return matcher
 
     def _fit_projection(self, X: np.ndarray, Y: np.ndarray, x_widths: list[int], y_widths: list[int]) -> None:
         self.x_scaling_, self.y_scaling_ = _Scaling.fit(X, x_widths), _Scaling.fit(Y, y_widths)
@@ -358,6 +415,13 @@ def _matrix(values: Any, name: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise InputError(f"{name} has NaN or infinite values")
     return array
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (and tuples of them, via lists) as JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _paired(X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -212,3 +212,37 @@ def test_recall_at_k_reads_the_true_pairs_off_the_diagonal(data, matcher):
         recall_at_k(np.full((2, 2), np.nan))
     with pytest.raises(ParameterError, match="ks must be ranks >= 1"):
         recall_at_k(similarity, ks=(0,))
+
+
+def test_a_saved_matcher_reloads_without_pickle_and_scores_the_same(tmp_path, data, matcher):
+    _, _, X, Y = data
+    path = matcher.save(tmp_path / "matcher.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["matcher.safetensors"]  # no temp file left
+    loaded = CCAMatcher.load(path)
+    assert np.array_equal(loaded.predict_proba(X, Y), matcher.predict_proba(X, Y))
+    assert np.array_equal(loaded.similarity(Y, X, query="y"), matcher.similarity(Y, X, query="y"))
+    assert loaded.cv_scores_ == matcher.cv_scores_
+    assert (loaded.n_components_, loaded.alpha_, loaded.csls_k_) == (
+        matcher.n_components_,
+        matcher.alpha_,
+        matcher.csls_k_,
+    )
+    assert loaded.get_params()["n_components"] == [4, 8]
+
+
+def test_loading_something_else_names_the_file(tmp_path, data):
+    from safetensors.numpy import save_file
+
+    from modelfusion.errors import BundleError
+
+    with pytest.raises(BundleError, match="no such file"):
+        CCAMatcher.load(tmp_path / "none.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(BundleError, match="junk.safetensors is not a readable CCAMatcher"):
+        CCAMatcher.load(tmp_path / "junk.safetensors")
+    save_file({"w": np.zeros(3)}, str(tmp_path / "other.safetensors"), metadata={"format": "weights"})
+    with pytest.raises(BundleError, match="other.safetensors is not a saved CCAMatcher .format 'weights'"):
+        CCAMatcher.load(tmp_path / "other.safetensors")
+    with pytest.raises(StrategyError, match="not fitted"):
+        CCAMatcher().save(tmp_path / "unfitted.safetensors")
+    assert not (tmp_path / "unfitted.safetensors").exists()
