@@ -418,10 +418,12 @@ def _matrix(values: Any, name: str) -> np.ndarray:
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars (and tuples of them, via lists) as JSON values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    """numpy scalars and arrays as JSON values (``json.dumps(default=...)``)."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise ParameterError(
+        f"cannot save a CCAMatcher holding a {type(value).__name__}: parameters must be numbers"
+    )
 
 
 def _paired(X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:

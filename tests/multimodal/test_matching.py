@@ -228,6 +228,10 @@ def test_a_saved_matcher_reloads_without_pickle_and_scores_the_same(tmp_path, da
         matcher.csls_k_,
     )
     assert loaded.get_params()["n_components"] == [4, 8]
+    X_train, Y_train, _, _ = data
+    numpy_params = CCAMatcher(n_components=np.array([4, 6]), alpha=np.float32(0.05), x_widths=[np.int64(40)])
+    reloaded = CCAMatcher.load(numpy_params.fit(X_train, Y_train).save(tmp_path / "numpy.safetensors"))
+    assert reloaded.get_params()["n_components"] == [4, 6] and reloaded.x_widths == [40]
 
 
 def test_loading_something_else_names_the_file(tmp_path, data):
