@@ -195,8 +195,9 @@ class CCAMatcher(BaseEstimator):
                 names = (*_ARRAYS, "x_mean", "x_scale", "y_mean", "y_scale")
                 arrays = {name: handle.get_tensor(name) for name in names}
             matcher = cls(**json.loads(metadata["params"]))
-            for name, value in json.loads(metadata["state"]).items():
-                setattr(matcher, name, value)
+            state = json.loads(metadata["state"])
+            for name in _SCALARS:  # only the known attributes, whatever the file holds
+                setattr(matcher, name, state[name])
             matcher.cv_scores_ = {
                 (int(k), float(a), int(c)): auc for k, a, c, auc in json.loads(metadata["cv_scores"])
             }
