@@ -39,7 +39,7 @@ from modelfusion.errors import BundleError, InputError, ModelFusionWarning, Para
 #: The format tag of a saved matcher (one safetensors file: arrays + JSON metadata, no pickle).
 FORMAT = "modelfusion.CCAMatcher/1"
 _ARRAYS = ("x_weights_", "y_weights_", "correlations_", "x_reference_", "y_reference_")
-_SCALARS = ("n_components_", "alpha_", "csls_k_", "coef_", "intercept_", "threshold_")
+_SCALARS = ("n_components_", "alpha_", "csls_k_", "coef_", "intercept_")
 
 
 class CCAMatcher(BaseEstimator):
@@ -170,7 +170,8 @@ class CCAMatcher(BaseEstimator):
         self._check_fitted()
         arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in _ARRAYS}
         for side, scaling in (("x", self.x_scaling_), ("y", self.y_scaling_)):
-            arrays[f"{side}_mean"], arrays[f"{side}_scale"] = scaling.mean, scaling.scale
+            arrays[f"{side}_mean"] = np.ascontiguousarray(scaling.mean)
+            arrays[f"{side}_scale"] = np.ascontiguousarray(scaling.scale)
         metadata = {
             "format": FORMAT,
             "params": json.dumps(self.get_params(), default=_plain),
@@ -186,7 +187,7 @@ class CCAMatcher(BaseEstimator):
 
         path = Path(path)
         if not path.is_file():
-            raise BundleError(f"{path}: no such file (a CCAMatcher saved with CCAMatcher.save)")
+            raise BundleError(f"{path}: not a file (a CCAMatcher saved with CCAMatcher.save)")
         try:
             with safe_open(str(path), framework="numpy") as handle:
                 metadata = handle.metadata() or {}
@@ -194,12 +195,16 @@ class CCAMatcher(BaseEstimator):
                     raise BundleError(f"{path} is not a saved CCAMatcher (format {metadata.get('format')!r})")
                 names = (*_ARRAYS, "x_mean", "x_scale", "y_mean", "y_scale")
                 arrays = {name: handle.get_tensor(name) for name in names}
-            matcher = cls(**json.loads(metadata["params"]))
-            state = json.loads(metadata["state"])
+            missing = sorted({"params", "state", "cv_scores"} - set(metadata))
+            if missing:
+                raise BundleError(f"{path}: the metadata lacks {missing}")
+            matcher = cls(**_json(metadata["params"], dict, path))
+            state = _json(metadata["state"], dict, path)
             for name in _SCALARS:  # only the known attributes, whatever the file holds
                 setattr(matcher, name, state[name])
             matcher.cv_scores_ = {
-                (int(k), float(a), int(c)): auc for k, a, c, auc in json.loads(metadata["cv_scores"])
+                (int(k), float(a), int(c)): float(auc)
+                for k, a, c, auc in _json(metadata["cv_scores"], list, path)
             }
             for name in _ARRAYS:
                 setattr(matcher, name, arrays[name])
@@ -207,8 +212,10 @@ class CCAMatcher(BaseEstimator):
             matcher.y_scaling_ = _Scaling(arrays["y_mean"], arrays["y_scale"])
         except BundleError:
             raise
-        except Exception as error:  # a truncated file, a missing array or key
+        except Exception as error:  # a truncated file, a missing array or key, a wrong type
             raise BundleError(f"{path} is not a readable CCAMatcher: {error}") from error
+        _check_loaded(matcher, arrays, path)
+        matcher.threshold_ = -matcher.intercept_ / matcher.coef_ if matcher.coef_ > 0 else np.inf
         return matcher
 
     def _fit_projection(self, X: np.ndarray, Y: np.ndarray, x_widths: list[int], y_widths: list[int]) -> None:
@@ -416,6 +423,60 @@ def _matrix(values: Any, name: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise InputError(f"{name} has NaN or infinite values")
     return array
+
+
+def _json(text: str, kind: type, path: Path) -> Any:
+    """A JSON value of ``kind`` from the metadata; NaN and infinities refused."""
+
+    def refuse(constant: str) -> Any:
+        raise BundleError(f"{path}: the metadata holds {constant}")
+
+    value = json.loads(text, parse_constant=refuse)
+    if not isinstance(value, kind):
+        raise BundleError(f"{path}: a metadata entry is a {type(value).__name__}, expected a {kind.__name__}")
+    return value
+
+
+def _check_loaded(matcher: CCAMatcher, arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Every array float64, finite and of the shapes ``fit`` gives; every scalar in range."""
+    bad = [name for name, a in arrays.items() if a.dtype != np.float64 or not np.isfinite(a).all()]
+    if bad:
+        raise BundleError(f"{path}: {bad} must be finite float64 arrays")
+    dx, dy, k = len(arrays["x_mean"]), len(arrays["y_mean"]), arrays["x_weights_"].shape[-1]
+    n = len(arrays["x_reference_"])
+    expected = {
+        "x_mean": (dx,),
+        "x_scale": (dx,),
+        "y_mean": (dy,),
+        "y_scale": (dy,),
+        "x_weights_": (dx, k),
+        "y_weights_": (dy, k),
+        "correlations_": (k,),
+        "x_reference_": (n, k),
+        "y_reference_": (n, k),
+    }
+    shapes = {name: tuple(arrays[name].shape) for name in expected}
+    if (
+        shapes != expected
+        or not k
+        or not n
+        or (arrays["x_scale"] <= 0).any()
+        or (arrays["y_scale"] <= 0).any()
+    ):
+        raise BundleError(f"{path}: the arrays do not fit together (shapes {shapes})")
+    integers = all(
+        isinstance(getattr(matcher, name), int) and not isinstance(getattr(matcher, name), bool)
+        for name in ("n_components_", "csls_k_")
+    )
+    numbers = all(
+        isinstance(getattr(matcher, name), (int, float)) for name in ("alpha_", "coef_", "intercept_")
+    )
+    if not (integers and numbers) or matcher.n_components_ < k or matcher.csls_k_ < 0:
+        raise BundleError(
+            f"{path}: the fitted values are out of range ({[getattr(matcher, n) for n in _SCALARS]})"
+        )
+    if matcher.alpha_ <= 0 or matcher.coef_ < 0:
+        raise BundleError(f"{path}: alpha_ must be > 0 and coef_ >= 0")
 
 
 def _plain(value: Any) -> Any:

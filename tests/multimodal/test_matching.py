@@ -220,6 +220,10 @@ def test_a_saved_matcher_reloads_without_pickle_and_scores_the_same(tmp_path, da
     assert [p.name for p in tmp_path.iterdir()] == ["matcher.safetensors"]  # no temp file left
     loaded = CCAMatcher.load(path)
     assert np.array_equal(loaded.predict_proba(X, Y), matcher.predict_proba(X, Y))
+    assert (
+        np.array_equal(loaded.predict(X, Y), matcher.predict(X, Y))
+        and loaded.threshold_ == matcher.threshold_
+    )
     assert np.array_equal(loaded.similarity(Y, X, query="y"), matcher.similarity(Y, X, query="y"))
     assert loaded.cv_scores_ == matcher.cv_scores_
     assert (loaded.n_components_, loaded.alpha_, loaded.csls_k_) == (
@@ -239,7 +243,7 @@ def test_loading_something_else_names_the_file(tmp_path, data):
 
     from modelfusion.errors import BundleError
 
-    with pytest.raises(BundleError, match="no such file"):
+    with pytest.raises(BundleError, match="not a file"):
         CCAMatcher.load(tmp_path / "none.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(BundleError, match="junk.safetensors is not a readable CCAMatcher"):
@@ -250,3 +254,75 @@ def test_loading_something_else_names_the_file(tmp_path, data):
     with pytest.raises(StrategyError, match="not fitted"):
         CCAMatcher().save(tmp_path / "unfitted.safetensors")
     assert not (tmp_path / "unfitted.safetensors").exists()
+
+
+def _tampered(path, tmp_path, arrays=None, metadata=None):
+    """A copy of the saved matcher at ``path`` with some arrays / metadata entries replaced."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(path), framework="numpy") as handle:
+        meta = dict(handle.metadata())
+    tensors = {**load_file(str(path)), **(arrays or {})}
+    meta.update(metadata or {})
+    out = tmp_path / "tampered.safetensors"
+    save_file(
+        {k: v for k, v in tensors.items() if v is not None},
+        str(out),
+        metadata={k: v for k, v in meta.items() if v is not None},
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("arrays", "metadata", "message"),
+    [
+        ({"correlations_": np.ones(1)}, None, "do not fit together"),
+        ({"x_mean": np.zeros(39)}, None, "do not fit together"),
+        ({"x_scale": np.zeros(40)}, None, "do not fit together"),
+        ({"x_reference_": np.zeros((0, 8))}, None, "do not fit together"),
+        ({"x_weights_": np.ones((40, 8), dtype=np.float32)}, None, "finite float64"),
+        ({"y_reference_": np.full((400, 8), np.inf)}, None, "finite float64"),
+        ({"x_weights_": None}, None, "not a readable CCAMatcher"),
+        (None, {"state": None}, "lacks \\['state'\\]"),
+        (None, {"state": "[1, 2]"}, "is a list, expected a dict"),
+        (None, {"params": '{"colour": 1}'}, "not a readable CCAMatcher"),
+        (
+            None,
+            {"state": '{"n_components_": 8, "alpha_": NaN, "csls_k_": 0, "coef_": 1, "intercept_": 0}'},
+            "NaN",
+        ),
+        (
+            None,
+            {"state": '{"n_components_": 8, "alpha_": 0.1, "csls_k_": -3, "coef_": 1, "intercept_": 0}'},
+            "out of range",
+        ),
+        (
+            None,
+            {"state": '{"n_components_": 8, "alpha_": 0.1, "csls_k_": "5", "coef_": 1, "intercept_": 0}'},
+            "out of range",
+        ),
+        (
+            None,
+            {"state": '{"n_components_": 8, "alpha_": 0.1, "csls_k_": 5, "coef_": -1, "intercept_": 0}'},
+            "coef_ >= 0",
+        ),
+    ],
+)
+def test_a_tampered_file_is_refused_at_load_naming_it(tmp_path, data, arrays, metadata, message):
+    from modelfusion.errors import BundleError
+
+    X, Y, _, _ = data
+    good = CCAMatcher(n_components=8, alpha=0.1, csls_k=5).fit(X, Y).save(tmp_path / "good.safetensors")
+    with pytest.raises(BundleError, match=f"tampered.safetensors.*{message}"):
+        CCAMatcher.load(_tampered(good, tmp_path, arrays, metadata))
+
+
+def test_a_matcher_that_matches_nothing_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(80, 200)), rng.normal(size=(80, 150))
+    with pytest.warns(ModelFusionWarning):
+        matcher = CCAMatcher(n_components=4, cv=4).fit(X, Y)
+    loaded = CCAMatcher.load(matcher.save(tmp_path / "none.safetensors"))
+    assert loaded.threshold_ == np.inf and loaded.predict(X, Y).sum() == 0
+    assert np.array_equal(loaded.predict_proba(X, Y), matcher.predict_proba(X, Y))
