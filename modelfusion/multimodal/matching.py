@@ -23,7 +23,6 @@ Examples
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -36,10 +35,8 @@ from sklearn.base import BaseEstimator
 
 from modelfusion.errors import BundleError, InputError, ModelFusionWarning, ParameterError, StrategyError
 
-#: The format tag of a saved matcher (one safetensors file: arrays + JSON metadata, no pickle).
-FORMAT = "modelfusion.CCAMatcher/1"
-_ARRAYS = ("x_weights_", "y_weights_", "correlations_", "x_reference_", "y_reference_")
-_SCALARS = ("n_components_", "alpha_", "csls_k_", "coef_", "intercept_")
+#: The arrays ``fit`` learns (saved as they are by :meth:`CCAMatcher.save`).
+_FITTED_ARRAYS = ("x_weights_", "y_weights_", "correlations_", "x_reference_", "y_reference_")
 
 
 class CCAMatcher(BaseEstimator):
@@ -122,7 +119,7 @@ class CCAMatcher(BaseEstimator):
                 stacklevel=2,
             )
             self.coef_, self.intercept_ = 0.0, 0.0  # p = 0.5 for every pair, none predicted to match
-        self.threshold_ = -self.intercept_ / self.coef_ if self.coef_ > 0 else np.inf
+        self.threshold_ = self._threshold()
         self._fit_projection(X, Y, x_widths, y_widths)
         return self
 
@@ -163,59 +160,33 @@ class CCAMatcher(BaseEstimator):
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted matcher to one safetensors file (atomically; no pickle); returns ``path``."""
-        from safetensors.numpy import save
-
-        from modelfusion.files import write_bytes_atomic
+        from modelfusion.multimodal.matching_file import SCALARS, write_matcher_file
 
         self._check_fitted()
-        arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in _ARRAYS}
+        arrays = {name: getattr(self, name) for name in _FITTED_ARRAYS}
         for side, scaling in (("x", self.x_scaling_), ("y", self.y_scaling_)):
-            arrays[f"{side}_mean"] = np.ascontiguousarray(scaling.mean)
-            arrays[f"{side}_scale"] = np.ascontiguousarray(scaling.scale)
-        metadata = {
-            "format": FORMAT,
-            "params": json.dumps(self.get_params(), default=_plain),
-            "state": json.dumps({name: getattr(self, name) for name in _SCALARS}, default=_plain),
-            "cv_scores": json.dumps([[*c, auc] for c, auc in self.cv_scores_.items()], default=_plain),
-        }
-        return write_bytes_atomic(path, save(arrays, metadata=metadata))
+            arrays[f"{side}_mean"], arrays[f"{side}_scale"] = scaling.mean, scaling.scale
+        state = {name: getattr(self, name) for name in SCALARS}
+        return write_matcher_file(
+            path, arrays, params=self.get_params(), state=state, cv_scores=self.cv_scores_
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> CCAMatcher:
-        """A matcher written by :meth:`save`; BundleError naming the file if it is not one."""
-        from safetensors import safe_open
+        """A matcher written by :meth:`save`; BundleError naming the file if it is not one (or is damaged)."""
+        from modelfusion.multimodal.matching_file import read_matcher_file
 
-        path = Path(path)
-        if not path.is_file():
-            raise BundleError(f"{path}: not a file (a CCAMatcher saved with CCAMatcher.save)")
+        arrays, params, state, cv_scores = read_matcher_file(path)
         try:
-            with safe_open(str(path), framework="numpy") as handle:
-                metadata = handle.metadata() or {}
-                if metadata.get("format") != FORMAT:
-                    raise BundleError(f"{path} is not a saved CCAMatcher (format {metadata.get('format')!r})")
-                names = (*_ARRAYS, "x_mean", "x_scale", "y_mean", "y_scale")
-                arrays = {name: handle.get_tensor(name) for name in names}
-            missing = sorted({"params", "state", "cv_scores"} - set(metadata))
-            if missing:
-                raise BundleError(f"{path}: the metadata lacks {missing}")
-            matcher = cls(**_json(metadata["params"], dict, path))
-            state = _json(metadata["state"], dict, path)
-            for name in _SCALARS:  # only the known attributes, whatever the file holds
-                setattr(matcher, name, state[name])
-            matcher.cv_scores_ = {
-                (int(k), float(a), int(c)): float(auc)
-                for k, a, c, auc in _json(metadata["cv_scores"], list, path)
-            }
-            for name in _ARRAYS:
-                setattr(matcher, name, arrays[name])
-            matcher.x_scaling_ = _Scaling(arrays["x_mean"], arrays["x_scale"])
-            matcher.y_scaling_ = _Scaling(arrays["y_mean"], arrays["y_scale"])
-        except BundleError:
-            raise
-        except Exception as error:  # a truncated file, a missing array or key, a wrong type
+            matcher = cls(**params)
+        except TypeError as error:
             raise BundleError(f"{path} is not a readable CCAMatcher: {error}") from error
-        _check_loaded(matcher, arrays, path)
-        matcher.threshold_ = -matcher.intercept_ / matcher.coef_ if matcher.coef_ > 0 else np.inf
+        for name, value in {**state, **{name: arrays[name] for name in _FITTED_ARRAYS}}.items():
+            setattr(matcher, name, value)
+        matcher.cv_scores_ = cv_scores
+        matcher.x_scaling_ = _Scaling(arrays["x_mean"], arrays["x_scale"])
+        matcher.y_scaling_ = _Scaling(arrays["y_mean"], arrays["y_scale"])
+        matcher.threshold_ = matcher._threshold()
         return matcher
 
     def _fit_projection(self, X: np.ndarray, Y: np.ndarray, x_widths: list[int], y_widths: list[int]) -> None:
@@ -252,6 +223,9 @@ class CCAMatcher(BaseEstimator):
         if cosine.ndim == 1:
             return 2 * cosine - ra - rb
         return 2 * cosine - ra[:, None] - rb[None, :]
+
+    def _threshold(self) -> float:
+        return -self.intercept_ / self.coef_ if self.coef_ > 0 else np.inf
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "x_weights_"):
@@ -423,69 +397,6 @@ def _matrix(values: Any, name: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise InputError(f"{name} has NaN or infinite values")
     return array
-
-
-def _json(text: str, kind: type, path: Path) -> Any:
-    """A JSON value of ``kind`` from the metadata; NaN and infinities refused."""
-
-    def refuse(constant: str) -> Any:
-        raise BundleError(f"{path}: the metadata holds {constant}")
-
-    value = json.loads(text, parse_constant=refuse)
-    if not isinstance(value, kind):
-        raise BundleError(f"{path}: a metadata entry is a {type(value).__name__}, expected a {kind.__name__}")
-    return value
-
-
-def _check_loaded(matcher: CCAMatcher, arrays: dict[str, np.ndarray], path: Path) -> None:
-    """Every array float64, finite and of the shapes ``fit`` gives; every scalar in range."""
-    bad = [name for name, a in arrays.items() if a.dtype != np.float64 or not np.isfinite(a).all()]
-    if bad:
-        raise BundleError(f"{path}: {bad} must be finite float64 arrays")
-    dx, dy, k = len(arrays["x_mean"]), len(arrays["y_mean"]), arrays["x_weights_"].shape[-1]
-    n = len(arrays["x_reference_"])
-    expected = {
-        "x_mean": (dx,),
-        "x_scale": (dx,),
-        "y_mean": (dy,),
-        "y_scale": (dy,),
-        "x_weights_": (dx, k),
-        "y_weights_": (dy, k),
-        "correlations_": (k,),
-        "x_reference_": (n, k),
-        "y_reference_": (n, k),
-    }
-    shapes = {name: tuple(arrays[name].shape) for name in expected}
-    if (
-        shapes != expected
-        or not k
-        or not n
-        or (arrays["x_scale"] <= 0).any()
-        or (arrays["y_scale"] <= 0).any()
-    ):
-        raise BundleError(f"{path}: the arrays do not fit together (shapes {shapes})")
-    integers = all(
-        isinstance(getattr(matcher, name), int) and not isinstance(getattr(matcher, name), bool)
-        for name in ("n_components_", "csls_k_")
-    )
-    numbers = all(
-        isinstance(getattr(matcher, name), (int, float)) for name in ("alpha_", "coef_", "intercept_")
-    )
-    if not (integers and numbers) or matcher.n_components_ < k or matcher.csls_k_ < 0:
-        raise BundleError(
-            f"{path}: the fitted values are out of range ({[getattr(matcher, n) for n in _SCALARS]})"
-        )
-    if matcher.alpha_ <= 0 or matcher.coef_ < 0:
-        raise BundleError(f"{path}: alpha_ must be > 0 and coef_ >= 0")
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays as JSON values (``json.dumps(default=...)``)."""
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    raise ParameterError(
-        f"cannot save a CCAMatcher holding a {type(value).__name__}: parameters must be numbers"
-    )
 
 
 def _paired(X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
