@@ -135,9 +135,8 @@ def recall_at_k(similarity: Any, ks: Sequence[int] = (1, 5)) -> dict[str, float]
         raise ParameterError(f"ks must be ranks >= 1, got {list(ks)}")
     true = np.diag(similarity)[:, None]
     others = ~np.eye(len(similarity), dtype=bool)
-    rank = ((similarity > true) | ((similarity == true) & others)).sum(
-        axis=1
-    )  # items at or above the true one
+    # the gallery items at or above the true one
+    rank = ((similarity > true) | ((similarity == true) & others)).sum(axis=1)
     return {f"R@{k}": float((rank < k).mean()) for k in ks}
 
 

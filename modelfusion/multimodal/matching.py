@@ -355,12 +355,15 @@ def _values(value: Any) -> list[Any]:
 def _candidates(value: Any, name: str, minimum: int) -> list[int]:
     """The distinct integers >= minimum in ``value`` (one, or a sequence), in the given order."""
     values = _values(value)
-    good = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum for v in values)
-    if not values or not good:
+    if not values or not all(_is_integer(v, minimum) for v in values):
         raise ParameterError(
             f"{name} must be an integer >= {minimum} or a non-empty list of them, got {value!r}"
         )
     return list(dict.fromkeys(int(v) for v in values))
+
+
+def _is_integer(value: Any, minimum: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= minimum)
 
 
 def _alphas(value: Any) -> list[float]:
@@ -378,8 +381,7 @@ def _widths(widths: Sequence[int] | None, values: np.ndarray, name: str) -> list
     if widths is None:
         return [values.shape[1]]
     blocks = _values(widths)
-    good = all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in blocks)
-    if not good or sum(int(w) for w in blocks) != values.shape[1]:
+    if not all(_is_integer(w, 1) for w in blocks) or sum(int(w) for w in blocks) != values.shape[1]:
         raise ParameterError(
             f"{name}={widths!r} must be positive integers summing to the {values.shape[1]} features"
         )
